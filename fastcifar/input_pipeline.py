@@ -1,0 +1,131 @@
+"""Input pipelines: uint8 arrays in, `tf.data.Dataset` out.
+
+Nothing here converts to float or one-hot: the host ships uint8 images and
+int32 labels (a quarter of the bytes of float32), and the cast, normalization
+and one-hot run on the device inside the compiled step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from fastcifar.errors import UsageError
+
+
+def subset(images: np.ndarray, labels: np.ndarray, num_examples: int,
+           seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded random subset (image folders are sorted by class: no head-N).
+
+  Args:
+    images, labels: the full arrays.
+    num_examples: how many to keep; 0 or at least len(images) keeps all.
+    seed: picks the subset.
+
+  Returns:
+    `(images, labels)` of the subset, in their original relative order.
+  """
+  if num_examples <= 0 or num_examples >= len(images):
+    return images, labels
+  keep = np.sort(np.random.default_rng(seed).choice(
+      len(images), num_examples, replace=False))
+  return images[keep], labels[keep]
+
+
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+  """Per-channel mean and std of uint8 images, as fractions of 255.
+
+  Args:
+    images: uint8 `(N, H, W, C)`.
+
+  Returns:
+    `(mean, std)`, each a list of C floats.
+  """
+  pixels = images.reshape(-1, images.shape[-1])
+  total = np.zeros(pixels.shape[1])
+  squares = np.zeros(pixels.shape[1])
+  for start in range(0, len(pixels), 1 << 20):  # chunks bound the float scratch
+    chunk = pixels[start:start + (1 << 20)].astype(np.float64)
+    total += chunk.sum(0)
+    squares += np.square(chunk).sum(0)
+  mean = total / len(pixels)
+  std = np.sqrt(np.maximum(squares / len(pixels) - mean**2, 1e-12))
+  return list(mean / 255.0), list(std / 255.0)
+
+
+def epoch_order(num_examples: int, seed: int, epoch) -> tf.Tensor:
+  """The training order of one epoch: a pure function of (seed, epoch).
+
+  A resumed or re-run training therefore sees exactly the same batches.
+  """
+  keys = tf.random.stateless_uniform(
+      [num_examples], seed=tf.stack([tf.cast(seed, tf.int64),
+                                     tf.cast(epoch, tf.int64)]))
+  return tf.argsort(keys)
+
+
+def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                  seed: int, epochs: int, first_epoch: int = 0
+                  ) -> tf.data.Dataset:
+  """Shuffled, batched training data for epochs `first_epoch..epochs-1`.
+
+  The arrays are held once in memory as tensors; each epoch shuffles indices
+  and gathers whole batches, which is many times faster than shuffling and
+  batching single elements.
+
+  Args:
+    images: uint8 `(N, 32, 32, 3)`.
+    labels: int32 `(N,)`.
+    batch_size: examples per batch (the global batch under a strategy).
+    seed: fixes the order of every epoch.
+    epochs: the epoch to stop before.
+    first_epoch: the epoch to start at (non-zero when resuming).
+
+  Returns:
+    A dataset of `(images, labels)` batches, `N // batch_size` per epoch, all
+    of one static shape.
+  """
+  if len(images) < batch_size:
+    raise UsageError(f"{len(images)} training examples is fewer than one "
+                     f"batch of {batch_size}; lower the batch size")
+  images_t = tf.constant(images)
+  labels_t = tf.constant(labels)
+  num_examples = len(images)
+
+  def epoch_batches(epoch):
+    order = tf.data.Dataset.from_tensor_slices(
+        epoch_order(num_examples, seed, epoch))
+    # drop_remainder makes every batch one static shape: one compiled step.
+    return order.batch(batch_size, drop_remainder=True)
+
+  ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def eval_dataset(images: np.ndarray, labels: np.ndarray,
+                 batch_size: int) -> tf.data.Dataset:
+  """Every example exactly once, in full batches, with a weight per example.
+
+  The last batch is padded to full size with weight-0 examples, so evaluation
+  compiles one graph for one static shape and the weights keep the padding
+  out of every metric.
+
+  Args:
+    images: uint8 `(N, 32, 32, 3)`.
+    labels: int32 `(N,)`.
+    batch_size: examples per batch.
+
+  Returns:
+    A dataset of `(images, labels, weights)`, weights float32 1 or 0.
+  """
+  pad = -len(images) % batch_size
+  weights = np.concatenate([np.ones(len(images), np.float32),
+                            np.zeros(pad, np.float32)])
+  images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
+                                            images.dtype)])
+  labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+  ds = tf.data.Dataset.from_tensor_slices((images, labels, weights))
+  return ds.batch(batch_size, drop_remainder=True).cache().prefetch(
+      tf.data.AUTOTUNE)

@@ -1,0 +1,93 @@
+"""The Keras Sequential models. Each takes uint8 images and does its own scaling.
+
+Scaling inside the model means the host ships uint8 (a quarter of float32's
+bytes), the cast runs on the device inside the compiled step, and a saved
+`.keras` model predicts on raw pixels: nobody can feed it 0-255 by mistake.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import keras
+from keras import layers, ops
+
+from fastcifar.sources import IMAGE_SHAPE
+
+MODELS = ("seed",)
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class Standardize(layers.Layer):
+  """uint8 pixels to `(x/255 - mean) / std` per channel, in the compute dtype.
+
+  mean and std are constants of the config (fractions of 255), not weights, so
+  the layer adds no parameters. The arithmetic runs in float32 and only the
+  result is cast, so bfloat16 loses nothing in the subtraction.
+  """
+
+  def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+    super().__init__(**kwargs)
+    self.mean = [float(m) for m in mean]
+    self.std = [float(s) for s in std]
+
+  def call(self, images):
+    x = ops.cast(images, "float32")
+    scale = [1.0 / (255.0 * s) for s in self.std]
+    offset = [m / s for m, s in zip(self.mean, self.std)]
+    return ops.cast(x * scale - offset, self.compute_dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def seed_cnn_layers(num_classes: int) -> list[layers.Layer]:
+  """The textbook Keras CIFAR-10 CNN, layer for layer.
+
+  Args:
+    num_classes: width of the softmax output.
+
+  Returns:
+    The layers; 1,250,858 parameters at 10 classes. The softmax layer runs in
+    float32 under any mixed-precision policy, so outputs are float32.
+  """
+  return [
+      layers.Conv2D(32, 3, padding="same", activation="relu"),
+      layers.Conv2D(32, 3, activation="relu"),
+      layers.MaxPooling2D(2),
+      layers.Dropout(0.25),
+      layers.Conv2D(64, 3, padding="same", activation="relu"),
+      layers.Conv2D(64, 3, activation="relu"),
+      layers.MaxPooling2D(2),
+      layers.Dropout(0.25),
+      layers.Flatten(),
+      layers.Dense(512, activation="relu"),
+      layers.Dropout(0.5),
+      layers.Dense(num_classes, activation="softmax", dtype="float32"),
+  ]
+
+
+def build_model(name: str, num_classes: int, mean: Sequence[float],
+                std: Sequence[float]) -> keras.Sequential:
+  """Builds a model that takes uint8 `(batch, 32, 32, 3)` images.
+
+  Layers take their dtype from the global mixed-precision policy in force when
+  this is called (see `fastcifar.policy.precision_scope`).
+
+  Args:
+    name: one of `MODELS`.
+    num_classes: number of output classes.
+    mean, std: per-channel statistics of the training images, as fractions of
+      255, for the `Standardize` layer.
+
+  Returns:
+    An uncompiled `keras.Sequential` whose outputs are float32 probabilities.
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+  return keras.Sequential(
+      [keras.Input(IMAGE_SHAPE, dtype="uint8"), Standardize(mean, std),
+       *seed_cnn_layers(num_classes)], name=f"{name}_cnn")

@@ -1,0 +1,126 @@
+"""Reading the files of a folder or a tar archive as bytes, safely.
+
+Archives are never extracted to disk: members are read into memory by name,
+so a crafted member name ("../../etc/passwd", an absolute path) cannot write
+anywhere, and links, devices and FIFOs are ignored outright. Sizes are checked
+against limits before any member is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zlib
+
+from fastcifar.errors import UsageError
+
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+MAX_MEMBER_BYTES = 512 * 2**20  # the largest CIFAR file (cifar-100 train) is 150 MiB
+MAX_TOTAL_BYTES = 4 * 2**30
+MAX_FILES = 1_000_000
+
+
+def is_tar_path(path: str) -> bool:
+  return path.lower().endswith(TAR_SUFFIXES)
+
+
+def _clean(name: str) -> str:
+  parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
+  return "/".join(parts)
+
+
+def _open_tar(path: str) -> tarfile.TarFile:
+  try:
+    return tarfile.open(path, mode="r|*")  # one streaming pass, no seeks
+  except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+    raise UsageError(f"{path}: not a readable tar archive ({e}); download or "
+                     "repack it") from e
+
+
+def _tar_regular_members(tar: tarfile.TarFile, path: str):
+  try:
+    for count, member in enumerate(tar):
+      if count >= MAX_FILES:
+        raise UsageError(f"{path}: more than {MAX_FILES} members; not a CIFAR "
+                         "archive")
+      if member.isreg():  # links, devices and FIFOs are never followed
+        yield member
+  except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+    raise UsageError(f"{path}: the archive is truncated or corrupt ({e}); "
+                     "download or repack it") from e
+
+
+def list_files(path: str) -> list[str]:
+  """Lists the regular files below a folder or inside a tar archive.
+
+  Args:
+    path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
+
+  Returns:
+    Relative '/'-separated names, sorted.
+  """
+  if os.path.isdir(path):
+    names = []
+    for root, _, files in os.walk(path):
+      for f in files:
+        full = os.path.join(root, f)
+        if os.path.isfile(full) and not os.path.islink(full):
+          names.append(_clean(os.path.relpath(full, path)))
+      if len(names) > MAX_FILES:
+        raise UsageError(f"{path}: more than {MAX_FILES} files; point "
+                         "--data_dir at the dataset's own folder")
+    return sorted(names)
+  with _open_tar(path) as tar:
+    return sorted(_clean(m.name) for m in _tar_regular_members(tar, path))
+
+
+def read_files(path: str, names) -> dict[str, bytes]:
+  """Reads the named files of a folder or a tar archive into memory.
+
+  Args:
+    path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
+    names: relative names as `list_files` returns them.
+
+  Returns:
+    name -> contents, for every name asked for.
+
+  Raises:
+    UsageError: a file is missing, too large, or the archive is damaged.
+  """
+  wanted = set(names)
+  contents: dict[str, bytes] = {}
+  total = 0
+
+  def check_size(name: str, size: int) -> None:
+    nonlocal total
+    total += size
+    if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+      raise UsageError(f"{path}: {name} is {size} bytes, larger than any CIFAR "
+                       "file; this is not a CIFAR dataset")
+
+  if os.path.isdir(path):
+    for name in sorted(wanted):
+      full = os.path.join(path, *name.split("/"))
+      check_size(name, os.path.getsize(full))
+      with open(full, "rb") as f:
+        contents[name] = f.read()
+  else:
+    with _open_tar(path) as tar:
+      for member in _tar_regular_members(tar, path):
+        name = _clean(member.name)
+        if name in wanted and name not in contents:
+          check_size(name, member.size)
+          try:
+            data = tar.extractfile(member).read()
+          except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise UsageError(f"{path}: the archive is truncated or corrupt "
+                             f"({e}); download or repack it") from e
+          if len(data) != member.size:
+            raise UsageError(f"{path}: {name} is truncated; download or "
+                             "repack the archive")
+          contents[name] = data
+  missing = wanted - contents.keys()
+  if missing:
+    raise UsageError(f"{path}: missing {sorted(missing)[0]}; the archive or "
+                     "folder is incomplete")
+  return contents

@@ -1,0 +1,92 @@
+"""Trains a CIFAR model: `python -m fastcifar.train --epochs=20`.
+
+Flags -> `Config` -> `training.train_and_evaluate`. Bad input ends with one
+line naming the problem and the fix, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from fastcifar import models, policy, sources
+from fastcifar.errors import UsageError
+
+
+_DATASET = flags.DEFINE_enum(
+    "dataset", "cifar10", sources.DATASETS,
+    "cifar10 / cifar100 (from --data_dir or TFDS), or generated synthetic data.")
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None,
+    "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
+    "extracted), an image folder ROOT/{train,test}/<class>/ or a .tar.gz of "
+    "one, or a .npz from tools/prepare_data.py. Default: TFDS's data dir.")
+_DOWNLOAD = flags.DEFINE_boolean(
+    "download", False, "Let TFDS download the dataset if it is not on disk.")
+_MODEL = flags.DEFINE_enum("model", "seed", models.MODELS, "The model.")
+_EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", 2e-3, "Peak learning rate (Adam, cosine decay).")
+_AUGMENT = flags.DEFINE_boolean(
+    "augment", True, "Random flip and 2-pixel translation, on the device.")
+_PRECISION = flags.DEFINE_enum(
+    "precision", "auto", policy.PRECISIONS,
+    "auto: mixed_float16 on GPUs (compute capability 7+), mixed_bfloat16 on "
+    "TPUs and bfloat16-capable CPUs, float32 elsewhere.")
+_JIT_COMPILE = flags.DEFINE_enum(
+    "jit_compile", "auto", policy.JIT_CHOICES,
+    "XLA. auto: on for GPUs and TPUs, off on CPUs (measured slower there).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seeds data order, init, dropout, "
+                             "augmentation and the synthetic data.")
+_TRAIN_EXAMPLES = flags.DEFINE_integer(
+    "train_examples", 0, "0: all; N: a seeded random subset of N examples.")
+_OUTPUT_DIR = flags.DEFINE_string(
+    "output_dir", None,
+    "Where to write model.keras, history.json and results.json.")
+_VERBOSE = flags.DEFINE_boolean(
+    "verbose", False, "Show the full traceback of an error.")
+
+
+def config_from_flags():
+  """The `Config` the flags describe."""
+  from fastcifar.training import Config  # pylint: disable=g-import-not-at-top
+  return Config(model=_MODEL.value, epochs=_EPOCHS.value,
+                batch_size=_BATCH_SIZE.value,
+                learning_rate=_LEARNING_RATE.value, augment=_AUGMENT.value,
+                precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
+                seed=_SEED.value, train_examples=_TRAIN_EXAMPLES.value)
+
+
+def main(argv: list[str]) -> int:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; flags are "
+                         "written --name=value")
+  try:
+    from fastcifar import training  # pylint: disable=g-import-not-at-top
+    config = config_from_flags()
+    config.validate()  # before loading data: fail in seconds, not minutes
+    dataset = sources.load(_DATASET.value, _DATA_DIR.value,
+                           download=_DOWNLOAD.value, seed=_SEED.value)
+    results = training.train_and_evaluate(config, dataset, _OUTPUT_DIR.value)
+  except UsageError as e:
+    if _VERBOSE.value:
+      raise
+    print(f"fastcifar.train: error: {e}", file=sys.stderr)
+    return 2
+  print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
+        f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
+        f"training ({results['images_per_second']:,.0f} images/s, "
+        f"{results['precision']}, {results['device']})"
+        + (f"; outputs in {_OUTPUT_DIR.value}" if _OUTPUT_DIR.value else ""))
+  return 0
+
+
+def run() -> None:
+  """Console-script entry point."""
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

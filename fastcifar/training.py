@@ -1,0 +1,320 @@
+"""One training path for every `tf.distribute` strategy, single device included.
+
+The step is our own (`strategy.run`), because Keras 3's `fit` fails under
+`MultiWorkerMirroredStrategy` (keras-team/keras#20585); what users get from
+`fit` is kept: Keras callbacks and progress bar, a compiled model, `.keras`
+files. Inside the step, on the device: augmentation on uint8, the model's own
+cast and normalization, one-hot labels, the loss and the update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fastcifar import augment, input_pipeline, models, outputs, policy
+from fastcifar.errors import UsageError
+from fastcifar.sources import ImageDataset
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """Everything that defines a training run."""
+
+  model: str = "seed"
+  epochs: int = 20
+  batch_size: int = 128
+  learning_rate: float = 2e-3
+  augment: bool = True
+  label_smoothing: float = 0.0
+  precision: str = "auto"
+  jit_compile: str = "auto"
+  seed: int = 0
+  train_examples: int = 0
+  eval_batch_size: int = 500
+
+  def validate(self) -> None:
+    """Raises UsageError naming the first setting out of range."""
+    checks = [
+        (self.model in models.MODELS, f"model must be one of {models.MODELS}"),
+        (self.epochs >= 1, "epochs must be at least 1"),
+        (self.batch_size >= 1, "batch_size must be at least 1"),
+        (self.learning_rate > 0, "learning_rate must be positive"),
+        (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
+        (self.precision in policy.PRECISIONS,
+         f"precision must be one of {policy.PRECISIONS}"),
+        (self.jit_compile in policy.JIT_CHOICES,
+         f"jit_compile must be one of {policy.JIT_CHOICES}"),
+        (self.train_examples >= 0, "train_examples must be 0 (all) or more"),
+        (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+    ]
+    for ok, message in checks:
+      if not ok:
+        raise UsageError(message)
+
+
+def default_strategy() -> tf.distribute.Strategy:
+  """One device: the first GPU when there is one (so batches are prefetched
+  onto it), else TensorFlow's default strategy."""
+  if tf.config.list_logical_devices("GPU"):
+    return tf.distribute.OneDeviceStrategy("/gpu:0")
+  return tf.distribute.get_strategy()
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+  """Adam with cosine decay of the learning rate over the whole run."""
+  schedule = keras.optimizers.schedules.CosineDecay(
+      config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
+  return keras.optimizers.Adam(schedule)
+
+
+def compile_model(model: keras.Model, config: Config,
+                  steps_per_epoch: int) -> None:
+  """Compiles with the run's optimizer, a one-hot loss and accuracy.
+
+  Under mixed_float16 Keras wraps the optimizer in a `LossScaleOptimizer`.
+  The compiled loss and metrics are what a loaded `.keras` model evaluates
+  with; training uses the same loss object.
+  """
+  model.compile(
+      optimizer=make_optimizer(config, steps_per_epoch),
+      loss=keras.losses.CategoricalCrossentropy(
+          label_smoothing=config.label_smoothing),
+      metrics=["accuracy"])  # by keyword: the third positional is loss_weights
+
+
+def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
+                    config: Config, num_classes: int, jit_compile: bool
+                    ) -> Callable:
+  """Builds the distributed training step.
+
+  Args:
+    model: a compiled model, built under `strategy.scope()`.
+    strategy: where the step runs.
+    config: supplies seed, augmentation and label smoothing.
+    num_classes: for the on-device one-hot.
+    jit_compile: compile the per-replica computation with XLA.
+
+  Returns:
+    `step(iterator) -> (loss_sum, correct)` over the global batch.
+  """
+  optimizer = model.optimizer
+  loss_fn = model.loss
+  global_batch = config.batch_size
+  replicas = strategy.num_replicas_in_sync
+
+  def gradients(images, labels, step_seed):
+    if config.augment:
+      images = augment.flip_and_translate(images, step_seed)
+    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+      probs = model(images, training=True)
+      per_example = keras.losses.categorical_crossentropy(
+          targets, probs, label_smoothing=config.label_smoothing)
+      loss = tf.nn.compute_average_loss(per_example,
+                                        global_batch_size=global_batch)
+      if model.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+      scaled = optimizer.scale_loss(loss)
+    grads = tape.gradient(scaled, model.trainable_variables)
+    correct = tf.reduce_sum(tf.cast(
+        tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
+        tf.float32))
+    return grads, tf.reduce_sum(per_example), correct
+
+  def replica_step(images, labels):
+    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+    step_seed = tf.stack([
+        tf.constant(config.seed, tf.int64),
+        tf.cast(optimizer.iterations, tf.int64) * replicas + tf.cast(
+            replica, tf.int64)])
+    grads, loss_sum, correct = compiled_gradients(images, labels, step_seed)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return loss_sum, correct
+
+  # XLA compiles the forward and backward pass; the update stays outside it
+  # because the optimizer's cross-replica all-reduce cannot run inside XLA.
+  compiled_gradients = tf.function(gradients, jit_compile=jit_compile)
+
+  @tf.function
+  def step(iterator):
+    images, labels = next(iterator)
+    loss_sum, correct = strategy.run(replica_step, args=(images, labels))
+    return (strategy.reduce("SUM", loss_sum, axis=None),
+            strategy.reduce("SUM", correct, axis=None))
+
+  return step
+
+
+def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy,
+                   num_classes: int, jit_compile: bool) -> Callable:
+  """Builds the distributed evaluation step.
+
+  Returns:
+    `step(images, labels, weights) -> (loss_sum, correct, count)`, padding
+    (weight 0) excluded.
+  """
+
+  def replica_step(images, labels, weights):
+    probs = model(images, training=False)
+    targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    per_example = keras.losses.categorical_crossentropy(targets, probs)
+    correct = tf.cast(
+        tf.equal(tf.argmax(probs, -1, output_type=tf.int32), labels),
+        tf.float32)
+    return (tf.reduce_sum(per_example * weights),
+            tf.reduce_sum(correct * weights), tf.reduce_sum(weights))
+
+  compiled = tf.function(replica_step, jit_compile=jit_compile)
+
+  @tf.function
+  def step(batch):
+    results = strategy.run(compiled, args=batch)
+    return [strategy.reduce("SUM", r, axis=None) for r in results]
+
+  return step
+
+
+def evaluate(eval_step: Callable, dataset) -> dict[str, float]:
+  """Runs `eval_step` over a distributed eval dataset: loss and accuracy."""
+  totals = np.zeros(3)
+  for batch in dataset:
+    totals += [float(t) for t in eval_step(batch)]
+  loss_sum, correct, count = totals
+  return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+def train_and_evaluate(config: Config, dataset: ImageDataset,
+                       output_dir: str | None = None, *,
+                       strategy: tf.distribute.Strategy | None = None,
+                       callbacks: Sequence[keras.callbacks.Callback] = (),
+                       verbose: int = 1) -> dict:
+  """Trains a model on `dataset` and evaluates it on the test split.
+
+  Seeds Keras, NumPy and Python's `random` with `config.seed` (the run asks
+  for it); the mixed-precision policy is restored on return.
+
+  Args:
+    config: the run's settings.
+    dataset: uint8 data from `fastcifar.sources`.
+    output_dir: when given, receives `model.keras`, `history.json` and
+      `results.json`, each written atomically.
+    strategy: a `tf.distribute` strategy; `default_strategy()` when None.
+    callbacks: Keras callbacks, called as `fit` calls them.
+    verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
+
+  Returns:
+    The results dict that `results.json` holds.
+  """
+  config.validate()
+  start = time.perf_counter()
+  device = policy.detect_device()
+  precision = policy.resolve_precision(config.precision, device)
+  jit_compile = policy.resolve_jit_compile(config.jit_compile, device)
+  strategy = strategy or default_strategy()
+  images, labels = input_pipeline.subset(
+      dataset.train_images, dataset.train_labels, config.train_examples,
+      config.seed)
+  train_data = input_pipeline.train_dataset(
+      images, labels, config.batch_size, config.seed, config.epochs)
+  steps_per_epoch = len(images) // config.batch_size
+  mean, std = input_pipeline.channel_stats(images)
+  if output_dir:
+    _prepare_output_dir(output_dir)
+
+  keras.utils.set_random_seed(config.seed)
+  with policy.precision_scope(precision), strategy.scope():
+    model = models.build_model(config.model, dataset.num_classes, mean, std)
+    compile_model(model, config, steps_per_epoch)
+    model.optimizer.build(model.trainable_variables)
+  train_step = make_train_step(model, strategy, config, dataset.num_classes,
+                               jit_compile)
+  eval_step = make_eval_step(model, strategy, dataset.num_classes, jit_compile)
+  train_data = strategy.experimental_distribute_dataset(train_data)
+  test_data = strategy.experimental_distribute_dataset(
+      input_pipeline.eval_dataset(dataset.test_images, dataset.test_labels,
+                                  config.eval_batch_size))
+
+  callback_list = keras.callbacks.CallbackList(
+      list(callbacks), add_history=True, add_progbar=verbose > 0, model=model,
+      verbose=verbose, epochs=config.epochs, steps=steps_per_epoch)
+  if verbose:
+    print(f"fastcifar: {config.model} model, {model.count_params():,} "
+          f"parameters; {len(images):,} training images, batch "
+          f"{config.batch_size}; device {device}, precision {precision}, "
+          f"jit_compile {jit_compile} ({'XLA' if jit_compile else 'no XLA'}"
+          f"{' chosen by auto' if config.jit_compile == 'auto' else ''})",
+          flush=True)
+  iterator = iter(train_data)
+  epoch_train_seconds = []
+  callback_list.on_train_begin()
+  logs = {}
+  for epoch in range(config.epochs):
+    callback_list.on_epoch_begin(epoch)
+    epoch_start = time.perf_counter()
+    loss_sum = correct = 0.0
+    for batch in range(steps_per_epoch):
+      callback_list.on_train_batch_begin(batch)
+      step_loss, step_correct = train_step(iterator)
+      loss_sum += float(step_loss)
+      correct += float(step_correct)
+      seen = (batch + 1) * config.batch_size
+      logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+      callback_list.on_train_batch_end(batch, logs)
+    epoch_train_seconds.append(time.perf_counter() - epoch_start)
+    test = evaluate(eval_step, test_data)
+    logs = {**logs, "val_loss": test["loss"], "val_accuracy": test["accuracy"]}
+    callback_list.on_epoch_end(epoch, logs)
+    if model.stop_training:
+      break
+  callback_list.on_train_end(logs)
+
+  history = model.history.history
+  epochs_run = len(history["loss"])
+  steady = epoch_train_seconds[1:] or epoch_train_seconds
+  results = {
+      "test_accuracy": logs["val_accuracy"],
+      "test_loss": logs["val_loss"],
+      "best_test_accuracy": max(history["val_accuracy"]),
+      "epochs": epochs_run,
+      "train_seconds": sum(epoch_train_seconds),
+      "total_seconds": time.perf_counter() - start,
+      "images_per_second": steps_per_epoch * config.batch_size * len(steady)
+                           / sum(steady),
+      "precision": precision,
+      "jit_compile": jit_compile,
+      "model": config.model,
+      "dataset": dataset.name,
+      "num_train_examples": len(images),
+      "num_test_examples": len(dataset.test_images),
+      "num_parameters": model.count_params(),
+      "device": device,
+      "num_replicas": strategy.num_replicas_in_sync,
+      "tensorflow_version": tf.__version__,
+      "keras_version": keras.__version__,
+      "config": dataclasses.asdict(config),
+  }
+  if output_dir:
+    outputs.save_model(model, os.path.join(output_dir, "model.keras"))
+    outputs.write_json(os.path.join(output_dir, "history.json"),
+                       {k: [float(v) for v in vs] for k, vs in history.items()})
+    outputs.write_json(os.path.join(output_dir, "results.json"), results)
+  return results
+
+
+def _prepare_output_dir(output_dir: str) -> None:
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    probe = os.path.join(output_dir, ".fastcifar-write-test")
+    with open(probe, "w"):
+      pass
+    os.unlink(probe)
+  except OSError as e:
+    raise UsageError(f"--output_dir {output_dir} is not writable "
+                     f"({e.strerror}); choose another folder") from None
