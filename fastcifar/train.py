@@ -60,13 +60,16 @@ def config_from_flags():
 
 
 def main(argv: list[str]) -> int:
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; flags are "
-                         "written --name=value")
   try:
+    if len(argv) > 1:
+      raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags are "
+                       "written --name=value")
     from fastcifar import training  # pylint: disable=g-import-not-at-top
     config = config_from_flags()
-    config.validate()  # before loading data: fail in seconds, not minutes
+    # Check what can be checked before loading data: fail in seconds.
+    config.validate()
+    if _OUTPUT_DIR.value:
+      training.prepare_output_dir(_OUTPUT_DIR.value)
     dataset = sources.load(_DATASET.value, _DATA_DIR.value,
                            download=_DOWNLOAD.value, seed=_SEED.value)
     results = training.train_and_evaluate(config, dataset, _OUTPUT_DIR.value)
@@ -83,9 +86,19 @@ def main(argv: list[str]) -> int:
   return 0
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, but a bad flag gets one line and exit status 2."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    print(f"fastcifar.train: error: {e}; see --helpfull for every flag",
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def run() -> None:
   """Console-script entry point."""
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)
 
 
 if __name__ == "__main__":

@@ -42,21 +42,23 @@ class Config:
   def validate(self) -> None:
     """Raises UsageError naming the first setting out of range."""
     checks = [
-        (self.model in models.MODELS, f"model must be one of {models.MODELS}"),
-        (self.epochs >= 1, "epochs must be at least 1"),
-        (self.batch_size >= 1, "batch_size must be at least 1"),
-        (self.learning_rate > 0, "learning_rate must be positive"),
-        (0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)"),
-        (self.precision in policy.PRECISIONS,
-         f"precision must be one of {policy.PRECISIONS}"),
-        (self.jit_compile in policy.JIT_CHOICES,
-         f"jit_compile must be one of {policy.JIT_CHOICES}"),
-        (self.train_examples >= 0, "train_examples must be 0 (all) or more"),
-        (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+        ("model", self.model in models.MODELS,
+         f"one of {', '.join(models.MODELS)}"),
+        ("epochs", self.epochs >= 1, "at least 1"),
+        ("batch_size", self.batch_size >= 1, "at least 1"),
+        ("learning_rate", self.learning_rate > 0, "positive"),
+        ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+        ("precision", self.precision in policy.PRECISIONS,
+         f"one of {', '.join(policy.PRECISIONS)}"),
+        ("jit_compile", self.jit_compile in policy.JIT_CHOICES,
+         f"one of {', '.join(policy.JIT_CHOICES)}"),
+        ("train_examples", self.train_examples >= 0, "0 (all) or more"),
+        ("eval_batch_size", self.eval_batch_size >= 1, "at least 1"),
     ]
-    for ok, message in checks:
+    for field, ok, expected in checks:
       if not ok:
-        raise UsageError(message)
+        raise UsageError(f"--{field}={getattr(self, field)} is out of range; "
+                         f"it must be {expected}")
 
 
 def default_strategy() -> tf.distribute.Strategy:
@@ -226,7 +228,7 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   steps_per_epoch = len(images) // config.batch_size
   mean, std = input_pipeline.channel_stats(images)
   if output_dir:
-    _prepare_output_dir(output_dir)
+    prepare_output_dir(output_dir)
 
   keras.utils.set_random_seed(config.seed)
   with policy.precision_scope(precision), strategy.scope():
@@ -308,7 +310,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   return results
 
 
-def _prepare_output_dir(output_dir: str) -> None:
+def prepare_output_dir(output_dir: str) -> None:
+  """Creates `output_dir` if needed; UsageError if it cannot be written."""
   try:
     os.makedirs(output_dir, exist_ok=True)
     probe = os.path.join(output_dir, ".fastcifar-write-test")

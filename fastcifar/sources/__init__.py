@@ -55,6 +55,9 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
     UsageError: the data is missing or unreadable; the message says what to do.
   """
   if dataset == "synthetic":
+    if data_dir is not None:
+      raise UsageError("--data_dir is not used by --dataset=synthetic; drop "
+                       "one of the two")
     return load_synthetic(seed=seed)
   if dataset not in TFDS_NAMES:
     raise UsageError(f"unknown dataset {dataset!r}; choose one of "

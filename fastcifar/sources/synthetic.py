@@ -38,7 +38,7 @@ def load_synthetic(num_train: int = 50_000, num_test: int = 10_000,
     for start in range(0, n, 10_000):  # chunks bound the float32 scratch
       stop = min(n, start + 10_000)
       shift = rng.integers(0, len(offsets), size=stop - start)
-      contrast = rng.uniform(20.0, 50.0, size=(stop - start, 1, 1, 1))
+      contrast = rng.uniform(40.0, 80.0, size=(stop - start, 1, 1, 1))
       noise = rng.standard_normal((stop - start,) + IMAGE_SHAPE,
                                   dtype=np.float32)
       chunk = 128.0 + contrast * shifted[labels[start:stop], shift] + 45 * noise

@@ -1,0 +1,105 @@
+"""Tests of `python -m fastcifar.train`: the happy path and every error path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl.testing import flagsaver
+import pytest
+
+from fastcifar import train
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
+  """Runs `python -m fastcifar.train` as a user would, in a clean process."""
+  full_env = dict(os.environ, PYTHONPATH=REPO_ROOT, **(env or {}))
+  return subprocess.run([sys.executable, "-m", "fastcifar.train", *args],
+                        capture_output=True, text=True, timeout=timeout,
+                        env=full_env, cwd=REPO_ROOT)
+
+
+def test_in_process_run_writes_results(tmp_path):
+  with flagsaver.flagsaver(dataset="synthetic", epochs=1, train_examples=256,
+                           batch_size=64, output_dir=str(tmp_path)):
+    assert train.main(["train"]) == 0
+  results = json.loads((tmp_path / "results.json").read_text())
+  for key in ("test_accuracy", "test_loss", "epochs", "train_seconds",
+              "images_per_second", "precision", "jit_compile", "model",
+              "dataset", "num_train_examples", "num_test_examples",
+              "num_parameters", "device", "tensorflow_version"):
+    assert key in results, key
+  assert results["num_train_examples"] == 256
+  assert results["dataset"] == "synthetic"
+
+
+def test_module_entry_point_end_to_end(tmp_path):
+  result = run_cli("--dataset=synthetic", "--epochs=1",
+                   "--train_examples=2048", f"--output_dir={tmp_path}")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "Traceback" not in result.stderr
+  assert "fastcifar: test accuracy" in result.stdout
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["num_train_examples"] == 2048
+  assert (tmp_path / "model.keras").stat().st_size > 1_000_000
+
+
+def assert_one_line_error(result, *fragments: str) -> str:
+  assert result.returncode == 2, (result.stdout, result.stderr)
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines()
+            if l.startswith("fastcifar.train: error:")]
+  assert len(errors) == 1, result.stderr
+  for fragment in fragments:
+    assert fragment in errors[0], errors[0]
+  return errors[0]
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--epochs=0"], ["--epochs=0", "at least 1"]),
+    (["--batch_size=-5"], ["--batch_size=-5"]),
+    (["--learning_rate=-1"], ["--learning_rate"]),
+    (["--precision=float8"], ["--precision", "float8"]),
+    (["--model=resnet"], ["--model", "resnet"]),
+    (["--epochs=many"], ["--epochs", "many"]),
+    (["--no_such_flag=1"], ["no_such_flag"]),
+    (["stray"], ["unexpected arguments stray"]),
+    (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"],
+     ["/nonexistent/cifar", "does not exist"]),
+    (["--data_dir=/tmp"], ["--data_dir is not used by --dataset=synthetic"]),
+])
+def test_bad_flags_get_one_line(args, fragments):
+  # A small valid run first, so a flag that is wrongly accepted ends quickly;
+  # absl lets the later flags override it.
+  small = ["--dataset=synthetic", "--epochs=1", "--train_examples=128",
+           "--batch_size=64"]
+  assert_one_line_error(run_cli(*small, *args, timeout=120), *fragments)
+
+
+def test_data_dir_that_is_not_data(tmp_path):
+  (tmp_path / "notes.txt").write_text("hello")
+  line = assert_one_line_error(run_cli(f"--data_dir={tmp_path}"),
+                               str(tmp_path))
+  assert "image folder" in line  # says what was expected
+
+
+def test_unwritable_output_dir_fails_before_training(tmp_path):
+  blocker = tmp_path / "file"
+  blocker.write_text("keep me")
+  assert_one_line_error(
+      run_cli("--dataset=synthetic", f"--output_dir={blocker}/out"),
+      "not writable")
+  assert blocker.read_text() == "keep me"
+
+
+def test_offline_with_nothing_on_disk_fails_fast(tmp_path):
+  start = time.monotonic()
+  result = run_cli("--epochs=1", env={"TFDS_DATA_DIR": str(tmp_path),
+                                      "HOME": str(tmp_path)})
+  assert time.monotonic() - start < 30
+  assert_one_line_error(result, "--data_dir", "--dataset=synthetic")
