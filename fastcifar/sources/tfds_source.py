@@ -8,7 +8,7 @@ import socket
 import numpy as np
 
 from fastcifar.errors import UsageError
-from fastcifar.sources.dataset import ImageDataset, make_dataset
+from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
 
 TFDS_NAMES = ("cifar10", "cifar100")
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where TFDS fetches CIFAR from
@@ -67,12 +67,27 @@ def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
   try:
     (train, test), info = tfds.load(
         name, split=["train", "test"], data_dir=data_dir, download=download,
-        batch_size=-1, as_supervised=True, with_info=True)
+        as_supervised=True, with_info=True)
   except (AssertionError, tfds.core.DatasetNotFoundError) as e:
     raise UsageError(
         f"{name} is not prepared in {data_dir}: pass --download to fetch it "
         f"with TFDS, or " + offline_options(name)) from e
-  arrays = [np.asarray(a) for a in (*tfds.as_numpy(train),
-                                    *tfds.as_numpy(test))]
+  arrays = [*_to_arrays(train), *_to_arrays(test)]
   return make_dataset(name, *arrays, info.features["label"].names,
                       origin=f"TFDS {name} in {data_dir}")
+
+
+def _to_arrays(split) -> tuple[np.ndarray, np.ndarray]:
+  """All `(image, label)` pairs of a split as two numpy arrays.
+
+  Fixed-size batches rather than `batch_size=-1`: TFDS turns -1 into the
+  split's recorded size, or sys.maxsize when the metadata has none, and
+  TensorFlow 2.21 aborts the whole process on a batch that large.
+  """
+  images, labels = [], []
+  for image, label in split.batch(10_000).as_numpy_iterator():
+    images.append(image)
+    labels.append(label)
+  if not images:  # make_dataset reports the empty split
+    return np.zeros((0,) + IMAGE_SHAPE, np.uint8), np.zeros((0,), np.int64)
+  return np.concatenate(images), np.concatenate(labels)

@@ -1,0 +1,116 @@
+"""Tests for fastcifar.augment: outputs are flips and shifts of the inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastcifar import augment
+
+
+def _distinct_pixel_images(n: int, size: int = 8, seed: int = 0):
+  """uint8 images in which every value occurs once (8*8*3 = 192 < 256).
+
+  With distinct values, an output that matches a candidate transform can
+  only have come from that transform.
+  """
+  rng = np.random.default_rng(seed)
+  return np.stack([rng.permutation(size * size * 3).reshape(size, size, 3)
+                   for _ in range(n)]).astype(np.uint8)
+
+
+def _candidates(image: np.ndarray, max_shift: int):
+  """Every (flip, dy, dx) version of `image` the augmentation may produce."""
+  height, width = image.shape[:2]
+  found = {}
+  for flip in (False, True):
+    source = image[:, ::-1] if flip else image
+    padded = np.pad(source, [(max_shift,) * 2, (max_shift,) * 2, (0, 0)],
+                    mode="reflect")
+    for dy in range(2 * max_shift + 1):
+      for dx in range(2 * max_shift + 1):
+        found[(flip, dy - max_shift, dx - max_shift)] = \
+            padded[dy:dy + height, dx:dx + width]
+  return found
+
+
+def _transform_of(image: np.ndarray, output: np.ndarray, max_shift: int):
+  matches = [key for key, candidate in _candidates(image, max_shift).items()
+             if np.array_equal(candidate, output)]
+  assert len(matches) == 1, "output is not a flip/shift of its input"
+  return matches[0]
+
+
+def test_keeps_shape_and_dtype():
+  images = tf.constant(np.random.default_rng(0).integers(
+      0, 256, (5, 32, 32, 3), dtype=np.uint8))
+  out = augment.flip_and_translate(images, tf.constant([1, 2]))
+  assert out.shape == (5, 32, 32, 3) and out.dtype == tf.uint8
+
+
+@pytest.mark.parametrize("max_shift", [1, 2, 3])
+def test_every_output_is_a_flip_and_shift_of_its_input(max_shift):
+  images = _distinct_pixel_images(64)
+  out = augment.flip_and_translate(tf.constant(images), tf.constant([3, 4]),
+                                   max_shift=max_shift).numpy()
+  transforms = [_transform_of(image, o, max_shift)
+                for image, o in zip(images, out)]
+  # Random, not constant: both flips, and shifts on both axes, both ways.
+  flips = {t[0] for t in transforms}
+  dys = {t[1] for t in transforms}
+  dxs = {t[2] for t in transforms}
+  assert flips == {False, True}
+  assert min(dys) == -max_shift and max(dys) == max_shift
+  assert min(dxs) == -max_shift and max(dxs) == max_shift
+  # Each image draws its own transform.
+  assert len(set(transforms)) > len(transforms) // 4
+
+
+def test_no_shift_only_flips():
+  images = _distinct_pixel_images(32)
+  out = augment.flip_and_translate(tf.constant(images), tf.constant([0, 0]),
+                                   max_shift=0).numpy()
+  for image, o in zip(images, out):
+    assert np.array_equal(o, image) or np.array_equal(o, image[:, ::-1])
+  assert any(not np.array_equal(o, image) for image, o in zip(images, out))
+
+
+def test_works_on_32x32_cifar_batches():
+  images = np.random.default_rng(1).integers(0, 256, (16, 32, 32, 3),
+                                             dtype=np.uint8)
+  out = augment.flip_and_translate(tf.constant(images),
+                                   tf.constant([5, 6])).numpy()
+  for image, o in zip(images, out):
+    _transform_of(image, o, 2)
+
+
+def test_same_seed_same_output_different_seed_different():
+  images = tf.constant(_distinct_pixel_images(32))
+  a = augment.flip_and_translate(images, tf.constant([7, 1])).numpy()
+  b = augment.flip_and_translate(images, tf.constant([7, 1])).numpy()
+  c = augment.flip_and_translate(images, tf.constant([7, 2])).numpy()
+  d = augment.flip_and_translate(images, tf.constant([8, 1])).numpy()
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  assert not np.array_equal(a, d)
+
+
+def test_compiles_with_xla_and_stays_valid():
+  # XLA draws its own stateless random numbers (not those of the eager
+  # kernels), so the compiled output is checked for validity, not equality.
+  images = _distinct_pixel_images(32)
+
+  @tf.function(jit_compile=True)
+  def step(batch, seed):
+    return augment.flip_and_translate(batch, seed)
+
+  out = step(tf.constant(images), tf.constant([3, 9])).numpy()
+  assert out.shape == images.shape and out.dtype == np.uint8
+  for image, o in zip(images, out):
+    _transform_of(image, o, 2)
+  again = step(tf.constant(images), tf.constant([3, 9])).numpy()
+  np.testing.assert_array_equal(out, again)
+  other = step(tf.constant(images), tf.constant([3, 10])).numpy()
+  assert not np.array_equal(out, other)
+

@@ -1,0 +1,188 @@
+"""Tests for fastcifar.input_pipeline: shapes, orders, resumption, padding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastcifar import input_pipeline
+from fastcifar.errors import UsageError
+
+
+def _data(n: int, seed: int = 0):
+  """Random images: all distinct, so an image tells which example it is."""
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  return images, labels
+
+
+def _ids(images: np.ndarray, batch_images) -> np.ndarray:
+  """Which example each image of a batch is (images are all distinct)."""
+  lookup = {images[i].tobytes(): i for i in range(len(images))}
+  return np.array([lookup[image.tobytes()] for image in batch_images])
+
+
+def _epochs(ds, images, labels, batch_size):
+  """The dataset's batches as example ids, checking each label on the way."""
+  ids = []
+  for batch_images, batch_labels in ds:
+    batch_ids = _ids(images, batch_images.numpy())
+    np.testing.assert_array_equal(batch_labels.numpy(), labels[batch_ids])
+    assert len(batch_ids) == batch_size
+    ids.append(batch_ids)
+  return ids
+
+
+def test_train_dataset_types_and_one_static_shape():
+  images, labels = _data(50)
+  ds = input_pipeline.train_dataset(images, labels, batch_size=8, seed=0,
+                                    epochs=2)
+  image_spec, label_spec = ds.element_spec
+  assert image_spec.dtype == tf.uint8 and label_spec.dtype == tf.int32
+  assert image_spec.shape.as_list() == [8, 32, 32, 3]
+  assert label_spec.shape.as_list() == [8]
+  assert image_spec.shape.is_fully_defined()
+  # 50 // 8 = 6 full batches an epoch; the 2 left over are dropped.
+  batches = list(ds)
+  assert len(batches) == 12
+  assert {tuple(b[0].shape) for b in batches} == {(8, 32, 32, 3)}
+
+
+def test_train_epochs_are_permutations_in_new_orders():
+  images, labels = _data(40)
+  batch_size = 5
+  ds = input_pipeline.train_dataset(images, labels, batch_size, seed=7,
+                                    epochs=3)
+  batches = _epochs(ds, images, labels, batch_size)
+  per_epoch = 40 // batch_size
+  assert len(batches) == 3 * per_epoch
+  epochs = [np.concatenate(batches[e * per_epoch:(e + 1) * per_epoch])
+            for e in range(3)]
+  for order in epochs:
+    np.testing.assert_array_equal(np.sort(order), np.arange(40))
+  assert not np.array_equal(epochs[0], epochs[1])
+  assert not np.array_equal(epochs[1], epochs[2])
+  assert not np.array_equal(epochs[0], np.arange(40))  # actually shuffled
+
+
+def test_train_epoch_drops_a_different_remainder_each_epoch():
+  images, labels = _data(23)
+  ds = input_pipeline.train_dataset(images, labels, 4, seed=1, epochs=6)
+  ids = np.concatenate(_epochs(ds, images, labels, 4)).reshape(6, 20)
+  for epoch in ids:
+    assert len(set(epoch)) == 20  # no duplicates within an epoch
+  # Every example is seen over a few epochs: the dropped 3 are not fixed.
+  assert set(ids.reshape(-1)) == set(range(23))
+
+
+def test_train_order_is_a_function_of_the_seed():
+  images, labels = _data(30)
+
+  def run(seed):
+    ds = input_pipeline.train_dataset(images, labels, 6, seed=seed, epochs=2)
+    return np.concatenate(_epochs(ds, images, labels, 6))
+
+  np.testing.assert_array_equal(run(3), run(3))
+  assert not np.array_equal(run(3), run(4))
+
+
+def test_resuming_gives_the_same_batches_as_the_full_run():
+  images, labels = _data(36)
+  full = _epochs(input_pipeline.train_dataset(images, labels, 6, seed=5,
+                                              epochs=4), images, labels, 6)
+  resumed = _epochs(input_pipeline.train_dataset(images, labels, 6, seed=5,
+                                                 epochs=4, first_epoch=2),
+                    images, labels, 6)
+  assert len(resumed) == 2 * 6
+  for a, b in zip(full[2 * 6:], resumed):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_fewer_examples_than_a_batch():
+  images, labels = _data(5)
+  with pytest.raises(UsageError, match="5 training examples is fewer than one "
+                     "batch of 8"):
+    input_pipeline.train_dataset(images, labels, 8, seed=0, epochs=1)
+  # Exactly one batch is fine.
+  ds = input_pipeline.train_dataset(images, labels, 5, seed=0, epochs=1)
+  assert len(list(ds)) == 1
+
+
+@pytest.mark.parametrize("n,batch_size", [(23, 8), (24, 8), (3, 8)])
+def test_eval_dataset_covers_every_example_once(n, batch_size):
+  images, labels = _data(n, seed=n)
+  ds = input_pipeline.eval_dataset(images, labels, batch_size)
+  image_spec, label_spec, weight_spec = ds.element_spec
+  assert image_spec.shape.as_list() == [batch_size, 32, 32, 3]
+  assert label_spec.shape.as_list() == [batch_size]
+  assert weight_spec.shape.as_list() == [batch_size]
+  assert image_spec.dtype == tf.uint8 and weight_spec.dtype == tf.float32
+
+  batches = list(ds)
+  assert len(batches) == -(-n // batch_size)
+  all_images = np.concatenate([b[0].numpy() for b in batches])
+  all_labels = np.concatenate([b[1].numpy() for b in batches])
+  weights = np.concatenate([b[2].numpy() for b in batches])
+  assert len(weights) == len(batches) * batch_size
+  # The real examples, in order, weight 1; then padding, weight 0.
+  np.testing.assert_array_equal(all_images[:n], images)
+  np.testing.assert_array_equal(all_labels[:n], labels)
+  np.testing.assert_array_equal(weights[:n], 1.0)
+  np.testing.assert_array_equal(weights[n:], 0.0)
+  assert weights.sum() == n
+  # Iterating again (from the cache) gives the same.
+  again = np.concatenate([b[2].numpy() for b in ds])
+  np.testing.assert_array_equal(again, weights)
+
+
+def test_subset_is_seeded_sized_and_not_the_head():
+  images, labels = _data(100)
+  sub_images, sub_labels = input_pipeline.subset(images, labels, 30, seed=1)
+  assert sub_images.shape == (30, 32, 32, 3) and sub_labels.shape == (30,)
+  ids = _ids(images, sub_images)
+  assert len(set(ids)) == 30
+  np.testing.assert_array_equal(sub_labels, labels[ids])
+  assert not np.array_equal(ids, np.arange(30))
+  assert np.all(np.diff(ids) > 0)  # original relative order kept
+  again, _ = input_pipeline.subset(images, labels, 30, seed=1)
+  np.testing.assert_array_equal(again, sub_images)
+  other, _ = input_pipeline.subset(images, labels, 30, seed=2)
+  assert not np.array_equal(other, sub_images)
+
+
+@pytest.mark.parametrize("num_examples", [0, 100, 1000])
+def test_subset_of_zero_or_all_keeps_everything(num_examples):
+  images, labels = _data(100)
+  sub_images, sub_labels = input_pipeline.subset(images, labels, num_examples,
+                                                 seed=1)
+  assert sub_images is images and sub_labels is labels
+
+
+def test_channel_stats_match_numpy():
+  rng = np.random.default_rng(0)
+  images = np.stack([rng.integers(0, 256, (64, 32, 32)),
+                     rng.integers(100, 120, (64, 32, 32)),
+                     rng.integers(0, 30, (64, 32, 32))], -1).astype(np.uint8)
+  mean, std = input_pipeline.channel_stats(images)
+  assert len(mean) == 3 and len(std) == 3
+  as_float = images.astype(np.float64) / 255.0
+  np.testing.assert_allclose(mean, as_float.mean(axis=(0, 1, 2)), rtol=1e-9)
+  np.testing.assert_allclose(std, as_float.std(axis=(0, 1, 2)), rtol=1e-6)
+
+
+def test_channel_stats_of_a_constant_channel_is_not_zero_std():
+  images = np.full((4, 32, 32, 3), 128, np.uint8)
+  mean, std = input_pipeline.channel_stats(images)
+  np.testing.assert_allclose(mean, 128 / 255)
+  assert all(s > 0 for s in std)  # Standardize divides by it
+
+
+def test_channel_stats_in_chunks():
+  # More pixels than one chunk: the chunked sums must still be exact.
+  images, _ = _data(1100)  # 1.1M pixels > the 1M-pixel chunk
+  mean, std = input_pipeline.channel_stats(images)
+  as_float = images.reshape(-1, 3).astype(np.float64) / 255.0
+  np.testing.assert_allclose(mean, as_float.mean(0), rtol=1e-9)
+  np.testing.assert_allclose(std, as_float.std(0), rtol=1e-6)

@@ -1,0 +1,98 @@
+"""Tests for fastcifar.models: size, dtypes per policy, scaling, saving."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fastcifar import models
+from fastcifar.policy import precision_scope
+
+MEAN = [0.49, 0.48, 0.45]
+STD = [0.25, 0.24, 0.26]
+
+
+def _images(n: int = 4, seed: int = 0) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3),
+                                              dtype=np.uint8)
+
+
+def test_seed_model_has_the_textbook_parameter_count():
+  model = models.build_model("seed", 10, MEAN, STD)
+  assert model.count_params() == 1_250_858
+  assert model.inputs[0].dtype == "uint8"
+  assert tuple(model.outputs[0].shape) == (None, 10)
+
+
+def test_parameter_count_follows_the_classes():
+  # Only the last Dense layer changes: 513 weights per extra class.
+  model = models.build_model("seed", 100, MEAN, STD)
+  assert model.count_params() == 1_250_858 + 90 * 513
+
+
+def test_unknown_model():
+  with pytest.raises(ValueError, match="unknown model 'resnet'"):
+    models.build_model("resnet", 10, MEAN, STD)
+
+
+@pytest.mark.parametrize("policy,compute", [("float32", "float32"),
+                                            ("mixed_float16", "float16"),
+                                            ("mixed_bfloat16", "bfloat16")])
+def test_outputs_are_float32_probabilities_under_every_policy(policy, compute):
+  before = keras.mixed_precision.global_policy().name
+  with precision_scope(policy):
+    model = models.build_model("seed", 10, MEAN, STD)
+  assert keras.mixed_precision.global_policy().name == before
+  # The body really runs in the policy's dtype; only the softmax is float32.
+  assert model.layers[1].compute_dtype == compute
+  assert model.layers[-1].compute_dtype == "float32"
+  probabilities = model(_images(), training=False)
+  assert probabilities.dtype == "float32"
+  probabilities = keras.ops.convert_to_numpy(probabilities)
+  assert probabilities.shape == (4, 10)
+  np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_standardize_computes_scaled_minus_mean_over_std():
+  layer = models.Standardize(MEAN, STD)
+  images = _images(3)
+  got = keras.ops.convert_to_numpy(layer(images))
+  want = (images.astype(np.float64) / 255.0 - MEAN) / STD
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not layer.weights  # constants of the config, not parameters
+
+
+def test_standardize_under_bfloat16_casts_only_the_result():
+  with precision_scope("mixed_bfloat16"):
+    layer = models.Standardize(MEAN, STD)
+  got = layer(_images(2))
+  assert got.dtype == "bfloat16"
+  want = (_images(2) / 255.0 - MEAN) / STD
+  # bfloat16 keeps 8 bits of mantissa: within half a part in 128 of the value.
+  np.testing.assert_allclose(
+      keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), want,
+      rtol=2**-8, atol=2**-8)
+
+
+def test_standardize_config_round_trip():
+  layer = models.Standardize(MEAN, STD, name="norm")
+  clone = models.Standardize.from_config(layer.get_config())
+  assert clone.mean == MEAN and clone.std == STD and clone.name == "norm"
+
+
+def test_saved_model_predicts_the_same_on_uint8(tmp_path):
+  keras.utils.set_random_seed(0)
+  model = models.build_model("seed", 10, MEAN, STD)
+  images = _images(5)
+  before = model.predict(images, verbose=0)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.saving.load_model(path)
+  assert loaded.count_params() == 1_250_858
+  assert loaded.inputs[0].dtype == "uint8"
+  assert isinstance(loaded.layers[0], models.Standardize)
+  assert loaded.layers[0].mean == MEAN
+  np.testing.assert_allclose(loaded.predict(images, verbose=0), before,
+                             rtol=1e-6, atol=1e-6)
