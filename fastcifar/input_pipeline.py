@@ -64,6 +64,13 @@ def epoch_order(num_examples: int, seed: int, epoch) -> tf.Tensor:
   return tf.argsort(keys)
 
 
+def check_batch_size(num_examples: int, batch_size: int) -> None:
+  """Raises UsageError when there is not even one full training batch."""
+  if num_examples < batch_size:
+    raise UsageError(f"{num_examples} training examples is fewer than one "
+                     f"batch of {batch_size}; lower the batch size")
+
+
 def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
                   seed: int, epochs: int, first_epoch: int = 0
                   ) -> tf.data.Dataset:
@@ -85,18 +92,20 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
     A dataset of `(images, labels)` batches, `N // batch_size` per epoch, all
     of one static shape.
   """
-  if len(images) < batch_size:
-    raise UsageError(f"{len(images)} training examples is fewer than one "
-                     f"batch of {batch_size}; lower the batch size")
+  check_batch_size(len(images), batch_size)
   images_t = tf.constant(images)
   labels_t = tf.constant(labels)
   num_examples = len(images)
 
+  steps = num_examples // batch_size
+
   def epoch_batches(epoch):
-    order = tf.data.Dataset.from_tensor_slices(
-        epoch_order(num_examples, seed, epoch))
-    # drop_remainder makes every batch one static shape: one compiled step.
-    return order.batch(batch_size, drop_remainder=True)
+    # The remainder is dropped so every batch has one static shape (one
+    # compiled step); reshaping the order into batches costs one op per epoch
+    # where batching index by index cost one per example.
+    order = epoch_order(num_examples, seed, epoch)[:steps * batch_size]
+    return tf.data.Dataset.from_tensor_slices(
+        tf.reshape(order, [steps, batch_size]))
 
   ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),

@@ -15,25 +15,34 @@ from typing import Iterator
 
 import keras
 
+from fastcifar.errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
   """Yields a temporary path to write; renames it to `path` on success.
 
-  On any failure the temporary file is removed and `path` is untouched.
+  On any failure the temporary file is removed and `path` is untouched; a
+  failure of the file system (disk full, permissions) becomes a UsageError
+  that names the file.
   """
   folder = os.path.dirname(os.path.abspath(path))
   base = os.path.basename(path)
   suffix = os.path.splitext(base)[1]  # keras insists on the .keras suffix
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=suffix)
-  os.close(fd)
+  tmp = None
   try:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{base}.", suffix=suffix)
+    os.close(fd)
     yield tmp
     with open(tmp, "rb+") as f:
       os.fsync(f.fileno())
     os.replace(tmp, path)
+  except OSError as e:
+    raise UsageError(f"could not write {path} ({e.strerror or e}); free disk "
+                     "space or choose another --output_dir, then rerun the "
+                     "same command to resume") from e
   finally:
-    if os.path.exists(tmp):
+    if tmp and os.path.exists(tmp):
       os.unlink(tmp)
 
 

@@ -6,6 +6,7 @@ line naming the problem and the fix, and exit status 2.
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from absl import app, flags
@@ -45,6 +46,12 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer(
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "Where to write model.keras, history.json and results.json.")
+_RESTART = flags.DEFINE_boolean(
+    "restart", False, "Train anew even if --output_dir holds a finished or "
+    "unfinished run (by default an unfinished run resumes).")
+_DETERMINISTIC = flags.DEFINE_boolean(
+    "deterministic", False, "TensorFlow op determinism: same seed, same "
+    "numbers, somewhat slower.")
 _VERBOSE = flags.DEFINE_boolean(
     "verbose", False, "Show the full traceback of an error.")
 
@@ -56,7 +63,8 @@ def config_from_flags():
                 batch_size=_BATCH_SIZE.value,
                 learning_rate=_LEARNING_RATE.value, augment=_AUGMENT.value,
                 precision=_PRECISION.value, jit_compile=_JIT_COMPILE.value,
-                seed=_SEED.value, train_examples=_TRAIN_EXAMPLES.value)
+                seed=_SEED.value, train_examples=_TRAIN_EXAMPLES.value,
+                deterministic=_DETERMINISTIC.value)
 
 
 def main(argv: list[str]) -> int:
@@ -72,7 +80,14 @@ def main(argv: list[str]) -> int:
       training.prepare_output_dir(_OUTPUT_DIR.value)
     dataset = sources.load(_DATASET.value, _DATA_DIR.value,
                            download=_DOWNLOAD.value, seed=_SEED.value)
-    results = training.train_and_evaluate(config, dataset, _OUTPUT_DIR.value)
+    results = training.train_and_evaluate(config, dataset, _OUTPUT_DIR.value,
+                                          restart=_RESTART.value)
+  except training.AlreadyFinished as e:
+    print(f"fastcifar.train: {e}")
+    return 0
+  except KeyboardInterrupt:
+    print(f"\nfastcifar.train: interrupted; {_resume_hint()}", file=sys.stderr)
+    return 130
   except UsageError as e:
     if _VERBOSE.value:
       raise
@@ -84,6 +99,21 @@ def main(argv: list[str]) -> int:
         f"{results['precision']}, {results['device']})"
         + (f"; outputs in {_OUTPUT_DIR.value}" if _OUTPUT_DIR.value else ""))
   return 0
+
+
+def _resume_hint() -> str:
+  from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
+  epoch = (checkpointing.latest_epoch(_OUTPUT_DIR.value)
+           if _OUTPUT_DIR.value else None)
+  if epoch is None:
+    return "no epoch was completed with --output_dir set, nothing to resume"
+  return (f"run the same command again to resume after epoch {epoch} "
+          f"(checkpoint in {_OUTPUT_DIR.value})")
+
+
+def _raise_keyboard_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -98,6 +128,8 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
   """Console-script entry point."""
+  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: cleanly, resumable.
+  signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
   app.run(main, flags_parser=parse_flags)
 
 

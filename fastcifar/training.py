@@ -10,6 +10,7 @@ cast and normalization, one-hot labels, the loss and the update.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from typing import Callable, Sequence
@@ -18,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import augment, input_pipeline, models, outputs, policy
+from fastcifar import (augment, checkpointing, input_pipeline, models,
+                       outputs, policy)
 from fastcifar.errors import UsageError
 from fastcifar.sources import ImageDataset
 
@@ -38,6 +40,7 @@ class Config:
   seed: int = 0
   train_examples: int = 0
   eval_batch_size: int = 500
+  deterministic: bool = False
 
   def validate(self) -> None:
     """Raises UsageError naming the first setting out of range."""
@@ -192,27 +195,61 @@ def evaluate(eval_step: Callable, dataset) -> dict[str, float]:
   return {"loss": loss_sum / count, "accuracy": correct / count}
 
 
+class AlreadyFinished(Exception):
+  """The output dir holds a finished run; `results` are its results."""
+
+  def __init__(self, output_dir: str, results: dict):
+    super().__init__(
+        f"{output_dir} already holds a finished run (test accuracy "
+        f"{results.get('test_accuracy', float('nan')):.4f}); pass --restart "
+        "to train anew, or choose another --output_dir")
+    self.results = results
+
+
+class TrainingDiverged(UsageError):
+  """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _check_finite(loss_sum: float, epoch: int, step: int, kept: str) -> None:
+  if not np.isfinite(loss_sum):
+    raise TrainingDiverged(
+        f"the loss became {loss_sum} at epoch {epoch + 1}, step {step + 1}; "
+        f"{kept}; lower --learning_rate (or check the data) and rerun")
+
+
 def train_and_evaluate(config: Config, dataset: ImageDataset,
                        output_dir: str | None = None, *,
                        strategy: tf.distribute.Strategy | None = None,
                        callbacks: Sequence[keras.callbacks.Callback] = (),
-                       verbose: int = 1) -> dict:
+                       verbose: int = 1, restart: bool = False) -> dict:
   """Trains a model on `dataset` and evaluates it on the test split.
 
-  Seeds Keras, NumPy and Python's `random` with `config.seed` (the run asks
-  for it); the mixed-precision policy is restored on return.
+  Seeds Keras, NumPy and Python's `random` with `config.seed`, and with
+  `config.deterministic` turns on TensorFlow's op determinism (the run asks
+  for both; they stay set); the mixed-precision policy is restored on return.
+
+  With `output_dir`, every epoch ends with a checkpoint there, and a run
+  started again with the same settings resumes after the last completed
+  epoch; the final `model.keras`, `history.json` and `results.json` are each
+  written atomically, and the checkpoints are then removed.
 
   Args:
     config: the run's settings.
     dataset: uint8 data from `fastcifar.sources`.
-    output_dir: when given, receives `model.keras`, `history.json` and
-      `results.json`, each written atomically.
+    output_dir: where outputs and checkpoints go; None keeps nothing.
     strategy: a `tf.distribute` strategy; `default_strategy()` when None.
     callbacks: Keras callbacks, called as `fit` calls them.
     verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
+    restart: train anew even if `output_dir` holds a finished or unfinished
+      run (its files are replaced when the new run writes its own).
 
   Returns:
     The results dict that `results.json` holds.
+
+  Raises:
+    AlreadyFinished: `output_dir` holds a finished run and `restart` is off.
+    TrainingDiverged: the loss became NaN or infinite.
+    UsageError: bad settings or an unwritable `output_dir`.
   """
   config.validate()
   start = time.perf_counter()
@@ -220,25 +257,41 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   precision = policy.resolve_precision(config.precision, device)
   jit_compile = policy.resolve_jit_compile(config.jit_compile, device)
   strategy = strategy or default_strategy()
+  if output_dir:
+    prepare_output_dir(output_dir)
+    results_path = os.path.join(output_dir, "results.json")
+    if os.path.exists(results_path) and not restart:
+      with open(results_path) as f:
+        raise AlreadyFinished(output_dir, json.load(f))
   images, labels = input_pipeline.subset(
       dataset.train_images, dataset.train_labels, config.train_examples,
       config.seed)
-  train_data = input_pipeline.train_dataset(
-      images, labels, config.batch_size, config.seed, config.epochs)
+  input_pipeline.check_batch_size(len(images), config.batch_size)
   steps_per_epoch = len(images) // config.batch_size
   mean, std = input_pipeline.channel_stats(images)
-  if output_dir:
-    prepare_output_dir(output_dir)
 
   keras.utils.set_random_seed(config.seed)
+  if config.deterministic:
+    tf.config.experimental.enable_op_determinism()
   with policy.precision_scope(precision), strategy.scope():
     model = models.build_model(config.model, dataset.num_classes, mean, std)
     compile_model(model, config, steps_per_epoch)
     model.optimizer.build(model.trainable_variables)
+  first_epoch, history = 0, {}
+  checkpoint = None
+  if output_dir:
+    if restart:
+      checkpointing.delete_checkpoints(output_dir)
+    checkpoint = checkpointing.RunCheckpoint(model, output_dir, {
+        **dataclasses.asdict(config), "dataset": dataset.name,
+        "num_train_examples": len(images)})
+    first_epoch, history = checkpoint.restore()
   train_step = make_train_step(model, strategy, config, dataset.num_classes,
                                jit_compile)
   eval_step = make_eval_step(model, strategy, dataset.num_classes, jit_compile)
-  train_data = strategy.experimental_distribute_dataset(train_data)
+  train_data = strategy.experimental_distribute_dataset(
+      input_pipeline.train_dataset(images, labels, config.batch_size,
+                                   config.seed, config.epochs, first_epoch))
   test_data = strategy.experimental_distribute_dataset(
       input_pipeline.eval_dataset(dataset.test_images, dataset.test_labels,
                                   config.eval_batch_size))
@@ -250,21 +303,29 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     print(f"fastcifar: {config.model} model, {model.count_params():,} "
           f"parameters; {len(images):,} training images, batch "
           f"{config.batch_size}; device {device}, precision {precision}, "
-          f"jit_compile {jit_compile} ({'XLA' if jit_compile else 'no XLA'}"
-          f"{' chosen by auto' if config.jit_compile == 'auto' else ''})",
+          f"jit_compile {jit_compile}"
+          f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
           flush=True)
+    if first_epoch:
+      print(f"fastcifar: resuming after epoch {first_epoch} from "
+            f"{checkpoint.directory}", flush=True)
   iterator = iter(train_data)
   epoch_train_seconds = []
+  kept = ("nothing was saved" if not checkpoint else
+          f"the checkpoint of the last completed epoch is kept in "
+          f"{checkpoint.directory}")
   callback_list.on_train_begin()
   logs = {}
-  for epoch in range(config.epochs):
+  for epoch in range(first_epoch, config.epochs):
     callback_list.on_epoch_begin(epoch)
     epoch_start = time.perf_counter()
     loss_sum = correct = 0.0
     for batch in range(steps_per_epoch):
       callback_list.on_train_batch_begin(batch)
       step_loss, step_correct = train_step(iterator)
-      loss_sum += float(step_loss)
+      step_loss = float(step_loss)
+      _check_finite(step_loss, epoch, batch, kept)
+      loss_sum += step_loss
       correct += float(step_correct)
       seen = (batch + 1) * config.batch_size
       logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
@@ -272,21 +333,25 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     epoch_train_seconds.append(time.perf_counter() - epoch_start)
     test = evaluate(eval_step, test_data)
     logs = {**logs, "val_loss": test["loss"], "val_accuracy": test["accuracy"]}
+    for key, value in logs.items():
+      history.setdefault(key, []).append(float(value))
+    history.setdefault("epoch_seconds", []).append(epoch_train_seconds[-1])
+    if checkpoint:
+      checkpoint.save(epoch + 1, history)
     callback_list.on_epoch_end(epoch, logs)
     if model.stop_training:
       break
   callback_list.on_train_end(logs)
 
-  history = model.history.history
-  epochs_run = len(history["loss"])
   steady = epoch_train_seconds[1:] or epoch_train_seconds
   results = {
-      "test_accuracy": logs["val_accuracy"],
-      "test_loss": logs["val_loss"],
+      "test_accuracy": history["val_accuracy"][-1],
+      "test_loss": history["val_loss"][-1],
       "best_test_accuracy": max(history["val_accuracy"]),
-      "epochs": epochs_run,
-      "train_seconds": sum(epoch_train_seconds),
+      "epochs": len(history["val_accuracy"]),
+      "train_seconds": sum(history["epoch_seconds"]),
       "total_seconds": time.perf_counter() - start,
+      "resumed_after_epoch": first_epoch,
       "images_per_second": steps_per_epoch * config.batch_size * len(steady)
                            / sum(steady),
       "precision": precision,
@@ -304,9 +369,9 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   }
   if output_dir:
     outputs.save_model(model, os.path.join(output_dir, "model.keras"))
-    outputs.write_json(os.path.join(output_dir, "history.json"),
-                       {k: [float(v) for v in vs] for k, vs in history.items()})
-    outputs.write_json(os.path.join(output_dir, "results.json"), results)
+    outputs.write_json(os.path.join(output_dir, "history.json"), history)
+    outputs.write_json(results_path, results)  # last: it marks the run done
+    checkpointing.delete_checkpoints(output_dir)
   return results
 
 

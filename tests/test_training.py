@@ -134,3 +134,25 @@ def test_unwritable_output_dir(small_data, tmp_path):
   with pytest.raises(UsageError, match="not writable"):
     training.train_and_evaluate(tiny_config(), small_data,
                                 str(blocker / "out"), verbose=0)
+
+
+def test_nan_loss_stops_at_once_and_keeps_last_checkpoint(small_data,
+                                                          tmp_path):
+  # A weight turned NaN stands in for a diverging run.
+  class PoisonSecondEpoch(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+      if self.params and batch == 2 and self.epoch == 1:
+        self.model.layers[-1].kernel.assign(
+            tf.fill(self.model.layers[-1].kernel.shape, float("nan")))
+
+    def on_epoch_begin(self, epoch, logs=None):
+      self.epoch = epoch
+
+  with pytest.raises(training.TrainingDiverged,
+                     match=r"nan at epoch 2, step 3.*checkpoint"):
+    training.train_and_evaluate(tiny_config(epochs=3), small_data,
+                                str(tmp_path), verbose=0,
+                                callbacks=[PoisonSecondEpoch()])
+  from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
+  assert checkpointing.latest_epoch(str(tmp_path)) == 1
+  assert not (tmp_path / "results.json").exists()

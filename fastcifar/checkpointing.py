@@ -1,0 +1,101 @@
+"""What a killed run needs to resume: weights, optimizer, epoch, history.
+
+Written with TensorFlow's own `tf.train.CheckpointManager` at the end of every
+epoch: it writes a new checkpoint beside the old and then atomically rewrites
+the index that names the latest, so a kill at any moment leaves a complete
+checkpoint to resume from. The history and the run's settings live inside the
+checkpoint, so they can never disagree with the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import keras
+import tensorflow as tf
+
+from fastcifar.errors import UsageError
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+class RunCheckpoint:
+  """Saves and restores the training state of one run in `output_dir`."""
+
+  def __init__(self, model: keras.Model, output_dir: str, settings: dict):
+    """Tracks the model's and optimizer's variables.
+
+    Args:
+      model: a compiled model whose optimizer is built.
+      output_dir: the run's output folder; checkpoints go in a subfolder.
+      settings: the run's settings; a checkpoint saved with other settings
+        is refused rather than silently mixed into this run.
+    """
+    self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
+    self._settings = json.dumps(settings, sort_keys=True)
+    self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self._history = tf.Variable("{}", dtype=tf.string, trainable=False)
+    self._saved_settings = tf.Variable(self._settings, dtype=tf.string,
+                                       trainable=False)
+    # model.variables includes the dropout seed generators' state, so a
+    # resumed run draws the same dropout masks as an uninterrupted one.
+    checkpoint = tf.train.Checkpoint(
+        model=list(model.variables),
+        optimizer=list(model.optimizer.variables),
+        epoch=self._epoch, history=self._history,
+        settings=self._saved_settings)
+    self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
+                                               max_to_keep=2)
+
+  def restore(self) -> tuple[int, dict[str, list[float]]]:
+    """Restores the latest checkpoint, if there is one.
+
+    Returns:
+      `(epochs_completed, history)`; `(0, {})` when there is no checkpoint.
+
+    Raises:
+      UsageError: the checkpoint belongs to a run with other settings.
+    """
+    latest = self._manager.latest_checkpoint
+    if not latest:
+      return 0, {}
+    self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    saved = json.loads(self._saved_settings.numpy().decode())
+    wanted = json.loads(self._settings)
+    differing = sorted(k for k in wanted if saved.get(k) != wanted[k])
+    if differing:
+      key = differing[0]
+      raise UsageError(
+          f"{self.directory} holds an unfinished run with {key}="
+          f"{saved.get(key)}, not {wanted[key]}; rerun with the same settings "
+          "to resume, or pass --restart to train anew")
+    return int(self._epoch.numpy()), json.loads(self._history.numpy().decode())
+
+  def save(self, epochs_completed: int, history: dict) -> None:
+    """Saves the state after `epochs_completed` epochs."""
+    self._epoch.assign(epochs_completed)
+    self._history.assign(json.dumps(history))
+    try:
+      self._manager.save(checkpoint_number=epochs_completed)
+    except (OSError, tf.errors.OpError) as e:
+      raise UsageError(
+          f"could not write a checkpoint in {self.directory} ({e}); free disk "
+          "space, then rerun the same command to resume from the last "
+          "complete checkpoint") from e
+
+
+
+def delete_checkpoints(output_dir: str) -> None:
+  """Removes a run's checkpoints: after its final outputs, or to restart.
+
+  A `RunCheckpoint` reads the folder when it is made, so delete first.
+  """
+  shutil.rmtree(os.path.join(output_dir, CHECKPOINT_DIR), ignore_errors=True)
+
+
+def latest_epoch(output_dir: str) -> int | None:
+  """The epoch of the latest checkpoint in `output_dir`, without loading it."""
+  latest = tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_DIR))
+  return int(latest.rsplit("-", 1)[1]) if latest else None

@@ -1,0 +1,126 @@
+"""Resume after a kill, SIGTERM/Ctrl-C, finished runs, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fastcifar import checkpointing, sources, training
+from fastcifar.errors import UsageError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL_RUN = ["--dataset=synthetic", "--epochs=3", "--train_examples=1024",
+             "--batch_size=64", "--deterministic"]
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  return subprocess.Popen([sys.executable, "-m", "fastcifar.train", *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=REPO_ROOT)
+
+
+def wait_for_checkpoint(output_dir, epoch: int, process, timeout=240) -> None:
+  deadline = time.monotonic() + timeout
+  while checkpointing.latest_epoch(str(output_dir)) != epoch:
+    assert process.poll() is None, process.communicate()
+    assert time.monotonic() < deadline, "no checkpoint in time"
+    time.sleep(0.2)
+
+
+def finish(process, timeout=300):
+  out, err = process.communicate(timeout=timeout)
+  return process.returncode, out, err
+
+
+def comparable(results: dict) -> dict:
+  """Results without what legitimately differs between runs: times."""
+  return {k: v for k, v in results.items()
+          if "second" not in k and k != "resumed_after_epoch"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+  output_dir = tmp_path_factory.mktemp("uninterrupted")
+  code, _, err = finish(start_cli(*SMALL_RUN, f"--output_dir={output_dir}"))
+  assert code == 0, err[-2000:]
+  return json.loads((output_dir / "results.json").read_text())
+
+
+def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path):
+  code, _, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  assert code == 0, err[-2000:]
+  again = json.loads((tmp_path / "results.json").read_text())
+  assert comparable(again) == comparable(uninterrupted)
+
+
+def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path):
+  process = start_cli(*SMALL_RUN, f"--output_dir={tmp_path}")
+  wait_for_checkpoint(tmp_path, 1, process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (tmp_path / "results.json").exists()
+
+  code, out, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+  results = json.loads((tmp_path / "results.json").read_text())
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert results["epochs"] == 3 and results["resumed_after_epoch"] >= 1
+  assert len(history["val_accuracy"]) == 3
+  assert not (tmp_path / "checkpoints").exists()
+  # Order, augmentation and dropout are functions of (seed, step), and the
+  # checkpoint holds every variable, so the resumed run is the same run.
+  assert comparable(results) == comparable(uninterrupted)
+
+
+def test_sigterm_stops_cleanly_and_resumes(tmp_path):
+  process = start_cli(*SMALL_RUN, f"--output_dir={tmp_path}")
+  wait_for_checkpoint(tmp_path, 1, process)
+  process.send_signal(signal.SIGTERM)
+  code, _, err = finish(process)
+  assert code == 130
+  assert "Traceback" not in err
+  assert "run the same command again to resume after epoch" in err
+  code, out, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+
+
+def test_finished_run_is_not_overwritten(uninterrupted, tmp_path):
+  results = tmp_path / "results.json"
+  results.write_text(json.dumps({"test_accuracy": 0.5}))
+  before = results.stat().st_mtime_ns
+  code, out, _ = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  assert code == 0
+  assert "already holds a finished run" in out and "--restart" in out
+  assert results.stat().st_mtime_ns == before
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = training.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+
+  class StopAfterFirstEpoch(training.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+                                callbacks=[StopAfterFirstEpoch()])
+  assert checkpointing.latest_epoch(str(tmp_path)) == 1
+  other = training.Config(epochs=2, batch_size=32, precision="float32",
+                          eval_batch_size=64)
+  with pytest.raises(UsageError, match="batch_size=64, not 32"):
+    training.train_and_evaluate(other, data, str(tmp_path), verbose=0)
+  # --restart trains anew instead.
+  results = training.train_and_evaluate(other, data, str(tmp_path), verbose=0,
+                                        restart=True)
+  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 0

@@ -1,0 +1,69 @@
+"""Atomic outputs: a reader sees the old file or the new one, never half."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import keras
+import pytest
+
+from fastcifar import models, outputs
+from fastcifar.errors import UsageError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+WRITER = textwrap.dedent("""
+    import sys
+    from fastcifar import models, outputs
+    model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+    folder, i = sys.argv[1], 0
+    while True:  # rewrite both files until killed
+      i += 1
+      outputs.write_json(folder + "/results.json", {"i": i, "pad": "x" * 10**6})
+      outputs.save_model(model, folder + "/model.keras")
+      print(i, flush=True)
+""")
+
+
+def test_kill_during_saves_leaves_loadable_files(tmp_path):
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  for delay in (0.05, 0.3, 0.7):
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
+                               stdout=subprocess.PIPE, env=env, text=True)
+    process.stdout.readline()  # one complete round is on disk
+    time.sleep(delay)  # then kill somewhere inside a later save
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert json.loads((tmp_path / "results.json").read_text())["i"] >= 1
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    assert model.count_params() == 1_250_858
+
+
+def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
+  path = str(tmp_path / "model.keras")
+  model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+  outputs.save_model(model, path)
+  before = open(path, "rb").read()
+
+  def full_disk(self, filepath, *args, **kwargs):
+    with open(filepath, "wb") as f:
+      f.write(b"half a model")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+  monkeypatch.setattr(keras.Model, "save", full_disk)
+  with pytest.raises(UsageError, match="No space left on device"):
+    outputs.save_model(model, path)
+  assert open(path, "rb").read() == before
+  assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no debris
+
+
+def test_write_json_round_trip(tmp_path):
+  outputs.write_json(str(tmp_path / "a.json"), {"b": [1.5, 2]})
+  assert json.loads((tmp_path / "a.json").read_text()) == {"b": [1.5, 2]}
