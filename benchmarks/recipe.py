@@ -1,4 +1,4 @@
-"""The textbook Keras CIFAR-10 recipe, verbatim: the baseline fastcifar is measured against.
+"""The textbook Keras CIFAR-10 recipe, verbatim: fastcifar's baseline.
 
 Pixels scaled to 0-1 as float32 numpy arrays on the host, labels one-hot with
 `to_categorical`, the 4-conv Sequential CNN, Adam at its default rate,
@@ -6,15 +6,24 @@ Pixels scaled to 0-1 as float32 numpy arrays on the host, labels one-hot with
 test set as validation data, float32 throughout.
 
     python -m benchmarks.recipe --data_dir=../shared/data/cifar10-jpg.tar.gz
+
+Its flags are defined only when it runs as a program, so the other benchmarks
+import `run_recipe` without inheriting them.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from typing import Sequence
 
-from absl import app, flags
+if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
+  sys.path.insert(
+      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # pylint: disable=g-import-not-at-top
 import keras
-import numpy as np
 
 from benchmarks import environment
 from fastcifar import sources
@@ -34,22 +43,27 @@ class EpochClock(keras.callbacks.Callback):
 
 
 def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
-               batch_size: int = 64, verbose: int = 2) -> dict:
+               batch_size: int = 64, verbose: int = 2,
+               callbacks: Sequence[keras.callbacks.Callback] = ()) -> dict:
   """Trains the recipe verbatim and reports its history and timings.
 
   Args:
     dataset: the data, as uint8 arrays (converted here, as the recipe does).
     epochs, batch_size: the recipe's 20 and 64 by default.
     verbose: Keras `fit` verbosity.
+    callbacks: more Keras callbacks for `fit`, e.g. the benchmarks' clocks;
+      one may end training early with `model.stop_training`.
 
   Returns:
     `history` (per-epoch metrics), `epoch_end_seconds` (wall time since the
-    start of preparation), `prepare_seconds` and the final test accuracy.
+    start of preparation), `prepare_seconds`, the final test accuracy and
+    `jit_compile` (what Keras's `auto` chose: XLA on GPUs, not on CPUs).
   """
   start = time.perf_counter()
   x_train = dataset.train_images.astype("float32") / 255.0
   x_test = dataset.test_images.astype("float32") / 255.0
-  y_train = keras.utils.to_categorical(dataset.train_labels, dataset.num_classes)
+  y_train = keras.utils.to_categorical(dataset.train_labels,
+                                       dataset.num_classes)
   y_test = keras.utils.to_categorical(dataset.test_labels, dataset.num_classes)
   model = keras.Sequential([keras.Input(sources.IMAGE_SHAPE),
                             *seed_cnn_layers(dataset.num_classes)])
@@ -59,34 +73,41 @@ def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
   clock = EpochClock(start)
   history = model.fit(x_train, y_train, batch_size=batch_size, epochs=epochs,
                       validation_data=(x_test, y_test), verbose=verbose,
-                      callbacks=[clock])
+                      callbacks=[clock, *callbacks])
   return {
       "history": {k: [float(v) for v in vs]
                   for k, vs in history.history.items()},
       "epoch_end_seconds": clock.epoch_end_seconds,
       "prepare_seconds": prepare_seconds,
       "test_accuracy": float(history.history["val_accuracy"][-1]),
+      "jit_compile": bool(model.jit_compile),
   }
 
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "CIFAR data; see fastcifar.sources.")
-_DATASET = flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.")
-_EPOCHS = flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1)
-_OUTPUT = flags.DEFINE_string("output", None, "Append the JSON record here.")
+def define_flags() -> None:
+  """The recipe's command-line flags."""
+  flags.DEFINE_string("data_dir", None, "CIFAR data; see fastcifar.sources.")
+  flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.")
+  flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1)
+  flags.DEFINE_string("output", None, "Append the JSON record here.")
 
 
 def main(argv):
   del argv
+  flag_values = {name: flags.FLAGS[name].value
+                 for name in ("data_dir", "dataset", "epochs", "output")}
   start = time.perf_counter()
-  dataset = sources.load(_DATASET.value, _DATA_DIR.value)
+  dataset = sources.load(flag_values["dataset"], flag_values["data_dir"])
   load_seconds = time.perf_counter() - start
-  result = run_recipe(dataset, epochs=_EPOCHS.value)
+  result = run_recipe(dataset, epochs=flag_values["epochs"])
   result.update(environment.environment(), benchmark="recipe",
                 load_seconds=load_seconds,
                 process_seconds=time.perf_counter() - start,
-                dataset=dataset.name, epochs=_EPOCHS.value)
-  environment.emit(result, _OUTPUT.value)
+                dataset=dataset.name, epochs=flag_values["epochs"],
+                flags=flag_values)
+  environment.emit(result, flag_values["output"])
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

@@ -1,0 +1,198 @@
+"""Memory: peak resident memory of each configuration, each in its own process.
+
+What it measures: the peak RSS of a training run of
+  load_only  Python, TensorFlow and Keras imported and the data loaded: the
+             floor every configuration shares;
+  fastcifar  `python -m fastcifar.train`, once per precision x jit_compile
+             setting that applies on the device (the default one with
+             `--precision=auto --jit_compile=auto`, as users run it);
+  recipe     `python -m benchmarks.recipe`, the textbook recipe verbatim;
+and each one's ratio to the recipe's.
+
+Conditions: every configuration runs in a process of its own, started from
+the command line users type, so none can hide in another's peak; the peak is
+the child's own `VmHWM`, written by `benchmarks.rss_probe` as the child ends
+(not `wait4`'s `ru_maxrss`, which on Linux includes the parent's high-water
+mark). Each run trains `--epochs` (1: the peak is reached in the first epoch
+and its evaluation; later epochs allocate nothing new) on the whole data, real
+with `--data_dir`, else 50,000 + 10,000 synthetic images. When the data is
+synthetic or sliced (`--train_examples`, `--test_examples`, `--quick`), this
+process writes it once to a temporary `.npz` that every child loads, so all
+read the same bytes the same way. This is host memory: on a GPU, device
+memory is not part of it.
+
+    python -m benchmarks.memory --quick
+    python -m benchmarks.memory --data_dir=../shared/data/cifar10-jpg.tar.gz \\
+        --output=runs/bench.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
+  sys.path.insert(
+      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from benchmarks import harness
+from fastcifar import sources
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# The floor: what any run holds before training, the data included.
+LOAD_ONLY = ("import sys, keras, tensorflow\n"
+             "from fastcifar import sources\n"
+             "data = sources.load(sys.argv[1], sys.argv[2] or None)\n")
+
+
+def configurations(settings: list[harness.Setting], dataset: str,
+                   data_dir: str, epochs: int, seed: int
+                   ) -> list[tuple[str, harness.Setting | None, list[str]]]:
+  """The runs to measure: `(name, setting, rss_probe arguments)` each.
+
+  Args:
+    settings: fastcifar's precision x XLA settings (`harness.sweep`).
+    dataset, data_dir: the data, as the command-line programs take it.
+    epochs: epochs each training run trains.
+    seed: fastcifar's seed.
+
+  Returns:
+    load_only, then fastcifar per setting, then the recipe.
+  """
+  data = [f"--dataset={dataset}", f"--data_dir={data_dir}"]
+  runs = [("load_only", None, ["-c", LOAD_ONLY, dataset, data_dir])]
+  for s in settings:
+    precision, jit = (("auto", "auto") if s.default
+                      else (s.precision, str(s.jit_compile).lower()))
+    runs.append(("fastcifar", s, [
+        "-m", "fastcifar.train", *data, f"--epochs={epochs}",
+        f"--precision={precision}", f"--jit_compile={jit}", f"--seed={seed}"]))
+  runs.append(("recipe", None, ["-m", "benchmarks.recipe", *data,
+                                f"--epochs={epochs}"]))
+  return runs
+
+
+def peak_rss_of(probe_args: list[str], workdir: str, timeout: float) -> dict:
+  """Runs one configuration in a child process and reads its peak RSS.
+
+  Args:
+    probe_args: what follows `python -m benchmarks.rss_probe OUT.json`.
+    workdir: where the child's report and log go.
+    timeout: seconds before the child is killed.
+
+  Returns:
+    `peak_rss_bytes` (None if the child wrote none), `rss_source`,
+    `exit_code`, `seconds`, and `log` (the tail of its output on failure).
+  """
+  fd, report_path = tempfile.mkstemp(suffix=".json", dir=workdir)
+  os.close(fd)
+  log_path = report_path[:-len(".json")] + ".log"
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  start = time.perf_counter()
+  with open(log_path, "w") as log:
+    try:
+      exit_code = subprocess.run(
+          [sys.executable, "-m", "benchmarks.rss_probe", report_path,
+           *probe_args], cwd=ROOT, env=env, stdout=log,
+          stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired:
+      exit_code = None
+  seconds = time.perf_counter() - start
+  try:
+    with open(report_path) as f:
+      probe = json.load(f)
+  except (OSError, ValueError):
+    probe = {}
+  result = {"peak_rss_bytes": probe.get("peak_rss_bytes"),
+            "rss_source": probe.get("source"), "exit_code": exit_code,
+            "seconds": seconds}
+  if exit_code != 0:
+    with open(log_path, errors="replace") as f:
+      result["log"] = f.read()[-3000:]
+  return result
+
+
+def define_flags() -> None:
+  flags.DEFINE_integer("epochs", 1, "Epochs each training run trains.",
+                       lower_bound=1)
+  flags.DEFINE_integer("train_examples", 0, "Training images; 0: all. "
+                       "--quick: 1024.", lower_bound=0)
+  flags.DEFINE_integer("test_examples", 0, "Test images; 0: all. --quick: "
+                       "500.", lower_bound=0)
+  flags.DEFINE_list(
+      "precisions", [],
+      "Precisions (or auto) to measure; empty: all that apply on this device.")
+  flags.DEFINE_list(
+      "jit_compile", [],
+      "XLA choices (true, false, auto); empty: all that apply on this device.")
+  flags.DEFINE_float("timeout", 3 * 3600, "Seconds before a run is killed.",
+                     lower_bound=1)
+
+
+def main(argv):
+  del argv
+  train_examples = harness.setting("train_examples", 1024)
+  test_examples = harness.setting("test_examples", 500)
+  report = harness.Report("memory", FLAGS.output)
+  settings = harness.sweep(FLAGS.precisions, FLAGS.jit_compile)
+  failures = 0
+  with tempfile.TemporaryDirectory(prefix="fastcifar-memory-") as workdir:
+    dataset_name, data_dir = FLAGS.dataset, FLAGS.data_dir
+    if not data_dir or train_examples or test_examples:
+      data, _ = harness.load_data(FLAGS.dataset, FLAGS.data_dir,
+                                  train_examples, test_examples, FLAGS.seed)
+      data_dir = sources.prepared_path(workdir, data.name)
+      sources.save_prepared(data, data_dir)
+      num_train, num_test = len(data.train_images), len(data.test_images)
+      del data  # this process's memory is not measured, but keep it small
+    else:
+      num_train = num_test = None  # all of --data_dir, as the programs load it
+
+    runs = []
+    for name, setting, probe_args in configurations(
+        settings, dataset_name, data_dir, FLAGS.epochs, FLAGS.seed):
+      measured = peak_rss_of(probe_args, workdir, FLAGS.timeout)
+      if measured["exit_code"] != 0 or measured["peak_rss_bytes"] is None:
+        failures += 1
+        print(f"memory: {name} failed (exit {measured['exit_code']}):\n"
+              f"{measured.get('log', '')}", file=sys.stderr)
+      runs.append((name, setting, probe_args, measured))
+
+  recipe_peak = next(m["peak_rss_bytes"] for n, _, _, m in runs
+                     if n == "recipe")
+  for name, setting, probe_args, measured in runs:
+    peak = measured.pop("peak_rss_bytes")
+    report.add(
+        measurement="peak_rss", configuration=name,
+        precision=setting.precision if setting else (
+            "float32" if name == "recipe" else None),
+        jit_compile=setting.jit_compile if setting else None,
+        fastcifar_default=bool(setting and setting.default),
+        peak_rss_bytes=peak,
+        peak_rss_mb=peak / 2**20 if peak else None,
+        ratio_to_recipe=peak / recipe_peak if peak and recipe_peak else None,
+        epochs=FLAGS.epochs, num_train_examples=num_train,
+        num_test_examples=num_test,
+        command=["python", *probe_args[:1],
+                 "<load-only code>" if name == "load_only" else probe_args[1],
+                 *probe_args[2:]],
+        **measured)
+  report.print_table(
+      "Peak resident memory (each configuration in its own process)",
+      ["configuration", "precision", "jit_compile", "fastcifar_default",
+       "peak_rss_mb", "ratio_to_recipe", "exit_code", "seconds"])
+  return 1 if failures else 0
+
+
+if __name__ == "__main__":
+  harness.run_main(main, define_flags)

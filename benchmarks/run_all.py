@@ -1,0 +1,78 @@
+"""Runs every benchmark, one after another, each in its own process.
+
+Each benchmark gets its own process so that none inherits another's memory,
+threads or compiled graphs; the common flags (`--quick`, `--data_dir`,
+`--dataset`, `--seed`, `--output`) are passed on to each. Their JSON lines
+and tables go to standard output (and to `--output`) as they come.
+
+    python -m benchmarks.run_all --quick
+    python -m benchmarks.run_all --data_dir=../shared/data/cifar10-jpg.tar.gz \\
+        --output=runs/bench.jsonl
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
+  sys.path.insert(
+      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import flags  # pylint: disable=g-import-not-at-top
+
+from benchmarks import harness
+
+FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Shortest first, so a broken set-up shows early.
+BENCHMARKS = ("input_pipeline", "training_throughput", "memory",
+              "time_to_accuracy")
+
+
+def commands(names: list[str], quick: bool, data_dir: str | None,
+             dataset: str, seed: int, output: str | None) -> list[list[str]]:
+  """The command line of each benchmark, with the common flags passed on."""
+  common = [f"--dataset={dataset}", f"--seed={seed}"]
+  common += ["--quick"] if quick else []
+  common += [f"--data_dir={data_dir}"] if data_dir else []
+  common += [f"--output={os.path.abspath(output)}"] if output else []
+  return [[sys.executable, "-m", f"benchmarks.{name}", *common]
+          for name in names]
+
+
+def define_flags() -> None:
+  flags.DEFINE_list("only", list(BENCHMARKS), "Which benchmarks to run.")
+  flags.DEFINE_boolean("dry_run", False, "Print the commands, run nothing.")
+
+
+def main(argv):
+  del argv
+  unknown = sorted(set(FLAGS.only) - set(BENCHMARKS))
+  if unknown:
+    sys.exit(f"run_all: unknown benchmarks {unknown}; choose from "
+             f"{', '.join(BENCHMARKS)}")
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  failed = []
+  for command in commands(list(FLAGS.only), FLAGS.quick, FLAGS.data_dir,
+                          FLAGS.dataset, FLAGS.seed, FLAGS.output):
+    print("$ python " + " ".join(command[1:]), flush=True)
+    if FLAGS.dry_run:
+      continue
+    start = time.perf_counter()
+    code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    print(f"({command[2]}: exit {code}, {time.perf_counter() - start:.0f} s)",
+          flush=True)
+    if code:
+      failed.append(command[2])
+  if failed:
+    print(f"run_all: failed: {', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+if __name__ == "__main__":
+  harness.run_main(main, define_flags)
