@@ -24,7 +24,8 @@ CHECKPOINT_DIR = "checkpoints"
 class RunCheckpoint:
   """Saves and restores the training state of one run in `output_dir`."""
 
-  def __init__(self, model: keras.Model, output_dir: str, settings: dict):
+  def __init__(self, model: keras.Model, output_dir: str, settings: dict,
+               restore_from: str | None = None):
     """Tracks the model's and optimizer's variables.
 
     Args:
@@ -32,8 +33,13 @@ class RunCheckpoint:
       output_dir: the run's output folder; checkpoints go in a subfolder.
       settings: the run's settings; a checkpoint saved with other settings
         is refused rather than silently mixed into this run.
+      restore_from: the output folder to resume from, if not `output_dir`
+        (a non-chief worker saves to a folder of its own but resumes from
+        the chief's).
     """
     self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
+    self._restore_directory = os.path.join(restore_from or output_dir,
+                                           CHECKPOINT_DIR)
     self._settings = json.dumps(settings, sort_keys=True)
     self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     self._history = tf.Variable("{}", dtype=tf.string, trainable=False)
@@ -58,7 +64,7 @@ class RunCheckpoint:
     Raises:
       UsageError: the checkpoint belongs to a run with other settings.
     """
-    latest = self._manager.latest_checkpoint
+    latest = tf.train.latest_checkpoint(self._restore_directory)
     if not latest:
       return 0, {}
     self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
@@ -68,7 +74,7 @@ class RunCheckpoint:
     if differing:
       key = differing[0]
       raise UsageError(
-          f"{self.directory} holds an unfinished run with {key}="
+          f"{self._restore_directory} holds an unfinished run with {key}="
           f"{saved.get(key)}, not {wanted[key]}; rerun with the same settings "
           "to resume, or pass --restart to train anew")
     return int(self._epoch.numpy()), json.loads(self._history.numpy().decode())

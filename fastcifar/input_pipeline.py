@@ -71,32 +71,65 @@ def check_batch_size(num_examples: int, batch_size: int) -> None:
                      f"batch of {batch_size}; lower the batch size")
 
 
+def shard_batches(batches: tf.Tensor, shard_index: int, num_shards: int,
+                  replicas_per_shard: int) -> tf.Tensor:
+  """One input pipeline's part of every global batch, split per replica.
+
+  Args:
+    batches: `(steps, global_batch)` example indices.
+    shard_index, num_shards: this pipeline (one per worker) and how many.
+    replicas_per_shard: replicas this pipeline feeds, in turn.
+
+  Returns:
+    `(steps * replicas_per_shard, global_batch / (num_shards *
+    replicas_per_shard))` indices: the pipeline's rows in the order its
+    replicas take them, so together the replicas see each global batch once.
+  """
+  steps, global_batch = batches.shape
+  per_replica = global_batch // (num_shards * replicas_per_shard)
+  mine = tf.reshape(batches, [steps, num_shards, -1])[:, shard_index]
+  return tf.reshape(mine, [steps * replicas_per_shard, per_replica])
+
+
+def check_divisible(batch_size: int, num_replicas: int) -> None:
+  """Raises UsageError unless every replica gets an equal part of a batch."""
+  if batch_size % num_replicas:
+    raise UsageError(f"batch size {batch_size} does not split evenly over "
+                     f"{num_replicas} replicas; use a multiple of "
+                     f"{num_replicas}")
+
+
 def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
-                  seed: int, epochs: int, first_epoch: int = 0
-                  ) -> tf.data.Dataset:
+                  seed: int, epochs: int, first_epoch: int = 0, *,
+                  shard_index: int = 0, num_shards: int = 1,
+                  replicas_per_shard: int = 1) -> tf.data.Dataset:
   """Shuffled, batched training data for epochs `first_epoch..epochs-1`.
 
   The arrays are held once in memory as tensors; each epoch shuffles indices
   and gathers whole batches, which is many times faster than shuffling and
-  batching single elements.
+  batching single elements. Under a `tf.distribute` strategy each input
+  pipeline takes its own part of every global batch, so the replicas
+  together train on exactly the batches one device would.
 
   Args:
     images: uint8 `(N, 32, 32, 3)`.
     labels: int32 `(N,)`.
-    batch_size: examples per batch (the global batch under a strategy).
+    batch_size: the global batch: examples per step over all replicas.
     seed: fixes the order of every epoch.
     epochs: the epoch to stop before.
     first_epoch: the epoch to start at (non-zero when resuming).
+    shard_index, num_shards, replicas_per_shard: see `shard_batches`; from a
+      `tf.distribute.InputContext`.
 
   Returns:
-    A dataset of `(images, labels)` batches, `N // batch_size` per epoch, all
-    of one static shape.
+    A dataset of `(images, labels)` batches of one static shape, `N //
+    batch_size * replicas_per_shard` per epoch.
   """
   check_batch_size(len(images), batch_size)
+  check_divisible(batch_size, num_shards * replicas_per_shard)
   images_t = tf.constant(images)
   labels_t = tf.constant(labels)
   num_examples = len(images)
-
   steps = num_examples // batch_size
 
   def epoch_batches(epoch):
@@ -104,8 +137,9 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
     # compiled step); reshaping the order into batches costs one op per epoch
     # where batching index by index cost one per example.
     order = epoch_order(num_examples, seed, epoch)[:steps * batch_size]
-    return tf.data.Dataset.from_tensor_slices(
-        tf.reshape(order, [steps, batch_size]))
+    return tf.data.Dataset.from_tensor_slices(shard_batches(
+        tf.reshape(order, [steps, batch_size]), shard_index, num_shards,
+        replicas_per_shard))
 
   ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
@@ -113,8 +147,9 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def eval_dataset(images: np.ndarray, labels: np.ndarray,
-                 batch_size: int) -> tf.data.Dataset:
+def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
+                 shard_index: int = 0, num_shards: int = 1,
+                 replicas_per_shard: int = 1) -> tf.data.Dataset:
   """Every example exactly once, in full batches, with a weight per example.
 
   The last batch is padded to full size with weight-0 examples, so evaluation
@@ -124,17 +159,44 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray,
   Args:
     images: uint8 `(N, 32, 32, 3)`.
     labels: int32 `(N,)`.
-    batch_size: examples per batch.
+    batch_size: the global batch.
+    shard_index, num_shards, replicas_per_shard: as for `train_dataset`.
 
   Returns:
     A dataset of `(images, labels, weights)`, weights float32 1 or 0.
   """
+  check_divisible(batch_size, num_shards * replicas_per_shard)
   pad = -len(images) % batch_size
   weights = np.concatenate([np.ones(len(images), np.float32),
                             np.zeros(pad, np.float32)])
   images = np.concatenate([images, np.zeros((pad,) + images.shape[1:],
                                             images.dtype)])
   labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-  ds = tf.data.Dataset.from_tensor_slices((images, labels, weights))
-  return ds.batch(batch_size, drop_remainder=True).cache().prefetch(
-      tf.data.AUTOTUNE)
+  order = tf.reshape(tf.range(len(images)), [-1, batch_size])
+  rows = shard_batches(order, shard_index, num_shards, replicas_per_shard)
+  arrays = tuple(tf.constant(a) for a in (images, labels, weights))
+  ds = tf.data.Dataset.from_tensor_slices(rows)
+  ds = ds.map(lambda idx: tuple(tf.gather(a, idx) for a in arrays),
+              num_parallel_calls=tf.data.AUTOTUNE)
+  return ds.cache().prefetch(tf.data.AUTOTUNE)
+
+
+def through_data_service(dataset: tf.data.Dataset,
+                         address: str) -> tf.data.Dataset:
+  """Moves a dataset's processing onto a tf.data service cluster.
+
+  `distributed_epoch` splits the source among the service's workers, so each
+  example is produced once per epoch however many workers there are (the
+  workers take whole epochs of `train_dataset` at a time; batches of
+  different epochs may interleave). No job name: each call is a job of its
+  own, so a rerun never joins an old run's job.
+
+  Args:
+    dataset: a dataset from this module.
+    address: the dispatcher, `grpc://HOST:PORT`.
+
+  Returns:
+    The same elements, produced by the service.
+  """
+  return dataset.apply(tf.data.experimental.service.distribute(
+      processing_mode="distributed_epoch", service=address))

@@ -11,7 +11,7 @@ import sys
 
 from absl import app, flags
 
-from fastcifar import models, policy, sources
+from fastcifar import distribute, models, policy, sources
 from fastcifar.errors import UsageError
 
 
@@ -46,6 +46,14 @@ _TRAIN_EXAMPLES = flags.DEFINE_integer(
 _OUTPUT_DIR = flags.DEFINE_string(
     "output_dir", None,
     "Where to write model.keras, history.json and results.json.")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "auto", distribute.STRATEGIES,
+    "tf.distribute strategy. auto: mirrored when more than one GPU is "
+    "visible, else one device. multi_worker reads TF_CONFIG.")
+_DATA_SERVICE = flags.DEFINE_string(
+    "data_service", None,
+    "grpc://HOST:PORT of a tf.data service dispatcher (see "
+    "tools/data_service.py) to produce the training batches.")
 _RESTART = flags.DEFINE_boolean(
     "restart", False, "Train anew even if --output_dir holds a finished or "
     "unfinished run (by default an unfinished run resumes).")
@@ -72,16 +80,23 @@ def main(argv: list[str]) -> int:
     if len(argv) > 1:
       raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags are "
                        "written --name=value")
-    from fastcifar import training  # pylint: disable=g-import-not-at-top
+    # pylint: disable=g-import-not-at-top
+    from fastcifar import training
     config = config_from_flags()
     # Check what can be checked before loading data: fail in seconds.
     config.validate()
     if _OUTPUT_DIR.value:
       training.prepare_output_dir(_OUTPUT_DIR.value)
+    if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):
+      raise UsageError(f"--data_service={_DATA_SERVICE.value} must look like "
+                       "grpc://HOST:PORT")
+    # Multi-worker and TPU runtimes must start before any other TF work.
+    strategy = distribute.make_strategy(_STRATEGY.value)
     dataset = sources.load(_DATASET.value, _DATA_DIR.value,
                            download=_DOWNLOAD.value, seed=_SEED.value)
-    results = training.train_and_evaluate(config, dataset, _OUTPUT_DIR.value,
-                                          restart=_RESTART.value)
+    results = training.train_and_evaluate(
+        config, dataset, _OUTPUT_DIR.value, strategy=strategy,
+        restart=_RESTART.value, data_service=_DATA_SERVICE.value)
   except training.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
     return 0

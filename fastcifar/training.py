@@ -10,8 +10,11 @@ cast and normalization, one-hot labels, the loss and the update.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -19,8 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import (augment, checkpointing, input_pipeline, models,
-                       outputs, policy)
+from fastcifar import (augment, checkpointing, distribute, input_pipeline,
+                       models, outputs, policy)
 from fastcifar.errors import UsageError
 from fastcifar.sources import ImageDataset
 
@@ -62,14 +65,6 @@ class Config:
       if not ok:
         raise UsageError(f"--{field}={getattr(self, field)} is out of range; "
                          f"it must be {expected}")
-
-
-def default_strategy() -> tf.distribute.Strategy:
-  """One device: the first GPU when there is one (so batches are prefetched
-  onto it), else TensorFlow's default strategy."""
-  if tf.config.list_logical_devices("GPU"):
-    return tf.distribute.OneDeviceStrategy("/gpu:0")
-  return tf.distribute.get_strategy()
 
 
 def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -221,7 +216,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
                        output_dir: str | None = None, *,
                        strategy: tf.distribute.Strategy | None = None,
                        callbacks: Sequence[keras.callbacks.Callback] = (),
-                       verbose: int = 1, restart: bool = False) -> dict:
+                       verbose: int = 1, restart: bool = False,
+                       data_service: str | None = None) -> dict:
   """Trains a model on `dataset` and evaluates it on the test split.
 
   Seeds Keras, NumPy and Python's `random` with `config.seed`, and with
@@ -237,11 +233,15 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     config: the run's settings.
     dataset: uint8 data from `fastcifar.sources`.
     output_dir: where outputs and checkpoints go; None keeps nothing.
-    strategy: a `tf.distribute` strategy; `default_strategy()` when None.
+    strategy: a `tf.distribute` strategy; `distribute.make_strategy()` when
+      None. Under several workers only the chief writes to `output_dir`; the
+      others keep their checkpoints in temporary folders they remove.
     callbacks: Keras callbacks, called as `fit` calls them.
     verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
     restart: train anew even if `output_dir` holds a finished or unfinished
       run (its files are replaced when the new run writes its own).
+    data_service: a tf.data service dispatcher, `grpc://HOST:PORT`, to
+      produce the training batches; None produces them in this process.
 
   Returns:
     The results dict that `results.json` holds.
@@ -256,7 +256,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   device = policy.detect_device()
   precision = policy.resolve_precision(config.precision, device)
   jit_compile = policy.resolve_jit_compile(config.jit_compile, device)
-  strategy = strategy or default_strategy()
+  strategy = strategy or distribute.make_strategy()
+  chief = distribute.is_chief(strategy)
   if output_dir:
     prepare_output_dir(output_dir)
     results_path = os.path.join(output_dir, "results.json")
@@ -280,21 +281,32 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   first_epoch, history = 0, {}
   checkpoint = None
   if output_dir:
-    if restart:
+    if restart and chief:
       checkpointing.delete_checkpoints(output_dir)
-    checkpoint = checkpointing.RunCheckpoint(model, output_dir, {
+    # Every worker saves (saving may need all of them), but only the chief
+    # into output_dir; all restore from the chief's checkpoints.
+    save_dir = output_dir if chief else tempfile.mkdtemp(prefix="fastcifar-")
+    checkpoint = checkpointing.RunCheckpoint(model, save_dir, {
         **dataclasses.asdict(config), "dataset": dataset.name,
-        "num_train_examples": len(images)})
+        "num_train_examples": len(images)}, restore_from=output_dir)
     first_epoch, history = checkpoint.restore()
   train_step = make_train_step(model, strategy, config, dataset.num_classes,
                                jit_compile)
   eval_step = make_eval_step(model, strategy, dataset.num_classes, jit_compile)
-  train_data = strategy.experimental_distribute_dataset(
-      input_pipeline.train_dataset(images, labels, config.batch_size,
-                                   config.seed, config.epochs, first_epoch))
-  test_data = strategy.experimental_distribute_dataset(
-      input_pipeline.eval_dataset(dataset.test_images, dataset.test_labels,
-                                  config.eval_batch_size))
+  def make_train_data(**shard):
+    ds = input_pipeline.train_dataset(images, labels, config.batch_size,
+                                      config.seed, config.epochs, first_epoch,
+                                      **shard)
+    return (input_pipeline.through_data_service(ds, data_service)
+            if data_service else ds)
+
+  train_data = distribute.distribute(strategy, make_train_data,
+                                     config.batch_size)
+  test_data = distribute.distribute(
+      strategy, functools.partial(
+          input_pipeline.eval_dataset, dataset.test_images,
+          dataset.test_labels, config.eval_batch_size),
+      config.eval_batch_size)
 
   callback_list = keras.callbacks.CallbackList(
       list(callbacks), add_history=True, add_progbar=verbose > 0, model=model,
@@ -367,11 +379,14 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
       "keras_version": keras.__version__,
       "config": dataclasses.asdict(config),
   }
-  if output_dir:
+  if output_dir and chief:
     outputs.save_model(model, os.path.join(output_dir, "model.keras"))
     outputs.write_json(os.path.join(output_dir, "history.json"), history)
     outputs.write_json(results_path, results)  # last: it marks the run done
-    checkpointing.delete_checkpoints(output_dir)
+  if output_dir:
+    checkpointing.delete_checkpoints(save_dir)
+    if not chief:
+      shutil.rmtree(save_dir, ignore_errors=True)
   return results
 
 

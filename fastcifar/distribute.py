@@ -1,0 +1,101 @@
+"""TensorFlow's own scale-out engines: `tf.distribute` strategies.
+
+fastcifar has one training step (`strategy.run`), so every strategy runs the
+same code: one device, several GPUs of a host (MirroredStrategy), several
+hosts (MultiWorkerMirroredStrategy, from `TF_CONFIG`) and TPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from fastcifar.errors import UsageError
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+  """Creates a strategy by name.
+
+  Args:
+    name: `auto` (mirrored when more than one GPU is visible, else one
+      device), `one_device` (the first GPU, else the CPU), `mirrored` (every
+      local GPU, else the CPU), `multi_worker` (hosts from `TF_CONFIG`) or
+      `tpu` (the TPU the environment names).
+
+  Returns:
+    The strategy. Create it before any other TensorFlow work: multi-worker
+    and TPU strategies must start their runtime first.
+  """
+  if name not in STRATEGIES:
+    raise UsageError(f"unknown strategy {name!r}; choose one of "
+                     f"{', '.join(STRATEGIES)}")
+  gpus = tf.config.list_physical_devices("GPU")
+  if name == "auto":
+    name = "mirrored" if len(gpus) > 1 else "one_device"
+  if name == "one_device":
+    return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+  if name == "mirrored":
+    return tf.distribute.MirroredStrategy()
+  if name == "multi_worker":
+    if "TF_CONFIG" not in os.environ:
+      raise UsageError("--strategy=multi_worker needs TF_CONFIG naming the "
+                       "cluster and this worker's task; see the README's "
+                       "'Scaling out'")
+    try:
+      json.loads(os.environ["TF_CONFIG"])
+    except ValueError as e:
+      raise UsageError(f"TF_CONFIG is not valid JSON ({e})") from None
+    return tf.distribute.MultiWorkerMirroredStrategy()
+  try:
+    resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+    tf.config.experimental_connect_to_cluster(resolver)
+    tf.tpu.experimental.initialize_tpu_system(resolver)
+  except (ValueError, tf.errors.OpError) as e:
+    raise UsageError(f"no TPU found ({e}); use another --strategy") from None
+  return tf.distribute.TPUStrategy(resolver)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+  """Whether this process writes the run's outputs (only one process does)."""
+  resolver = getattr(strategy, "cluster_resolver", None)
+  if resolver is None or not resolver.task_type:
+    return True
+  if resolver.task_type == "chief":
+    return True
+  # Without a "chief" task, worker 0 is the chief, as TensorFlow's own
+  # multi-worker checkpointing assumes.
+  has_chief = "chief" in resolver.cluster_spec().as_dict()
+  return (resolver.task_type == "worker" and resolver.task_id == 0
+          and not has_chief)
+
+
+def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
+  """Builds one input pipeline per worker, each fed its shard's batches.
+
+  Args:
+    strategy: the strategy the step runs under.
+    make_dataset: `fn(shard_index=, num_shards=, replicas_per_shard=)` that
+      returns a dataset of per-replica batches (`input_pipeline`'s functions).
+    batch_size: the global batch, checked to split evenly over the replicas.
+
+  Returns:
+    A distributed dataset for `strategy.run`.
+  """
+  if batch_size % strategy.num_replicas_in_sync:
+    raise UsageError(
+        f"batch size {batch_size} does not split evenly over "
+        f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
+        f"{strategy.num_replicas_in_sync}")
+
+  def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+    return make_dataset(
+        shard_index=context.input_pipeline_id,
+        num_shards=context.num_input_pipelines,
+        replicas_per_shard=(context.num_replicas_in_sync
+                            // context.num_input_pipelines))
+
+  return strategy.distribute_datasets_from_function(dataset_fn)

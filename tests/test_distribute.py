@@ -1,0 +1,173 @@
+"""Strategies and the tf.data service, on this machine's loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastcifar import distribute, input_pipeline, sources, training
+from fastcifar.errors import UsageError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_ports(count: int) -> list[int]:
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_strategy_names():
+  assert isinstance(distribute.make_strategy("one_device"),
+                    tf.distribute.OneDeviceStrategy)
+  assert isinstance(distribute.make_strategy("auto"),
+                    tf.distribute.OneDeviceStrategy)  # no GPUs here
+  with pytest.raises(UsageError, match="unknown strategy"):
+    distribute.make_strategy("horovod")
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(UsageError, match="TF_CONFIG"):
+    distribute.make_strategy("multi_worker")
+
+
+def test_only_one_chief():
+  def resolver(task_type, task_id, cluster):
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+  class FakeStrategy:
+    def __init__(self, r):
+      self.cluster_resolver = r
+
+  workers = {"worker": ["a:1", "b:1"]}
+  assert distribute.is_chief(FakeStrategy(resolver("worker", 0, workers)))
+  assert not distribute.is_chief(FakeStrategy(resolver("worker", 1, workers)))
+  with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
+  assert distribute.is_chief(FakeStrategy(resolver("chief", 0, with_chief)))
+  assert not distribute.is_chief(FakeStrategy(resolver("worker", 0,
+                                                        with_chief)))
+  assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+def test_sharded_pipelines_cover_each_global_batch_once():
+  images = np.zeros((48, 32, 32, 3), np.uint8)
+  labels = np.arange(48, dtype=np.int32)  # labels name the examples
+  whole = [b[1].numpy() for b in input_pipeline.train_dataset(
+      images, labels, 8, seed=1, epochs=2)]
+  shards = [[b[1].numpy() for b in input_pipeline.train_dataset(
+      images, labels, 8, seed=1, epochs=2, shard_index=i, num_shards=2,
+      replicas_per_shard=2)] for i in range(2)]
+  for step, batch in enumerate(whole):
+    parts = [shards[i][2 * step + r] for i in range(2) for r in range(2)]
+    assert sorted(np.concatenate(parts)) == sorted(batch)
+    assert all(len(p) == 2 for p in parts)
+
+
+def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
+  ports = free_ports(2)
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+  script = textwrap.dedent("""
+      import json, sys
+      import numpy as np
+      from fastcifar import distribute, sources, training
+      import keras
+      strategy = distribute.make_strategy("multi_worker")
+      data = sources.load_synthetic(num_train=512, num_test=128, seed=1)
+      weights = {}
+      class Weights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+          weights["sum"] = float(sum(np.sum(w, dtype=np.float64)
+                                     for w in self.model.get_weights()))
+      config = training.Config(epochs=2, batch_size=64, precision="float32",
+                               eval_batch_size=64)
+      results = training.train_and_evaluate(
+          config, data, sys.argv[1], strategy=strategy, verbose=0,
+          callbacks=[Weights()])
+      print(json.dumps([weights["sum"], results["num_replicas"],
+                        results["test_accuracy"]]))
+  """)
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+  try:
+    outs = [p.communicate(timeout=300) for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, (out, err) in zip(processes, outs):
+    assert p.returncode == 0, err[-3000:]
+  (sum0, replicas0, acc0), (sum1, replicas1, acc1) = [
+      json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert replicas0 == replicas1 == 2
+  assert sum0 == sum1  # all-reduced updates: the same weights, bit for bit
+  assert acc0 == acc1
+  assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
+                                          "results.json"]
+
+
+@pytest.fixture
+def data_service():
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  address = dispatcher.target.split("://", 1)[1]
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=address)) for _ in range(2)]
+  yield dispatcher.target
+  for server in workers + [dispatcher]:
+    server._stop()  # pylint: disable=protected-access
+
+
+def test_data_service_sees_every_example_once_per_epoch(data_service):
+  images = np.zeros((400, 32, 32, 3), np.uint8)
+  labels = np.arange(400, dtype=np.int32)
+  ds = input_pipeline.through_data_service(
+      input_pipeline.train_dataset(images, labels, 20, seed=0, epochs=3),
+      data_service)
+  seen = np.concatenate([y.numpy() for _, y in ds])
+  assert np.array_equal(np.bincount(seen, minlength=400), np.full(400, 3))
+
+
+def test_training_through_data_service(data_service):
+  data = sources.load_synthetic(num_train=512, num_test=128, seed=1)
+  config = training.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+  results = training.train_and_evaluate(config, data, verbose=0,
+                                        data_service=data_service)
+  assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
+
+
+def test_data_service_tool_stops_on_sigterm():
+  port = free_ports(1)[0]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  process = subprocess.Popen(
+      [sys.executable, "-m", "tools.data_service", f"--port={port}",
+       "--num_workers=2"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    line = process.stdout.readline()
+    assert f"grpc://localhost:{port}" in line, process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+  finally:
+    process.kill()
+  assert process.returncode == 0
+  assert "stopped" in out
