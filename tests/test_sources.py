@@ -774,3 +774,21 @@ def test_oversized_member_is_refused_before_reading(tmp_path, monkeypatch):
   monkeypatch.setattr(sources.files, "MAX_MEMBER_BYTES", 1000)
   with pytest.raises(UsageError, match="larger than any CIFAR file"):
     sources.load_path(folder)
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_empty_class_folder_is_named(tmp_path, packed):
+  root = tmp_path / "imgs"
+  for split in ("train", "test"):
+    for cls in ("bird", "cat"):
+      (root / split / cls).mkdir(parents=True)
+    png = tf.io.encode_png(np.zeros((32, 32, 3), np.uint8)).numpy()
+    (root / split / "bird" / "0.png").write_bytes(png)
+  (root / "test" / "cat" / "0.png").write_bytes(png)  # train/cat stays empty
+  path = str(root)
+  if packed:
+    path = str(tmp_path / "imgs.tar.gz")
+    with tarfile.open(path, "w:gz") as tar:
+      tar.add(root, arcname="imgs")
+  with pytest.raises(UsageError, match="train/cat holds no PNG or JPEG"):
+    sources.load_path(path)

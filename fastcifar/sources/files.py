@@ -37,13 +37,15 @@ def _open_tar(path: str) -> tarfile.TarFile:
                      "repack it") from e
 
 
-def _tar_regular_members(tar: tarfile.TarFile, path: str):
+def _tar_members(tar: tarfile.TarFile, path: str, with_dirs: bool = False):
+  """Regular files (and folders, if asked) only: links, devices and FIFOs
+  are never followed."""
   try:
     for count, member in enumerate(tar):
       if count >= MAX_FILES:
         raise UsageError(f"{path}: more than {MAX_FILES} members; not a CIFAR "
                          "archive")
-      if member.isreg():  # links, devices and FIFOs are never followed
+      if member.isreg() or (with_dirs and member.isdir()):
         yield member
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
     raise UsageError(f"{path}: the archive is truncated or corrupt ({e}); "
@@ -51,17 +53,20 @@ def _tar_regular_members(tar: tarfile.TarFile, path: str):
 
 
 def list_files(path: str) -> list[str]:
-  """Lists the regular files below a folder or inside a tar archive.
+  """Lists the regular files and folders below a folder or in a tar archive.
 
   Args:
     path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
 
   Returns:
-    Relative '/'-separated names, sorted.
+    Relative '/'-separated names, sorted; folders end with '/' (so that an
+    empty class folder can be told apart from no folder at all).
   """
   if os.path.isdir(path):
     names = []
-    for root, _, files in os.walk(path):
+    for root, dirs, files in os.walk(path):
+      names += [_clean(os.path.relpath(os.path.join(root, d), path)) + "/"
+                for d in dirs if not os.path.islink(os.path.join(root, d))]
       for f in files:
         full = os.path.join(root, f)
         if os.path.isfile(full) and not os.path.islink(full):
@@ -71,7 +76,8 @@ def list_files(path: str) -> list[str]:
                          "--data_dir at the dataset's own folder")
     return sorted(names)
   with _open_tar(path) as tar:
-    return sorted(_clean(m.name) for m in _tar_regular_members(tar, path))
+    return sorted(_clean(m.name) + ("/" if m.isdir() else "")
+                  for m in _tar_members(tar, path, with_dirs=True))
 
 
 def read_files(path: str, names) -> dict[str, bytes]:
@@ -106,7 +112,7 @@ def read_files(path: str, names) -> dict[str, bytes]:
         contents[name] = f.read()
   else:
     with _open_tar(path) as tar:
-      for member in _tar_regular_members(tar, path):
+      for member in _tar_members(tar, path):
         name = _clean(member.name)
         if name in wanted and name not in contents:
           check_size(name, member.size)

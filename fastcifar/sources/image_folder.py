@@ -18,7 +18,7 @@ from fastcifar.sources import files
 from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_SPLIT_RE = re.compile(r"^(?:(.*)/)?(train|test)/([^/]+)/[^/]+$")
+_SPLIT_RE = re.compile(r"^(?:(.*)/)?(train|test)/([^/]+)/([^/]*)$")
 
 
 def find_image_folder(names: list[str]):
@@ -33,12 +33,15 @@ def find_image_folder(names: list[str]):
   trees: dict[str, dict[str, dict[str, list[str]]]] = {}
   for name in names:
     match = _SPLIT_RE.match(name)
-    if match and name.lower().endswith(IMAGE_SUFFIXES):
-      prefix, split, cls = match.group(1) or "", match.group(2), match.group(3)
-      tree = trees.setdefault(prefix, {"train": {}, "test": {}})
-      tree[split].setdefault(cls, []).append(name)
+    if not match:
+      continue
+    prefix, split, cls, base = match.groups()
+    tree = trees.setdefault(prefix or "", {"train": {}, "test": {}})
+    images = tree[split].setdefault(cls, [])  # a class folder, maybe empty
+    if base and base.lower().endswith(IMAGE_SUFFIXES):
+      images.append(name)
   for prefix, tree in sorted(trees.items()):
-    if tree["train"] and tree["test"]:
+    if all(any(tree[split].values()) for split in ("train", "test")):
       return prefix, tree
   return None
 
@@ -104,6 +107,11 @@ def load_image_folder(path: str, prefix: str, tree) -> ImageDataset:
     The `ImageDataset`, named after the folder.
   """
   class_names = sorted(tree["train"])
+  for split in ("train", "test"):
+    empty = sorted(c for c, images in tree[split].items() if not images)
+    if empty:
+      raise UsageError(f"{path}: the class folder {split}/{empty[0]} holds no "
+                       "PNG or JPEG images; add its images or remove it")
   if sorted(tree["test"]) != class_names:
     extra = set(tree["test"]) ^ set(class_names)
     raise UsageError(f"{path}: train and test have different class folders "
