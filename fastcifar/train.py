@@ -6,12 +6,14 @@ line naming the problem and the fix, and exit status 2.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
-from absl import app, flags
+from absl import flags
+import numpy as np
 
-from fastcifar import distribute, models, policy, sources
+from fastcifar import cli, distribute, models, policy, sources
 from fastcifar.errors import UsageError
 
 
@@ -60,8 +62,58 @@ _RESTART = flags.DEFINE_boolean(
 _DETERMINISTIC = flags.DEFINE_boolean(
     "deterministic", False, "TensorFlow op determinism: same seed, same "
     "numbers, somewhat slower.")
-_VERBOSE = flags.DEFINE_boolean(
-    "verbose", False, "Show the full traceback of an error.")
+
+
+_PREFLIGHT = flags.DEFINE_boolean(
+    "preflight", True,
+    "fastcifar.doctor: before the first step, check the model, loss, "
+    "optimizer and a batch of the data for the mistakes that keep accuracy "
+    "at chance, and refuse to train on one; during training, stop a run "
+    "that is not learning.")
+_TENSORBOARD = flags.DEFINE_boolean(
+    "tensorboard", True,
+    "Write TensorBoard logs to OUTPUT_DIR/tensorboard (with --output_dir).")
+_PROFILE_STEPS = flags.DEFINE_string(
+    "profile_steps", "",
+    "Profile training steps FIRST,LAST (e.g. 10,15) into the TensorBoard "
+    "logs. Empty: no profile.")
+
+
+def profile_batches(steps: str) -> tuple[int, int] | int:
+  """--profile_steps as keras.callbacks.TensorBoard(profile_batch=) takes it."""
+  if not steps:
+    return 0
+  try:
+    first, last = (int(s) for s in steps.split(","))
+  except ValueError:
+    raise UsageError(f"--profile_steps={steps}: write FIRST,LAST, e.g. "
+                     "10,15") from None
+  if not 1 <= first <= last:
+    raise UsageError(f"--profile_steps={steps}: need 1 <= FIRST <= LAST")
+  return first, last
+
+
+def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
+                   seed: int, chief: bool) -> list:
+  """The doctor's Watch and (on the chief) TensorBoard, as the flags ask."""
+  # pylint: disable=g-import-not-at-top
+  import keras
+  from fastcifar import doctor
+  callbacks = []
+  if _PREFLIGHT.value:
+    # A random batch: the arrays may be sorted by class; the pipeline shuffles.
+    pick = np.random.default_rng(seed).choice(
+        len(dataset.train_images), min(256, len(dataset.train_images)),
+        replace=False)
+    callbacks.append(doctor.Watch(
+        dataset.train_images[pick], dataset.train_labels[pick],
+        one_hot_on_device=True, stop=True,
+        hint="--nopreflight skips this check"))
+  if output_dir and chief and _TENSORBOARD.value:
+    callbacks.append(keras.callbacks.TensorBoard(
+        log_dir=os.path.join(output_dir, "tensorboard"),
+        profile_batch=profile_batches(_PROFILE_STEPS.value)))
+  return callbacks
 
 
 def config_from_flags():
@@ -76,38 +128,34 @@ def config_from_flags():
 
 
 def main(argv: list[str]) -> int:
+  """Trains as the flags say; UsageError for bad input (see `cli.run`)."""
+  del argv
+  from fastcifar import training  # pylint: disable=g-import-not-at-top
+  config = config_from_flags()
+  # Check what can be checked before loading data: fail in seconds.
+  config.validate()
+  profile_batches(_PROFILE_STEPS.value)
+  if _OUTPUT_DIR.value:
+    training.prepare_output_dir(_OUTPUT_DIR.value)
+  if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):
+    raise UsageError(f"--data_service={_DATA_SERVICE.value} must look like "
+                     "grpc://HOST:PORT")
   try:
-    if len(argv) > 1:
-      raise UsageError(f"unexpected arguments {' '.join(argv[1:])}; flags are "
-                       "written --name=value")
-    # pylint: disable=g-import-not-at-top
-    from fastcifar import training
-    config = config_from_flags()
-    # Check what can be checked before loading data: fail in seconds.
-    config.validate()
-    if _OUTPUT_DIR.value:
-      training.prepare_output_dir(_OUTPUT_DIR.value)
-    if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):
-      raise UsageError(f"--data_service={_DATA_SERVICE.value} must look like "
-                       "grpc://HOST:PORT")
     # Multi-worker and TPU runtimes must start before any other TF work.
     strategy = distribute.make_strategy(_STRATEGY.value)
     dataset = sources.load(_DATASET.value, _DATA_DIR.value,
                            download=_DOWNLOAD.value, seed=_SEED.value)
     results = training.train_and_evaluate(
         config, dataset, _OUTPUT_DIR.value, strategy=strategy,
-        restart=_RESTART.value, data_service=_DATA_SERVICE.value)
+        restart=_RESTART.value, data_service=_DATA_SERVICE.value,
+        callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
+                                 distribute.is_chief(strategy)))
   except training.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
     return 0
   except KeyboardInterrupt:
     print(f"\nfastcifar.train: interrupted; {_resume_hint()}", file=sys.stderr)
     return 130
-  except UsageError as e:
-    if _VERBOSE.value:
-      raise
-    print(f"fastcifar.train: error: {e}", file=sys.stderr)
-    return 2
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
         f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
         f"training ({results['images_per_second']:,.0f} images/s, "
@@ -131,21 +179,11 @@ def _raise_keyboard_interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser, but a bad flag gets one line and exit status 2."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    print(f"fastcifar.train: error: {e}; see --helpfull for every flag",
-          file=sys.stderr)
-    sys.exit(2)
-
-
 def run() -> None:
   """Console-script entry point."""
   # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: cleanly, resumable.
   signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-  app.run(main, flags_parser=parse_flags)
+  cli.run(main, "fastcifar.train")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""What every fastcifar command shares: absl, and one-line errors.
+
+Imported only by entry points (it defines the `--verbose` flag).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from absl import app, flags
+
+from fastcifar.errors import UsageError
+
+_VERBOSE = flags.DEFINE_boolean(
+    "verbose", False, "Show the full traceback of an error.")
+
+
+def run(main: Callable[[list[str]], int | None], program: str) -> None:
+  """`absl.app.run` with fastcifar's error contract.
+
+  A bad flag, a stray argument or a `UsageError` from `main` prints one line,
+  `PROGRAM: error: ...`, on stderr and exits 2 without a traceback
+  (`--verbose` shows it).
+
+  Args:
+    main: the command's main; it takes argv and returns an exit status.
+    program: the name errors start with, e.g. "fastcifar.train".
+  """
+  def fail(message: str) -> int:
+    print(f"{program}: error: {message}", file=sys.stderr)
+    return 2
+
+  def parse_flags(argv: list[str]) -> list[str]:
+    try:
+      return flags.FLAGS(argv)
+    except flags.Error as e:
+      sys.exit(fail(f"{e}; see --helpfull for every flag"))
+
+  def checked_main(argv: list[str]) -> int | None:
+    if len(argv) > 1:
+      return fail(f"unexpected arguments {' '.join(argv[1:])}; flags are "
+                  "written --name=value")
+    try:
+      return main(argv)
+    except UsageError as e:
+      if _VERBOSE.value:
+        raise
+      return fail(str(e))
+
+  app.run(checked_main, flags_parser=parse_flags)
