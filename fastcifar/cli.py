@@ -5,11 +5,13 @@ Imported only by entry points (it defines the `--verbose` flag).
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from absl import app, flags
 
+from fastcifar import sources
 from fastcifar.errors import UsageError
 
 _VERBOSE = flags.DEFINE_boolean(
@@ -49,3 +51,38 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
       return fail(str(e))
 
   app.run(checked_main, flags_parser=parse_flags)
+
+
+class DataFlags(NamedTuple):
+  dataset: flags.FlagHolder
+  data_dir: flags.FlagHolder
+  download: flags.FlagHolder
+
+
+@functools.cache
+def data_flags() -> DataFlags:
+  """Defines --dataset, --data_dir and --download, once per process.
+
+  Every command that reads data calls this at import; the cache lets two
+  commands be imported together (as tests do) without defining them twice.
+  """
+  return DataFlags(
+      dataset=flags.DEFINE_enum(
+          "dataset", "cifar10", sources.DATASETS,
+          "cifar10 / cifar100 (from --data_dir or TFDS), or generated "
+          "synthetic data."),
+      data_dir=flags.DEFINE_string(
+          "data_dir", None,
+          "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
+          "extracted), an image folder ROOT/{train,test}/<class>/ or a "
+          ".tar.gz of one, or a .npz from tools/prepare_data.py. Default: "
+          "TFDS's data dir."),
+      download=flags.DEFINE_boolean(
+          "download", False,
+          "Let TFDS download the dataset if it is not on disk."))
+
+
+def load_data(data: DataFlags, seed: int) -> sources.ImageDataset:
+  """The dataset the data flags name (`seed` seeds synthetic data)."""
+  return sources.load(data.dataset.value, data.data_dir.value,
+                      download=data.download.value, seed=seed)

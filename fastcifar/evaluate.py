@@ -9,23 +9,16 @@ Bad input ends with one line naming the problem and the fix, and exit status 2.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 from absl import flags
 import numpy as np
 
-from fastcifar import cli, evaluation, sources
+from fastcifar import cli, evaluation, models
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model.")
-_DATASET = flags.DEFINE_enum(
-    "dataset", "cifar10", sources.DATASETS,
-    "Which dataset to take from --data_dir (or TFDS, or synthetic).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Where the data is: anything fastcifar.train takes.")
-_DOWNLOAD = flags.DEFINE_boolean(
-    "download", False, "Let TFDS download the dataset if it is not on disk.")
+_DATA = cli.data_flags()
 _SPLIT = flags.DEFINE_enum("split", "test", ["test", "train"],
                            "The split to evaluate on.")
 _PIXELS = flags.DEFINE_enum(
@@ -40,20 +33,6 @@ _OUTPUT = flags.DEFINE_string(
     "output", None,
     "The confusion-matrix PNG. Default: confusion_matrix.png beside --model.")
 _SEED = flags.DEFINE_integer("seed", 0, "The seed of --dataset=synthetic.")
-
-
-def _load_model(path: str):
-  import keras  # pylint: disable=g-import-not-at-top
-  # Importing fastcifar.models registers Standardize: fastcifar's models load.
-  importlib.import_module("fastcifar.models")
-  if not os.path.isfile(path):
-    raise UsageError(f"--model {path} does not exist; give a .keras file "
-                     "(fastcifar.train writes OUTPUT_DIR/model.keras)")
-  try:
-    return keras.saving.load_model(path, compile=False)
-  except (ValueError, OSError, TypeError) as e:
-    raise UsageError(f"--model {path} is not a loadable .keras model "
-                     f"({e})") from e
 
 
 def _output_width(model) -> int | None:
@@ -95,9 +74,8 @@ def main(argv: list[str]) -> int:
     raise UsageError("--batch_size must be at least 1")
   output = _OUTPUT.value or os.path.join(
       os.path.dirname(os.path.abspath(_MODEL.value)), "confusion_matrix.png")
-  model = _load_model(_MODEL.value)
-  dataset = sources.load(_DATASET.value, _DATA_DIR.value,
-                         download=_DOWNLOAD.value, seed=_SEED.value)
+  model = models.load_saved(_MODEL.value, compile=False)
+  dataset = cli.load_data(_DATA, _SEED.value)
   images, labels = ((dataset.test_images, dataset.test_labels)
                     if _SPLIT.value == "test" else
                     (dataset.train_images, dataset.train_labels))

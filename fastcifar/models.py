@@ -7,11 +7,14 @@ bytes), the cast runs on the device inside the compiled step, and a saved
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
+import warnings
 
 import keras
 from keras import layers, ops
 
+from fastcifar.errors import UsageError
 from fastcifar.sources import IMAGE_SHAPE
 
 MODELS = ("seed",)
@@ -91,3 +94,29 @@ def build_model(name: str, num_classes: int, mean: Sequence[float],
   return keras.Sequential(
       [keras.Input(IMAGE_SHAPE, dtype="uint8"), Standardize(mean, std),
        *seed_cnn_layers(num_classes)], name=f"{name}_cnn")
+
+
+def load_saved(path: str, compile: bool = True) -> keras.Model:  # pylint: disable=redefined-builtin
+  """Loads a `.keras` file, fastcifar's layers included.
+
+  Args:
+    path: the file `model.save` (or `fastcifar.train`) wrote.
+    compile: restore the loss, metrics and optimizer too.
+
+  Returns:
+    The model.
+
+  Raises:
+    UsageError: the file is missing or not a Keras model.
+  """
+  if not os.path.isfile(path):
+    raise UsageError(f"--model {path} does not exist; give a .keras file "
+                     "saved by model.save (fastcifar.train writes "
+                     "OUTPUT_DIR/model.keras)")
+  try:
+    with warnings.catch_warnings():  # an unbuilt optimizer's state: harmless
+      warnings.filterwarnings("ignore", "Skipping variable loading")
+      return keras.saving.load_model(path, compile=compile)
+  except (ValueError, OSError, TypeError) as e:
+    raise UsageError(f"--model {path} is not a loadable .keras model "
+                     f"({e})") from e

@@ -17,16 +17,7 @@ from fastcifar import cli, distribute, models, policy, sources
 from fastcifar.errors import UsageError
 
 
-_DATASET = flags.DEFINE_enum(
-    "dataset", "cifar10", sources.DATASETS,
-    "cifar10 / cifar100 (from --data_dir or TFDS), or generated synthetic data.")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None,
-    "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
-    "extracted), an image folder ROOT/{train,test}/<class>/ or a .tar.gz of "
-    "one, or a .npz from tools/prepare_data.py. Default: TFDS's data dir.")
-_DOWNLOAD = flags.DEFINE_boolean(
-    "download", False, "Let TFDS download the dataset if it is not on disk.")
+_DATA = cli.data_flags()
 _MODEL = flags.DEFINE_enum("model", "seed", models.MODELS, "The model.")
 _EPOCHS = flags.DEFINE_integer("epochs", 20, "Training epochs.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Global batch size.")
@@ -143,8 +134,7 @@ def main(argv: list[str]) -> int:
   try:
     # Multi-worker and TPU runtimes must start before any other TF work.
     strategy = distribute.make_strategy(_STRATEGY.value)
-    dataset = sources.load(_DATASET.value, _DATA_DIR.value,
-                           download=_DOWNLOAD.value, seed=_SEED.value)
+    dataset = cli.load_data(_DATA, _SEED.value)
     results = training.train_and_evaluate(
         config, dataset, _OUTPUT_DIR.value, strategy=strategy,
         restart=_RESTART.value, data_service=_DATA_SERVICE.value,

@@ -10,25 +10,16 @@ status: 0 when nothing is wrong, 1 when an error was found, 2 on bad input.
 
 from __future__ import annotations
 
-import os
-import warnings
 
 from absl import flags
-import keras
 import numpy as np
 
 # fastcifar.models also registers Standardize: fastcifar's models load.
-from fastcifar import cli, doctor, models, sources
+from fastcifar import cli, doctor, models
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model to check.")
-_DATASET = flags.DEFINE_enum(
-    "dataset", "cifar10", sources.DATASETS,
-    "Which dataset to take from --data_dir (or TFDS, or synthetic).")
-_DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Where the data is: anything fastcifar.train takes.")
-_DOWNLOAD = flags.DEFINE_boolean(
-    "download", False, "Let TFDS download the dataset if it is not on disk.")
+_DATA = cli.data_flags()
 _SPLIT = flags.DEFINE_enum("split", "train", ["train", "test"],
                            "The split the batch is drawn from.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 128,
@@ -48,25 +39,6 @@ _SEED = flags.DEFINE_integer("seed", 0, "Picks the batch.")
 # Findings that depend on how the batch is fed, which the flags only assume.
 _FEEDING_CODES = ("unnormalized-input", "integer-input", "label-loss-mismatch",
                   "label-shape")
-
-
-def load_model(path: str):
-  """The `.keras` model at `path`, compiled as it was saved.
-
-  Raises:
-    UsageError: the file is missing or not a Keras model.
-  """
-  if not os.path.isfile(path):
-    raise UsageError(f"--model {path} does not exist; give a .keras file "
-                     "saved by model.save (fastcifar.train writes "
-                     "OUTPUT_DIR/model.keras)")
-  try:
-    with warnings.catch_warnings():  # an unbuilt optimizer's state: harmless
-      warnings.filterwarnings("ignore", "Skipping variable loading")
-      return keras.saving.load_model(path)
-  except (ValueError, OSError, TypeError) as e:
-    raise UsageError(f"--model {path} is not a loadable .keras model "
-                     f"({e})") from e
 
 
 def is_fastcifar_model(model) -> bool:
@@ -98,9 +70,8 @@ def main(argv: list[str]) -> int:
     raise UsageError("--model is required: the .keras file to check")
   if _BATCH_SIZE.value < 1:
     raise UsageError("--batch_size must be at least 1")
-  model = load_model(_MODEL.value)
-  dataset = sources.load(_DATASET.value, _DATA_DIR.value,
-                         download=_DOWNLOAD.value, seed=_SEED.value)
+  model = models.load_saved(_MODEL.value)
+  dataset = cli.load_data(_DATA, _SEED.value)
   images, labels = ((dataset.train_images, dataset.train_labels)
                     if _SPLIT.value == "train" else
                     (dataset.test_images, dataset.test_labels))
