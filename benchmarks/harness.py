@@ -308,3 +308,13 @@ class Report:
     print(f"\n### {title}{quick}\n\n{env['device']}: {where}; TensorFlow "
           f"{env['tensorflow_version']}, Keras {env['keras_version']}\n")
     print(environment.markdown_table(self.rows, columns), flush=True)
+
+
+def define_sweep_flags() -> None:
+  """--precisions and --jit_compile: the settings a sweep measures."""
+  flags.DEFINE_list(
+      "precisions", [],
+      "Precisions (or auto) to measure; empty: all that apply on this device.")
+  flags.DEFINE_list(
+      "jit_compile", [],
+      "XLA choices (true, false, auto); empty: all that apply on this device.")

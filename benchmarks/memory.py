@@ -129,12 +129,7 @@ def define_flags() -> None:
                        "--quick: 1024.", lower_bound=0)
   flags.DEFINE_integer("test_examples", 0, "Test images; 0: all. --quick: "
                        "500.", lower_bound=0)
-  flags.DEFINE_list(
-      "precisions", [],
-      "Precisions (or auto) to measure; empty: all that apply on this device.")
-  flags.DEFINE_list(
-      "jit_compile", [],
-      "XLA choices (true, false, auto); empty: all that apply on this device.")
+  harness.define_sweep_flags()
   flags.DEFINE_float("timeout", 3 * 3600, "Seconds before a run is killed.",
                      lower_bound=1)
 

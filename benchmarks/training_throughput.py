@@ -160,12 +160,7 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
 
 def define_flags() -> None:
   flags.DEFINE_list("models", list(models.MODELS), "Models to measure.")
-  flags.DEFINE_list(
-      "precisions", [],
-      "Precisions (or auto) to measure; empty: all that apply on this device.")
-  flags.DEFINE_list(
-      "jit_compile", [],
-      "XLA choices (true, false, auto); empty: all that apply on this device.")
+  harness.define_sweep_flags()
   flags.DEFINE_integer("batch_size", 128, "fastcifar's batch size (the "
                        "recipe always uses its 64).", lower_bound=1)
   flags.DEFINE_integer("warmup_steps", 20, "Steps left out before timing. "

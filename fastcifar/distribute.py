@@ -12,6 +12,7 @@ import os
 
 import tensorflow as tf
 
+from fastcifar import input_pipeline
 from fastcifar.errors import UsageError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -85,11 +86,7 @@ def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
   Returns:
     A distributed dataset for `strategy.run`.
   """
-  if batch_size % strategy.num_replicas_in_sync:
-    raise UsageError(
-        f"batch size {batch_size} does not split evenly over "
-        f"{strategy.num_replicas_in_sync} replicas; use a multiple of "
-        f"{strategy.num_replicas_in_sync}")
+  input_pipeline.check_divisible(batch_size, strategy.num_replicas_in_sync)
 
   def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
     return make_dataset(

@@ -150,7 +150,8 @@ def main(argv: list[str]) -> int:
         f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
         f"training ({results['images_per_second']:,.0f} images/s, "
         f"{results['precision']}, {results['device']})"
-        + (f"; outputs in {_OUTPUT_DIR.value}" if _OUTPUT_DIR.value else ""))
+        + (f"; outputs in {_OUTPUT_DIR.value}"
+           if _OUTPUT_DIR.value and distribute.is_chief(strategy) else ""))
   return 0
 
 
