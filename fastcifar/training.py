@@ -80,7 +80,8 @@ def compile_model(model: keras.Model, config: Config,
 
   Under mixed_float16 Keras wraps the optimizer in a `LossScaleOptimizer`.
   The compiled loss and metrics are what a loaded `.keras` model evaluates
-  with; training uses the same loss object.
+  with; the training step computes the same loss per example itself, so that
+  it can average over the global batch across replicas.
   """
   model.compile(
       optimizer=make_optimizer(config, steps_per_epoch),
@@ -105,7 +106,6 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     `step(iterator) -> (loss_sum, correct)` over the global batch.
   """
   optimizer = model.optimizer
-  loss_fn = model.loss
   global_batch = config.batch_size
   replicas = strategy.num_replicas_in_sync
 

@@ -11,7 +11,6 @@ its servers and exits 0. This is TensorFlow's own service
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading

@@ -31,10 +31,11 @@ def is_tfds_dir(path: str, name: str) -> bool:
   return False
 
 
-def offline_options(name: str) -> str:
-  return (f"point --data_dir at a CIFAR archive, extracted folder or image "
-          f"folder, prepare one with tools/prepare_data.py, or train on "
-          f"generated data with --dataset=synthetic")
+def offline_options() -> str:
+  """What to do without a network: the options every offline error lists."""
+  return ("point --data_dir at a CIFAR archive, extracted folder or image "
+          "folder, prepare one with tools/prepare_data.py, or train on "
+          "generated data with --dataset=synthetic")
 
 
 def _check_network(name: str) -> None:
@@ -42,7 +43,7 @@ def _check_network(name: str) -> None:
     socket.create_connection(DOWNLOAD_HOST, timeout=5).close()
   except OSError as e:
     raise UsageError(f"cannot download {name}: no network ({e}); "
-                     + offline_options(name)) from None
+                     + offline_options()) from None
 
 
 def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
@@ -71,7 +72,7 @@ def load_tfds(name: str, data_dir: str | None, download: bool) -> ImageDataset:
   except (AssertionError, tfds.core.DatasetNotFoundError) as e:
     raise UsageError(
         f"{name} is not prepared in {data_dir}: pass --download to fetch it "
-        f"with TFDS, or " + offline_options(name)) from e
+        f"with TFDS, or " + offline_options()) from e
   arrays = [*_to_arrays(train), *_to_arrays(test)]
   return make_dataset(name, *arrays, info.features["label"].names,
                       origin=f"TFDS {name} in {data_dir}")
