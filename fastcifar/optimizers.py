@@ -1,0 +1,172 @@
+"""The fast model's optimizer: airbench's Nesterov SGD with lookahead.
+
+airbench94 (Keller Jordan) trains with PyTorch's SGD: weight decay added to
+the gradient before momentum, Nesterov momentum, batch-norm offsets at a much
+higher learning rate, and every few steps the weights pulled towards (and
+replaced by) a running average. Keras's SGD differs in each of these, so this
+is the PyTorch update, written as a Keras optimizer so that it compiles,
+checkpoints and saves like any other.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+  """Linear from `start * peak` up to `peak`, then linear down to `end * peak`.
+
+  airbench94 warms up over the first 23% of steps from 0.2 of the peak and
+  decays to 0.07 of it.
+  """
+
+  def __init__(self, peak: float, total_steps: int, warmup: float = 0.23,
+               start: float = 0.2, end: float = 0.07):
+    self.peak = peak
+    self.total_steps = total_steps
+    self.warmup = warmup
+    self.start = start
+    self.end = end
+
+  def __call__(self, step):
+    step = ops.cast(step, "float32")
+    warmup_steps = max(int(self.total_steps * self.warmup), 1)
+    up = step / warmup_steps
+    down = (step - warmup_steps) / max(self.total_steps - warmup_steps, 1)
+    factor = ops.where(
+        step < warmup_steps, self.start + (1.0 - self.start) * up,
+        1.0 + (self.end - 1.0) * ops.minimum(down, 1.0))
+    return self.peak * factor
+
+  def get_config(self):
+    return {"peak": self.peak, "total_steps": self.total_steps,
+            "warmup": self.warmup, "start": self.start, "end": self.end}
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class LookaheadSGD(keras.optimizers.Optimizer):
+  """PyTorch-style Nesterov SGD with coupled weight decay, plus lookahead.
+
+  Per step, for each variable `p` with gradient `g`, momentum buffer `b` and
+  learning rate `lr` (times `bias_lr_multiplier` for variables named `beta`,
+  the batch-norm offsets):
+
+      g = g + weight_decay / base_lr * p     (so the decay per step is
+                                              weight_decay * lr / base_lr,
+                                              the same for every variable)
+      b = momentum * b + g
+      p = p - lr * (g + momentum * b)
+
+  Every `lookahead_every` steps, a running average `a` of the weights moves
+  towards them, `a = d * a + (1 - d) * p`, and the weights become `a`; the
+  decay `d` grows as `lookahead_decay * (step / total_steps)**3`; a last
+  step that falls between updates returns the weights to the average
+  (airbench94's schedule).
+
+  Args:
+    learning_rate: a float or `WarmupLinearDecay`, for gradients of the
+      *mean* loss.
+    total_steps: the run's length, for the lookahead schedule.
+    momentum: Nesterov momentum.
+    weight_decay: the decay per step at the base learning rate.
+    bias_lr_multiplier: learning-rate factor for the batch-norm offsets.
+    lookahead_every: steps between lookahead updates; 0 turns it off.
+    lookahead_decay: the average's decay at the last step.
+  """
+
+  def __init__(self, learning_rate, total_steps: int, momentum: float = 0.85,
+               weight_decay: float = 0.0, bias_lr_multiplier: float = 1.0,
+               lookahead_every: int = 5, lookahead_decay: float = 0.95**5,
+               name: str = "lookahead_sgd", **kwargs):
+    super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+    self.total_steps = total_steps
+    self.momentum = momentum
+    self.coupled_weight_decay = weight_decay
+    self.bias_lr_multiplier = bias_lr_multiplier
+    self.lookahead_every = lookahead_every
+    self.lookahead_decay = lookahead_decay
+    self.base_learning_rate = (
+        learning_rate.peak if isinstance(learning_rate, WarmupLinearDecay)
+        else float(learning_rate))
+
+  def build(self, variables):
+    if self.built:
+      return
+    super().build(variables)
+    self.momentums = self.add_optimizer_variables(variables, "momentum")
+    # Decided here: update_step sees the backend's variables, whose names
+    # differ from the Keras ones.
+    self.lr_multipliers = [
+        self.bias_lr_multiplier if v.name == "beta" else 1.0
+        for v in variables]
+    self.averages = [
+        self.add_variable_from_reference(v, "average") for v in variables
+    ] if self.lookahead_every else []
+    for average, variable in zip(self.averages, variables):
+      average.assign(variable)
+
+  def update_step(self, gradient, variable, learning_rate):
+    index = self._get_variable_index(variable)
+    dtype = variable.dtype
+    multiplier = self.lr_multipliers[index]
+    lr = ops.cast(learning_rate, dtype) * multiplier
+    decay = self.coupled_weight_decay / (self.base_learning_rate * multiplier)
+    gradient = ops.cast(gradient, dtype) + decay * variable
+    buffer = self.momentums[index]
+    self.assign(buffer, self.momentum * buffer + gradient)
+    self.assign_sub(variable, lr * (gradient + self.momentum * buffer))
+    if not self.lookahead_every:
+      return
+    step = ops.cast(self.iterations + 1, "float32")
+    regular = ops.equal(ops.mod(self.iterations + 1, self.lookahead_every), 0)
+    due = ops.logical_or(regular, step >= self.total_steps)
+    # At a last step off the beat, mixing 1.0 returns to the average.
+    mix = ops.cast(ops.where(
+        regular, self.lookahead_decay * (step / self.total_steps)**3, 1.0),
+                   dtype)
+    average = self.averages[index]
+    new_average = mix * average + (1.0 - mix) * variable
+    self.assign(average, ops.where(due, new_average, average))
+    self.assign(variable, ops.where(due, new_average, variable))
+
+  def get_config(self):
+    return {**super().get_config(), "total_steps": self.total_steps,
+            "momentum": self.momentum,
+            "weight_decay": self.coupled_weight_decay,
+            "bias_lr_multiplier": self.bias_lr_multiplier,
+            "lookahead_every": self.lookahead_every,
+            "lookahead_decay": self.lookahead_decay}
+
+
+def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
+                       lookahead: bool = True, momentum: float = 0.85,
+                       weight_decay_per_1024: float = 0.0153,
+                       bias_lr_multiplier: float = 64.0) -> LookaheadSGD:
+  """airbench94's optimizer, its rates given per 1,024 examples.
+
+  airbench sums the loss over the batch and divides its rates by
+  `1024 * (1 + 1 / (1 - momentum))`, the factor by which Nesterov momentum
+  lengthens a step when gradients hold still; our step averages the loss,
+  hence the extra `batch_size`.
+
+  Args:
+    lr_per_1024: airbench's `lr` (11.5 in airbench94).
+    batch_size: the global batch size.
+    total_steps: steps in the whole run.
+    lookahead: average the weights every 5 steps.
+    momentum: Nesterov momentum.
+    weight_decay_per_1024: airbench's `weight_decay`.
+    bias_lr_multiplier: airbench's `bias_scaler` for batch-norm offsets.
+
+  Returns:
+    The optimizer, with a `WarmupLinearDecay` schedule.
+  """
+  kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
+  peak = lr_per_1024 / kilostep_scale * batch_size
+  return LookaheadSGD(
+      WarmupLinearDecay(peak, total_steps), total_steps, momentum=momentum,
+      weight_decay=weight_decay_per_1024 * batch_size / kilostep_scale,
+      bias_lr_multiplier=bias_lr_multiplier,
+      lookahead_every=5 if lookahead else 0)

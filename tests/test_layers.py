@@ -1,0 +1,89 @@
+"""Tests for fastcifar.layers: whitening whitens, BatchNorm matches Keras's."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastcifar import layers as fast_layers
+
+
+def _correlated_images(n: int = 300, seed: int = 0) -> np.ndarray:
+  """Smooth images (neighbouring pixels and channels correlated) plus noise."""
+  rng = np.random.default_rng(seed)
+  coarse = rng.normal(size=(n, 8, 8, 1)) + 0.3 * rng.normal(size=(n, 8, 8, 3))
+  smooth = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)
+  return (smooth + 0.3 * rng.normal(size=smooth.shape)).astype(np.float32)
+
+
+def test_patch_vectors_are_in_kernel_order():
+  images = np.arange(2 * 3 * 3 * 2, dtype=np.float32).reshape(2, 3, 3, 2)
+  patches = fast_layers.patch_vectors(images, 2)
+  assert patches.shape == (2 * 2 * 2, 8)
+  np.testing.assert_array_equal(patches[0],
+                                images[0, :2, :2, :].reshape(-1))
+  np.testing.assert_array_equal(patches[3],
+                                images[0, 1:3, 1:3, :].reshape(-1))
+
+
+def test_whitening_outputs_have_identity_covariance():
+  images = _correlated_images()
+  layer = fast_layers.PatchWhitening(2)
+  layer.build(images.shape)
+  raw = fast_layers.patch_vectors(images, 2)
+  assert np.abs(np.corrcoef(raw.T) - np.eye(12)).max() > 0.5  # correlated
+  layer.adapt(images)
+  outputs = keras.ops.convert_to_numpy(layer(images))
+  assert outputs.shape == (300, 31, 31, 24)
+  first = outputs[..., :12].reshape(-1, 12)
+  covariance = first.T @ first / len(first)
+  np.testing.assert_allclose(covariance, np.eye(12), atol=0.02)
+  # The second half is the first, negated, for the GELU that follows.
+  np.testing.assert_allclose(outputs[..., 12:], -outputs[..., :12], atol=1e-5)
+  assert [w.name for w in layer.trainable_weights] == ["bias"]
+
+
+def test_partial_identity_passes_the_first_channels():
+  kernel = keras.ops.convert_to_numpy(
+      fast_layers.PartialIdentity(seed=1)((3, 3, 4, 6)))
+  x = np.random.default_rng(0).normal(size=(1, 5, 5, 4)).astype(np.float32)
+  y = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+  np.testing.assert_allclose(y[..., :4], x, atol=1e-6)
+  limit = 1 / np.sqrt(3 * 3 * 4)
+  assert 0 < np.abs(kernel[..., 4:]).max() <= limit
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_matches_keras(training):
+  x = np.random.default_rng(2).normal(
+      1.0, 3.0, size=(16, 4, 4, 5)).astype(np.float32)
+  ours = fast_layers.BatchNorm(momentum=0.6)
+  theirs = keras.layers.BatchNormalization(momentum=0.6, epsilon=1.001e-5,
+                                           scale=False)
+  for layer in (ours, theirs):
+    layer.build(x.shape)
+    layer.beta.assign(np.arange(5, dtype=np.float32) / 10)
+    layer.moving_variance.assign(np.full(5, 2.0, np.float32))
+  np.testing.assert_allclose(ours(x, training=training),
+                             theirs(x, training=training), atol=1e-4)
+  np.testing.assert_allclose(ours.moving_mean, theirs.moving_mean, atol=1e-5)
+  # Fused batch norm keeps the unbiased variance (as PyTorch does); Keras
+  # the biased one: n/(n-1) apart.
+  n = 16 * 4 * 4
+  np.testing.assert_allclose(
+      ours.moving_variance,
+      theirs.moving_variance + (n / (n - 1) - 1) * 0.4 * np.var(x, (0, 1, 2))
+      if training else theirs.moving_variance, rtol=1e-4)
+
+
+def test_gelu_is_exact_gelu_with_its_gradient():
+  x = tf.constant(np.linspace(-4, 4, 101, dtype=np.float32))
+  with tf.GradientTape(persistent=True) as tape:
+    tape.watch(x)
+    ours = fast_layers.GELU()(x)
+    theirs = keras.activations.gelu(x, approximate=False)
+  np.testing.assert_allclose(ours, theirs, atol=1e-6)
+  np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(theirs, x),
+                             atol=1e-6)

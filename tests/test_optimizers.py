@@ -1,0 +1,92 @@
+"""Tests for fastcifar.optimizers against the update rule written out."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from fastcifar import optimizers
+
+
+def test_schedule_warms_up_then_decays():
+  schedule = optimizers.WarmupLinearDecay(2.0, total_steps=100)
+  values = [float(schedule(s)) for s in (0, 23, 100)]
+  np.testing.assert_allclose(values, [0.4, 2.0, 0.14], rtol=1e-6)
+  assert float(schedule(10)) == pytest.approx(0.4 + 1.6 * 10 / 23)
+
+
+def _pytorch_sgd(p, grads, lr, momentum, decay, base_lr):
+  """torch.optim.SGD(nesterov=True, weight_decay=decay/base_lr), per step."""
+  buffer = np.zeros_like(p)
+  for g, rate in zip(grads, lr):
+    g = g + decay / base_lr * p
+    buffer = momentum * buffer + g
+    p = p - rate * (g + momentum * buffer)
+  return p
+
+
+@pytest.mark.parametrize("name,multiplier", [("kernel", 1.0), ("beta", 4.0)])
+def test_update_is_pytorch_nesterov_with_coupled_decay(name, multiplier):
+  start = np.array([1.0, -2.0, 0.5], np.float32)
+  variable = keras.Variable(start, name=name)
+  optimizer = optimizers.LookaheadSGD(
+      0.1, total_steps=1000, momentum=0.8, weight_decay=0.01,
+      bias_lr_multiplier=4.0, lookahead_every=0)
+  grads = [np.array([0.3, 0.1, -0.2], np.float32) * (i + 1) for i in range(4)]
+  for g in grads:
+    optimizer.apply_gradients([(g, variable)])
+  expected = _pytorch_sgd(start, grads, [0.1 * multiplier] * 4, 0.8, 0.01,
+                          0.1 * multiplier)
+  np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("total_steps", [10, 12])
+def test_lookahead_pulls_weights_to_the_average_every_few_steps(total_steps):
+  variable = keras.Variable(np.zeros(2, np.float32))
+  optimizer = optimizers.LookaheadSGD(
+      1.0, total_steps=total_steps, momentum=0.0, lookahead_every=5,
+      lookahead_decay=0.5)
+  average = weights = 0.0
+  for step in range(1, total_steps + 1):
+    optimizer.apply_gradients([(-np.ones(2, np.float32), variable)])
+    weights += 1.0  # plain SGD, lr 1, gradient -1
+    if step % 5 == 0:
+      mix = 0.5 * (step / total_steps)**3
+      average = weights = mix * average + (1 - mix) * weights
+    elif step == total_steps:  # ended between updates: back to the average
+      weights = average
+    np.testing.assert_allclose(variable.numpy(), weights, rtol=1e-6)
+
+
+def test_airbench_rates_per_1024_examples():
+  optimizer = optimizers.airbench_optimizer(11.5, 1024, total_steps=480)
+  kilostep_scale = 1024 * (1 + 1 / 0.15)
+  # airbench's per-sum rate, times the batch for a per-mean loss.
+  assert optimizer.base_learning_rate == pytest.approx(
+      11.5 / kilostep_scale * 1024)
+  assert optimizer.coupled_weight_decay == pytest.approx(
+      0.0153 * 1024 / kilostep_scale)
+  assert optimizer.bias_lr_multiplier == 64.0
+  assert optimizer.lookahead_every == 5
+  off = optimizers.airbench_optimizer(11.5, 512, 480, lookahead=False)
+  assert off.lookahead_every == 0
+  assert off.base_learning_rate == pytest.approx(optimizer.base_learning_rate
+                                                 / 2)
+
+
+def test_config_round_trip():
+  optimizer = optimizers.airbench_optimizer(11.5, 1024, total_steps=480)
+  again = optimizers.LookaheadSGD.from_config(optimizer.get_config())
+  assert again.get_config() == optimizer.get_config()
+
+
+def test_batch_norm_offsets_of_the_fast_model_get_the_multiplier():
+  from fastcifar import models  # pylint: disable=g-import-not-at-top
+  images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3),
+                                             dtype=np.uint8)
+  model = models.build_model("fast", 10, [0.5] * 3, [0.25] * 3, images)
+  optimizer = optimizers.airbench_optimizer(11.5, 1024, total_steps=480)
+  optimizer.build(model.trainable_variables)
+  assert sorted(optimizer.lr_multipliers).count(64.0) == 6  # 6 BatchNorms
+  assert len(optimizer.lr_multipliers) == 6 + 8  # + 6 convs, dense, whiten
