@@ -42,3 +42,27 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   cols = dx[:, None] + tf.range(width)[None, :]
   images = tf.gather(padded, rows, axis=1, batch_dims=1)
   return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def test_time_views(images: tf.Tensor) -> list[tuple[tf.Tensor, float]]:
+  """airbench's test-time augmentation views and the weight of each.
+
+  The image and its mirror (1/4 each); and, from the image padded by one
+  pixel by reflection, the crops shifted one pixel up-left and one pixel
+  down-right, each with its mirror (1/8 each). Averaging a model's outputs
+  over them with these weights is airbench94's `tta_level=2`.
+
+  Args:
+    images: `(B, H, W, C)`, a tensor or array.
+
+  Returns:
+    Six `(view, weight)` pairs; the weights sum to 1.
+  """
+  images = tf.convert_to_tensor(images)
+  height, width = images.shape[1], images.shape[2]
+  padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
+  shifted = [padded[:, :height, :width], padded[:, 2:height + 2, 2:width + 2]]
+  views = []
+  for view, weight in [(images, 0.25)] + [(s, 0.125) for s in shifted]:
+    views += [(view, weight), (tf.reverse(view, axis=[2]), weight)]
+  return views

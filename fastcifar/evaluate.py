@@ -29,6 +29,10 @@ _PIXELS = flags.DEFINE_enum(
     "scaling layer inside, float 0-1 otherwise.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 500,
                                    "Images per forward pass.")
+_TTA = flags.DEFINE_boolean(
+    "tta", False, "Test-time augmentation: average the outputs over the "
+    "image, its mirror and one-pixel shifts, as `fastcifar.train "
+    "--model=fast` reports its test accuracy.")
 _OUTPUT = flags.DEFINE_string(
     "output", None,
     "The confusion-matrix PNG. Default: confusion_matrix.png beside --model.")
@@ -86,7 +90,7 @@ def main(argv: list[str]) -> int:
                      "--dataset it was trained on")
   pixels = resolve_pixels(model, _PIXELS.value)
   predictions = evaluation.predict_classes(
-      model, _as_pixels(images, pixels), _BATCH_SIZE.value)
+      model, _as_pixels(images, pixels), _BATCH_SIZE.value, tta=_TTA.value)
   confusion = evaluation.confusion_matrix(labels, predictions,
                                           dataset.num_classes)
   evaluation.plot_confusion_matrix(
@@ -94,7 +98,8 @@ def main(argv: list[str]) -> int:
       title=f"{os.path.basename(_MODEL.value)} on {dataset.name} "
             f"{_SPLIT.value}")
   print(f"fastcifar.evaluate: {_MODEL.value} on the {dataset.name} "
-        f"{_SPLIT.value} split, pixels fed as {pixels}")
+        f"{_SPLIT.value} split, pixels fed as {pixels}"
+        f"{', test-time augmentation' if _TTA.value else ''}")
   print(evaluation.format_report(confusion, dataset.class_names))
   print(f"confusion matrix: {output}")
   return 0

@@ -21,19 +21,26 @@ HISTORY_FIGSIZE = (11.0, 4.5)          # 1100 x 450 pixels at DPI
 DPI = 100
 
 
-def predict_classes(model, images: np.ndarray, batch_size: int = 500
-                    ) -> np.ndarray:
+def predict_classes(model, images: np.ndarray, batch_size: int = 500,
+                    tta: bool = False) -> np.ndarray:
   """The model's predicted class for each image, in batches.
 
   Args:
     model: a Keras model (fastcifar's take uint8 images as they are).
     images: the inputs, as the model takes them.
     batch_size: images per forward pass.
+    tta: average the outputs over `augment.test_time_views`, as training's
+      final evaluation does when its `tta` is on.
 
   Returns:
     int64 class ids, one per image.
   """
-  probs = model.predict(images, batch_size=batch_size, verbose=0)
+  views = [(images, 1.0)]
+  if tta:
+    from fastcifar import augment  # pylint: disable=g-import-not-at-top
+    views = augment.test_time_views(images)
+  probs = sum(weight * model.predict(np.asarray(view), batch_size=batch_size,
+                                     verbose=0) for view, weight in views)
   return np.argmax(probs, axis=-1)
 
 

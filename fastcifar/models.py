@@ -13,11 +13,13 @@ import warnings
 
 import keras
 from keras import layers, ops
+import numpy as np
 
+from fastcifar import layers as fast_layers
 from fastcifar.errors import UsageError
 from fastcifar.sources import IMAGE_SHAPE
 
-MODELS = ("seed",)
+MODELS = ("seed", "fast")
 
 
 @keras.saving.register_keras_serializable(package="fastcifar")
@@ -73,8 +75,55 @@ def seed_cnn_layers(num_classes: int) -> list[layers.Layer]:
   ]
 
 
+def fast_cnn_layers(num_classes: int, seed: int = 0,
+                    widths: Sequence[int] = (64, 256, 256)
+                    ) -> list[layers.Layer]:
+  """airbench94's network (Keller Jordan), as a Keras layer stack.
+
+  A fixed 2x2 patch-whitening conv and GELU, then three groups of (conv,
+  max-pool, batch norm, GELU, conv, batch norm, GELU), a global max-pool and a
+  bias-free linear layer whose outputs are scaled by 1/9 before the softmax.
+
+  Args:
+    num_classes: width of the softmax output.
+    seed: seeds the conv initializers.
+    widths: channels of the three groups.
+
+  Returns:
+    The layers; 1,972,296 parameters at 10 classes and the default widths.
+    `PatchWhitening` must be adapted to the training images (`build_model`
+    does so). The softmax runs in float32, so outputs are float32.
+  """
+  stack = [fast_layers.PatchWhitening(2), fast_layers.GELU()]
+  for group, width in enumerate(widths):
+    stack += [
+        layers.Conv2D(width, 3, padding="same", use_bias=False,
+                      kernel_initializer=fast_layers.PartialIdentity(
+                          seed + 2 * group)),
+        layers.MaxPooling2D(2),
+        fast_layers.BatchNorm(),
+        fast_layers.GELU(),
+        layers.Conv2D(width, 3, padding="same", use_bias=False,
+                      kernel_initializer=fast_layers.PartialIdentity(
+                          seed + 2 * group + 1)),
+        fast_layers.BatchNorm(),
+        fast_layers.GELU(),
+    ]
+  return stack + [
+      layers.GlobalMaxPooling2D(),
+      # PyTorch's default init, +-1/sqrt(fan_in), as airbench trains it.
+      layers.Dense(num_classes, use_bias=False,
+                   kernel_initializer=keras.initializers.VarianceScaling(
+                       1 / 3, "fan_in", "uniform", seed=seed)),
+      # A small fixed scale keeps the logits tame at airbench's learning rate.
+      layers.Rescaling(1 / 9),
+      layers.Activation("softmax", dtype="float32"),
+  ]
+
+
 def build_model(name: str, num_classes: int, mean: Sequence[float],
-                std: Sequence[float]) -> keras.Sequential:
+                std: Sequence[float], train_images: np.ndarray | None = None,
+                seed: int = 0) -> keras.Sequential:
   """Builds a model that takes uint8 `(batch, 32, 32, 3)` images.
 
   Layers take their dtype from the global mixed-precision policy in force when
@@ -85,15 +134,28 @@ def build_model(name: str, num_classes: int, mean: Sequence[float],
     num_classes: number of output classes.
     mean, std: per-channel statistics of the training images, as fractions of
       255, for the `Standardize` layer.
+    train_images: uint8 training images; the fast model's whitening layer is
+      fitted to the first 5,000 (as airbench does). Required for "fast".
+    seed: seeds the fast model's initializers.
 
   Returns:
     An uncompiled `keras.Sequential` whose outputs are float32 probabilities.
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
-  return keras.Sequential(
-      [keras.Input(IMAGE_SHAPE, dtype="uint8"), Standardize(mean, std),
-       *seed_cnn_layers(num_classes)], name=f"{name}_cnn")
+  standardize = Standardize(mean, std)
+  if name == "seed":
+    stack = seed_cnn_layers(num_classes)
+  else:
+    if train_images is None:
+      raise ValueError("the fast model needs train_images for its whitening")
+    stack = fast_cnn_layers(num_classes, seed)
+  model = keras.Sequential([keras.Input(IMAGE_SHAPE, dtype="uint8"),
+                            standardize, *stack], name=f"{name}_cnn")
+  if name == "fast":
+    stack[0].adapt(ops.convert_to_numpy(
+        ops.cast(standardize(train_images[:5000]), "float32")))
+  return model
 
 
 def load_saved(path: str, compile: bool = True) -> keras.Model:  # pylint: disable=redefined-builtin

@@ -114,3 +114,19 @@ def test_compiles_with_xla_and_stays_valid():
   other = step(tf.constant(images), tf.constant([3, 10])).numpy()
   assert not np.array_equal(out, other)
 
+
+
+def test_test_time_views_are_mirrors_and_one_pixel_shifts():
+  images = _distinct_pixel_images(3)
+  views = augment.test_time_views(tf.constant(images))
+  assert [w for _, w in views] == [0.25, 0.25] + [0.125] * 4
+  arrays = [v.numpy() for v, _ in views]
+  np.testing.assert_array_equal(arrays[0], images)
+  for plain, mirrored in zip(arrays[::2], arrays[1::2]):
+    np.testing.assert_array_equal(mirrored, plain[:, :, ::-1])
+  up_left, down_right = arrays[2], arrays[4]
+  # Shifted by one pixel each way; the new edge row/column is reflected.
+  np.testing.assert_array_equal(up_left[:, 1:, 1:], images[:, :-1, :-1])
+  np.testing.assert_array_equal(up_left[:, 0, 1:], images[:, 1, :-1])
+  np.testing.assert_array_equal(down_right[:, :-1, :-1], images[:, 1:, 1:])
+  np.testing.assert_array_equal(down_right[:, -1, :-1], images[:, -2, 1:])

@@ -44,6 +44,27 @@ def assert_real_picture(path: str, size: tuple[int, int]) -> None:
   assert len(colours) > 50, "the picture is (nearly) blank"
 
 
+def test_predict_classes_with_tta_averages_six_views():
+  # A fixed linear classifier of the pixels: every view changes its output.
+  weights = np.random.default_rng(1).normal(size=(64, 10)).astype(np.float32)
+  model = keras.Sequential([
+      keras.Input((8, 8, 1)), keras.layers.Flatten(),
+      keras.layers.Dense(10, use_bias=False, activation="softmax")])
+  model.layers[-1].set_weights([weights])
+  classify = lambda x: tf.nn.softmax(x.reshape(len(x), -1) @ weights).numpy()
+  images = np.random.default_rng(0).normal(size=(20, 8, 8, 1)).astype(
+      np.float32)
+  padded = np.pad(images, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+  views = [images, padded[:, :8, :8], padded[:, 2:, 2:]]
+  probs = sum(w * (classify(v) + classify(v[:, :, ::-1].copy())) / 2
+              for v, w in zip(views, (0.5, 0.25, 0.25)))
+  np.testing.assert_array_equal(
+      evaluation.predict_classes(model, images, 7, tta=True),
+      probs.argmax(-1))
+  assert not np.array_equal(probs.argmax(-1),
+                            classify(images).argmax(-1)), "views changed none"
+
+
 def test_confusion_matrix_counts_rows_true_columns_predicted():
   labels = np.array([0, 0, 1, 1, 2, 2, 2])
   predictions = np.array([0, 1, 1, 1, 2, 0, 2])

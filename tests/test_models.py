@@ -36,17 +36,35 @@ def test_unknown_model():
     models.build_model("resnet", 10, MEAN, STD)
 
 
+def test_fast_model_has_airbench94s_parameter_count():
+  model = models.build_model("fast", 10, MEAN, STD, _images(64))
+  # airbench94: 1,971,352 trainable (its 24-filter whitening conv frozen);
+  # plus 2 x 1,152 moving statistics and 288 fixed whitening weights.
+  trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+  assert trainable == 1_971_352
+  assert model.count_params() == 1_973_944
+  assert tuple(model.outputs[0].shape) == (None, 10)
+
+
+def test_fast_model_needs_training_images():
+  with pytest.raises(ValueError, match="needs train_images"):
+    models.build_model("fast", 10, MEAN, STD)
+
+
+@pytest.mark.parametrize("name", models.MODELS)
 @pytest.mark.parametrize("policy,compute", [("float32", "float32"),
                                             ("mixed_float16", "float16"),
                                             ("mixed_bfloat16", "bfloat16")])
-def test_outputs_are_float32_probabilities_under_every_policy(policy, compute):
+def test_outputs_are_float32_probabilities_under_every_policy(
+    name, policy, compute):
   before = keras.mixed_precision.global_policy().name
   with precision_scope(policy):
-    model = models.build_model("seed", 10, MEAN, STD)
+    model = models.build_model(name, 10, MEAN, STD, _images(64))
   assert keras.mixed_precision.global_policy().name == before
   # The body really runs in the policy's dtype; only the softmax is float32.
   assert model.layers[1].compute_dtype == compute
   assert model.layers[-1].compute_dtype == "float32"
+  assert model(_images(), training=True).dtype == "float32"
   probabilities = model(_images(), training=False)
   assert probabilities.dtype == "float32"
   probabilities = keras.ops.convert_to_numpy(probabilities)
@@ -80,6 +98,17 @@ def test_standardize_config_round_trip():
   layer = models.Standardize(MEAN, STD, name="norm")
   clone = models.Standardize.from_config(layer.get_config())
   assert clone.mean == MEAN and clone.std == STD and clone.name == "norm"
+
+
+def test_saved_fast_model_predicts_the_same(tmp_path):
+  model = models.build_model("fast", 10, MEAN, STD, _images(64))
+  images = _images(5)
+  before = model.predict(images, verbose=0)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.saving.load_model(path)
+  np.testing.assert_allclose(loaded.predict(images, verbose=0), before,
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_saved_model_predicts_the_same_on_uint8(tmp_path):

@@ -38,6 +38,18 @@ def test_in_process_run_writes_results(tmp_path):
   assert results["dataset"] == "synthetic"
 
 
+def test_each_model_gets_its_recipe_unless_a_flag_says_otherwise():
+  with flagsaver.flagsaver(model="fast"):
+    config = train.config_from_flags()
+  assert (config.epochs, config.batch_size, config.tta) == (10, 1024, True)
+  with flagsaver.flagsaver(model="fast", epochs=3, tta=False, augment=False):
+    config = train.config_from_flags()
+  assert (config.epochs, config.tta, config.augment) == (3, False, False)
+  with flagsaver.flagsaver(model="seed"):
+    config = train.config_from_flags()
+  assert (config.epochs, config.batch_size, config.tta) == (20, 128, False)
+
+
 def test_module_entry_point_end_to_end(tmp_path):
   result = run_cli("--dataset=synthetic", "--epochs=1",
                    "--train_examples=2048", f"--output_dir={tmp_path}")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastcifar import sources, training
+from fastcifar import augment, models, sources, training
 from fastcifar.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +83,52 @@ def test_xla_step_runs(small_data):
   assert np.isfinite(results["test_loss"])
 
 
+def test_fast_model_step_under_xla_with_augmentation_and_tta():
+  tiny = sources.load_synthetic(num_train=128, num_test=64, seed=1)
+  config = training.recipe("fast", epochs=1, batch_size=64,
+                           precision="mixed_bfloat16", jit_compile="true",
+                           eval_batch_size=64, seed=2)
+  assert config.augment and config.tta and config.lookahead
+  results = training.train_and_evaluate(config, tiny, verbose=0)
+  assert results["jit_compile"] is True and results["tta"] is True
+  assert results["num_parameters"] == 1_973_944
+  assert np.isfinite(results["test_loss"])
+  assert 0 <= results["test_accuracy_without_tta"] <= 1
+
+
+def test_tta_evaluation_averages_the_views(small_data):
+  model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+  training.compile_model(model, tiny_config(), 10)
+  strategy = tf.distribute.get_strategy()
+  step = training.make_eval_step(model, strategy, 10, False, tta=True)
+  images = small_data.test_images[:50]
+  labels = small_data.test_labels[:50]
+  _, correct, count = step((tf.constant(images), tf.constant(labels),
+                            tf.ones(50)))
+  probs = sum(w * model.predict(v.numpy(), verbose=0)
+              for v, w in augment.test_time_views(tf.constant(images)))
+  assert count == 50
+  assert correct == np.sum(probs.argmax(-1) == labels)
+
+
+def test_recipe_defaults_and_overrides():
+  fast = training.recipe("fast")
+  assert (fast.epochs, fast.batch_size, fast.learning_rate,
+          fast.label_smoothing, fast.tta) == (10, 1024, 11.5, 0.2, True)
+  assert training.recipe("seed") == training.Config()
+  assert training.recipe("fast", epochs=3, tta=None).epochs == 3
+  assert training.recipe("fast", epochs=3, tta=None).tta is True
+  with pytest.raises(UsageError, match="--model=vgg"):
+    training.recipe("vgg")
+
+
+def test_seconds_to_accuracy_takes_the_first_time_each_target_is_met():
+  reached = training.seconds_to_accuracy(
+      [0.7, 0.86, 0.84, 0.91], [10.0, 20.0, 30.0, 40.04],
+      targets=(0.5, 0.85, 0.9, 0.95))
+  assert reached == {"0.5": 10.0, "0.85": 20.0, "0.9": 40.0}
+
+
 def test_mirrored_strategy_matches_one_device():
   # Logical devices can be set only before TensorFlow initialises them, which
   # other tests have done; the comparison needs a process of its own.
@@ -91,7 +137,7 @@ def test_mirrored_strategy_matches_one_device():
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from fastcifar import sources, training
+      from fastcifar import augment, models, sources, training
       data = sources.load_synthetic(num_train=1024, num_test=300, seed=1)
       config = training.Config(epochs=3, batch_size=64, precision="float32",
                                eval_batch_size=100)
