@@ -113,7 +113,7 @@ def measure_recipe(dataset: ImageDataset, warmup_steps: int, steps: int,
 
 
 def run(dataset: ImageDataset, settings: list[harness.Setting],
-        model_names: list[str], batch_size: int, warmup_steps: int,
+        model_names: list[str], batch_size: int | None, warmup_steps: int,
         steps: int, repeats: int, seed: int, report: harness.Report) -> None:
   """Measures the recipe and every model x setting, emitting one record each.
 
@@ -121,7 +121,7 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
     dataset: the data (synthetic is fine: speed does not depend on pixels).
     settings: precision x XLA settings from `harness.sweep`.
     model_names: models from `fastcifar.models.MODELS`.
-    batch_size: fastcifar's batch size.
+    batch_size: fastcifar's batch size; None: each model's recipe's.
     warmup_steps, steps: steps left out, then timed, in each run.
     repeats: round-robin passes over all configurations; medians reported.
     seed: seeds the runs and subsets.
@@ -137,8 +137,8 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
       if system == "recipe":
         measured = measure_recipe(dataset, warmup_steps, steps, seed)
       else:
-        config = training.Config(
-            model=model_name, batch_size=batch_size, seed=seed,
+        config = training.recipe(
+            model_name, batch_size=batch_size, seed=seed,
             precision=s.precision, jit_compile=str(s.jit_compile).lower())
         measured = measure_fastcifar(dataset, config, warmup_steps, steps)
       rates[i].append(measured.pop("images_per_second"))
@@ -149,7 +149,9 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
     report.add(
         measurement="training_throughput", system=system,
         model=model_name or "seed",
-        batch_size=RECIPE_BATCH_SIZE if system == "recipe" else batch_size,
+        batch_size=(RECIPE_BATCH_SIZE if system == "recipe" else
+                    training.recipe(model_name, batch_size=batch_size
+                                    ).batch_size),
         augment=system == "fastcifar",
         fastcifar_default=bool(s and s.default),
         images_per_second=rate, images_per_second_runs=rates[i],
@@ -161,8 +163,9 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
 def define_flags() -> None:
   flags.DEFINE_list("models", list(models.MODELS), "Models to measure.")
   harness.define_sweep_flags()
-  flags.DEFINE_integer("batch_size", 128, "fastcifar's batch size (the "
-                       "recipe always uses its 64).", lower_bound=1)
+  flags.DEFINE_integer("batch_size", None, "fastcifar's batch size (the "
+                       "recipe always uses its 64). Default: each model's "
+                       "own (seed 128, fast 1024).", lower_bound=1)
   flags.DEFINE_integer("warmup_steps", 20, "Steps left out before timing. "
                        "--quick: 3.", lower_bound=1)
   flags.DEFINE_integer("steps", 100, "Steps timed per run. --quick: 8.",
@@ -184,8 +187,9 @@ def main(argv):
   steps = harness.setting("steps", 8)
   repeats = harness.setting("repeats", 1)
   # Synthetic data is generated only as large as the largest run needs.
-  needed = (max(FLAGS.batch_size, RECIPE_BATCH_SIZE)
-            * (warmup_steps + steps))
+  largest = max(training.recipe(m, batch_size=FLAGS.batch_size).batch_size
+                for m in FLAGS.models)
+  needed = max(largest, RECIPE_BATCH_SIZE) * (warmup_steps + steps)
   dataset, _ = harness.load_data(
       FLAGS.dataset, FLAGS.data_dir,
       train_examples=0 if FLAGS.data_dir else needed,

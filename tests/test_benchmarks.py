@@ -80,7 +80,8 @@ def test_training_throughput_quick_as_a_script(tmp_path):
   output = tmp_path / "out.jsonl"
   result = run_benchmark(
       "benchmarks/training_throughput.py", "--quick", f"--output={output}",
-      "--precisions=auto", "--jit_compile=auto", "--warmup_steps=1",
+      "--models=seed", "--precisions=auto", "--jit_compile=auto",
+      "--warmup_steps=1",
       "--steps=2", "--test_examples=100")
   records, _ = records_and_table(result, output)
   recipe = [r for r in records if r["system"] == "recipe"]
