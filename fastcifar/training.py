@@ -411,11 +411,12 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
 
   final = {"accuracy": history["val_accuracy"][-1],
            "loss": history["val_loss"][-1]}
+  accuracies, times = history["val_accuracy"], history["elapsed_seconds"]
   if config.tta:
     final = evaluate(make_eval_step(model, strategy, dataset.num_classes,
                                     jit_compile, tta=True), test_data)
-  accuracies = history["val_accuracy"] + [final["accuracy"]]
-  times = history["elapsed_seconds"] + [elapsed()]
+    accuracies = accuracies + [final["accuracy"]]
+    times = times + [elapsed()]
   steady = epoch_train_seconds[1:] or epoch_train_seconds
   results = {
       "test_accuracy": final["accuracy"],
