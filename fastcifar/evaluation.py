@@ -177,7 +177,8 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str,
   Args:
     history: `history.json` as fastcifar.train writes it (Keras's
       `History.history`): lists per epoch under `loss`, `accuracy`,
-      `val_loss`, `val_accuracy`; any of them may be missing.
+      `val_loss`, `val_accuracy`, and `val_epochs` (after which epochs the
+      test set was evaluated, when not after each); any may be missing.
     path: the `.png` to write (atomically).
     title: the picture's title.
 
@@ -196,6 +197,9 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str,
                                 ("test", history.get(f"val_{key}"), "-s")):
       if series:
         epochs = np.arange(1, len(series) + 1)
+        if name == "test" and len(history.get("val_epochs", ())) == len(
+            series):  # evaluated after these epochs only
+          epochs = history["val_epochs"]
         axes.plot(epochs, series, style, markersize=3, label=name)
     axes.set_xlabel("epoch")
     axes.set_ylabel(label)

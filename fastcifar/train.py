@@ -41,6 +41,10 @@ _TTA = flags.DEFINE_boolean(
     "tta", None, "Test-time augmentation for the final evaluation: outputs "
     "averaged over the image, its mirror and one-pixel shifts. Default: on "
     "for fast, off for seed.")
+_VALIDATION_FREQ = flags.DEFINE_integer(
+    "validation_freq", None, "Evaluate on the test set after every N-th "
+    "epoch, and after the last. Default: the model's (seed 1, fast 10: only "
+    "after the last).")
 _LOOKAHEAD = flags.DEFINE_boolean(
     "lookahead", True, "fast: every 5 steps, average the weights into a "
     "running average and continue from it.")
@@ -133,7 +137,8 @@ def config_from_flags():
       _MODEL.value, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       label_smoothing=_LABEL_SMOOTHING.value, augment=_AUGMENT.value,
-      tta=_TTA.value, lookahead=_LOOKAHEAD.value, precision=_PRECISION.value,
+      tta=_TTA.value, validation_freq=_VALIDATION_FREQ.value,
+      lookahead=_LOOKAHEAD.value, precision=_PRECISION.value,
       jit_compile=_JIT_COMPILE.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value,
       deterministic=_DETERMINISTIC.value)

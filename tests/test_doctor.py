@@ -477,6 +477,24 @@ def test_watch_names_too_few_epochs_only_while_still_rising():
   assert level.codes == []
 
 
+def test_watch_judges_sparse_evaluations_by_training_accuracy():
+  # With validation_freq > 1 the test accuracy is missing from most epochs;
+  # the training accuracy (here level) is the per-epoch series to judge.
+  watch = doctor.Watch(print_fn=lambda _: None)
+  watch.set_model(compiled(tiny_cnn()))
+  watch.on_train_begin()
+  for epoch, (accuracy, val_accuracy) in enumerate(
+      [(0.70, None), (0.75, 0.40), (0.76, None), (0.761, None),
+       (0.758, 0.64)]):
+    logs = {"loss": 1.0, "accuracy": accuracy}
+    if val_accuracy is not None:
+      logs["val_accuracy"] = val_accuracy
+    watch.on_epoch_begin(epoch)
+    watch.on_epoch_end(epoch, logs)
+  watch.on_train_end()
+  assert watch.codes == []
+
+
 def test_watch_recovers_per_step_values_from_running_means():
   # Running means 0.1, 0.1, 0.4: the third step alone had accuracy 1.0.
   model = compiled(tiny_cnn())

@@ -53,6 +53,18 @@ def test_plot_history_without_test_curves(tmp_path):
   assert_real_picture(path)
 
 
+def test_plot_history_puts_sparse_evaluations_at_their_epochs(monkeypatch):
+  figures = []
+  monkeypatch.setattr(evaluation, "_save_png",
+                      lambda figure, path: figures.append(figure))
+  evaluation.plot_history({**HISTORY, "val_loss": [1.0, 0.9],
+                           "val_accuracy": [0.65, 0.70], "val_epochs": [3, 5]},
+                          "unused.png")
+  test_curves = [list(line.get_xdata()) for axes in figures[0].axes
+                 for line in axes.get_lines() if line.get_label() == "test"]
+  assert test_curves == [[3, 5], [3, 5]]
+
+
 def test_plot_history_refuses_an_empty_history(tmp_path):
   with pytest.raises(UsageError, match="no loss or accuracy"):
     evaluation.plot_history({"lr": [0.1]}, str(tmp_path / "x.png"))

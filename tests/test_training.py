@@ -111,10 +111,43 @@ def test_tta_evaluation_averages_the_views(small_data):
   assert correct == np.sum(probs.argmax(-1) == labels)
 
 
+def test_validation_freq_evaluates_every_nth_and_the_last_epoch(
+    small_data, tmp_path):
+  results = training.train_and_evaluate(
+      tiny_config(epochs=3, validation_freq=2), small_data, str(tmp_path),
+      verbose=0)
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert history["val_epochs"] == [2, 3]
+  assert len(history["val_accuracy"]) == 2 and len(history["accuracy"]) == 3
+  assert results["epochs"] == 3
+  assert results["test_accuracy"] == history["val_accuracy"][-1]
+  # Each target's time is that of the evaluation that first met it.
+  times = {history["elapsed_seconds"][1], history["elapsed_seconds"][2]}
+  assert set(results["seconds_to_accuracy"].values()) <= {
+      round(t, 1) for t in times}
+
+
+class StopAfterFirstEpoch(keras.callbacks.Callback):
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.model.stop_training = True
+
+
+def test_a_stop_between_evaluations_still_evaluates_the_last_epoch(
+    small_data):
+  stopper = StopAfterFirstEpoch()
+  results = training.train_and_evaluate(
+      tiny_config(epochs=3, validation_freq=5), small_data,
+      callbacks=[stopper], verbose=0)
+  assert results["epochs"] == 1
+  assert results["test_accuracy"] > 0.1  # evaluated, not left empty
+
+
 def test_recipe_defaults_and_overrides():
   fast = training.recipe("fast")
   assert (fast.epochs, fast.batch_size, fast.learning_rate,
-          fast.label_smoothing, fast.tta) == (10, 1024, 11.5, 0.2, True)
+          fast.label_smoothing, fast.tta, fast.validation_freq) == (
+              10, 1024, 11.5, 0.2, True, 10)
   assert training.recipe("seed") == training.Config()
   assert training.recipe("fast", epochs=3, tta=None).epochs == 3
   assert training.recipe("fast", epochs=3, tta=None).tta is True
@@ -162,7 +195,7 @@ def test_mirrored_strategy_matches_one_device():
 @pytest.mark.parametrize("field,value", [
     ("epochs", 0), ("batch_size", -1), ("learning_rate", 0.0),
     ("precision", "float8"), ("jit_compile", "maybe"), ("model", "resnet"),
-    ("train_examples", -5)])
+    ("train_examples", -5), ("validation_freq", 0)])
 def test_config_out_of_range(field, value):
   with pytest.raises(UsageError, match=field):
     tiny_config(**{field: value}).validate()

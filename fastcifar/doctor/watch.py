@@ -82,7 +82,8 @@ class Watch(keras.callbacks.Callback):
     self._recent = collections.deque(maxlen=self.window)
     self._epoch_steps: list[tuple[float, float | None]] = []
     self._previous: tuple[int, float, float | None] | None = None
-    self._epoch_metric: list[float] = []
+    self._epoch_metric: list[float] = []  # training accuracy per epoch
+    self._epoch_val_metric: list[float] = []  # at the epochs evaluated
     self._judged = False
 
   @property
@@ -134,16 +135,25 @@ class Watch(keras.callbacks.Callback):
 
   def on_epoch_end(self, epoch, logs=None):
     self._check_weights()
-    metric = _accuracy_of(logs or {}, prefer_validation=True)
-    if metric is not None:
-      self._epoch_metric.append(metric)
+    logs = logs or {}
+    validation = {k: v for k, v in logs.items() if k.startswith("val_")}
+    for series, metric in (
+        (self._epoch_metric, _accuracy_of(logs)),
+        (self._epoch_val_metric,
+         _accuracy_of(validation, prefer_validation=True))):
+      if metric is not None:
+        series.append(metric)
 
   def on_train_end(self, logs=None):
     if any(f.code in ("nan-loss", "not-learning") for f in self.findings):
       return
     if getattr(self.model, "stop_training", False):
       return  # stopped early (EarlyStopping): it was not cut short
-    gain = _recent_gain(self._epoch_metric, self._epoch_steps)
+    # Validation accuracy when every epoch had one (validation_freq may skip
+    # epochs, and the gain is per epoch), else training accuracy.
+    series = (self._epoch_val_metric if len(self._epoch_val_metric) ==
+              len(self._epoch_metric) else self._epoch_metric)
+    gain = _recent_gain(series, self._epoch_steps)
     if gain is None or gain <= 0.01:
       return
     epochs = len(self._epoch_metric) or 1
