@@ -115,6 +115,64 @@ class GELU(layers.Layer):
     return input_shape
 
 
+def _patch_rows(images: tf.Tensor) -> tf.Tensor:
+  """Every 3x3 "same" patch as a row, `(N*H*W, 9*C)`, in kernel order."""
+  height, width, channels = images.shape[1:]
+  padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]])
+  patches = tf.concat([padded[:, i:i + height, j:j + width, :]
+                       for i in range(3) for j in range(3)], axis=-1)
+  return tf.reshape(patches, [-1, 9 * channels])
+
+
+@tf.custom_gradient
+def _conv3x3_with_matmul_kernel_gradient(images, kernel):
+  outputs = tf.nn.conv2d(images, kernel, 1, "SAME")
+
+  def gradient(upstream):
+    images_gradient = tf.raw_ops.Conv2DBackpropInput(
+        input_sizes=tf.shape(images), filter=kernel, out_backprop=upstream,
+        strides=[1, 1, 1, 1], padding="SAME")
+    kernel_gradient = tf.matmul(
+        _patch_rows(images), tf.reshape(upstream, [-1, upstream.shape[-1]]),
+        transpose_a=True)
+    return images_gradient, tf.reshape(kernel_gradient, kernel.shape)
+
+  return outputs, gradient
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class Conv3x3(layers.Conv2D):
+  """A 3x3 stride-1 "same" `Conv2D` with a faster kernel gradient on small maps.
+
+  On maps at most `matmul_gradient_width` wide, the kernel's gradient is one
+  matrix product of the image patches with the output gradient, instead of
+  oneDNN's backward-weights convolution, which handles small maps poorly: on
+  a 2-core Sapphire Rapids CPU (TensorFlow 2.21, bfloat16, batch 1024, 256
+  channels) 37 ms instead of 152 at 3x3 and 111 instead of 133 at 7x7, but
+  slower at 15x15 and 31x31 (the patches cost more than they save there).
+  Forward and input gradient are the usual convolutions; the result is the
+  same convolution, and it saves and loads as a `Conv2D` does.
+  """
+
+  def __init__(self, filters: int, matmul_gradient_width: int = 8, **kwargs):
+    super().__init__(filters, 3, padding="same", **kwargs)
+    self.matmul_gradient_width = matmul_gradient_width
+
+  def convolution_op(self, inputs, kernel):
+    if (inputs.shape[2] is None or inputs.shape[2] > self.matmul_gradient_width
+        or self.strides != (1, 1) or self.dilation_rate != (1, 1)
+        or self.groups != 1 or self.data_format != "channels_last"):
+      return super().convolution_op(inputs, kernel)
+    return _conv3x3_with_matmul_kernel_gradient(
+        inputs, tf.cast(kernel, inputs.dtype))
+
+  def get_config(self):
+    config = super().get_config()
+    for fixed in ("kernel_size", "padding"):
+      config.pop(fixed)
+    return {**config, "matmul_gradient_width": self.matmul_gradient_width}
+
+
 @keras.saving.register_keras_serializable(package="fastcifar")
 class PatchWhitening(layers.Layer):
   """A fixed convolution that whitens `k x k` patches, then a learned bias.

@@ -98,15 +98,15 @@ def fast_cnn_layers(num_classes: int, seed: int = 0,
   stack = [fast_layers.PatchWhitening(2), fast_layers.GELU()]
   for group, width in enumerate(widths):
     stack += [
-        layers.Conv2D(width, 3, padding="same", use_bias=False,
-                      kernel_initializer=fast_layers.PartialIdentity(
-                          seed + 2 * group)),
+        fast_layers.Conv3x3(width, use_bias=False,
+                            kernel_initializer=fast_layers.PartialIdentity(
+                                seed + 2 * group)),
         layers.MaxPooling2D(2),
         fast_layers.BatchNorm(),
         fast_layers.GELU(),
-        layers.Conv2D(width, 3, padding="same", use_bias=False,
-                      kernel_initializer=fast_layers.PartialIdentity(
-                          seed + 2 * group + 1)),
+        fast_layers.Conv3x3(width, use_bias=False,
+                            kernel_initializer=fast_layers.PartialIdentity(
+                                seed + 2 * group + 1)),
         fast_layers.BatchNorm(),
         fast_layers.GELU(),
     ]

@@ -87,3 +87,29 @@ def test_gelu_is_exact_gelu_with_its_gradient():
   np.testing.assert_allclose(ours, theirs, atol=1e-6)
   np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(theirs, x),
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [3, 7, 15])
+def test_conv3x3_is_conv2d_with_the_same_gradients(size):
+  # 3 and 7 take the matmul kernel gradient, 15 oneDNN's; all must agree.
+  rng = np.random.default_rng(size)
+  images = tf.constant(rng.normal(size=(6, size, size, 5)), tf.float32)
+  upstream = tf.constant(rng.normal(size=(6, size, size, 4)), tf.float32)
+  ours = fast_layers.Conv3x3(4, kernel_initializer="glorot_uniform")
+  reference = keras.layers.Conv2D(4, 3, padding="same")
+  ours.build(images.shape)
+  reference.build(images.shape)
+  reference.set_weights(ours.get_weights())
+  results = []
+  for layer in (ours, reference):
+    with tf.GradientTape() as tape:
+      tape.watch(images)
+      outputs = layer(images)
+      loss = tf.reduce_sum(outputs * upstream)
+    results.append([outputs, *tape.gradient(
+        loss, [images, *layer.trainable_variables])])
+  for got, want in zip(*results):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+  clone = fast_layers.Conv3x3.from_config(ours.get_config())
+  assert (clone.kernel_size, clone.padding, clone.filters) == ((3, 3), "same",
+                                                               4)
