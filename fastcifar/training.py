@@ -387,6 +387,7 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   kept = ("nothing was saved" if not checkpoint else
           f"the checkpoint of the last completed epoch is kept in "
           f"{checkpoint.directory}")
+
   def test_logs() -> dict[str, float]:
     test = evaluate(eval_step, test_data)
     return {"val_loss": test["loss"], "val_accuracy": test["accuracy"]}
