@@ -16,6 +16,8 @@ from keras import layers
 import numpy as np
 import tensorflow as tf
 
+from fastcifar import policy
+
 
 @keras.saving.register_keras_serializable(package="fastcifar")
 class PartialIdentity(keras.initializers.Initializer):
@@ -150,6 +152,7 @@ class Conv3x3(layers.Conv2D):
   a 2-core Sapphire Rapids CPU (TensorFlow 2.21, bfloat16, batch 1024, 256
   channels) 37 ms instead of 152 at 3x3 and 111 instead of 133 at 7x7, but
   slower at 15x15 and 31x31 (the patches cost more than they save there).
+  Only where the step runs on the CPU: GPUs and TPUs keep their own kernels.
   Forward and input gradient are the usual convolutions; the result is the
   same convolution, and it saves and loads as a `Conv2D` does.
   """
@@ -161,7 +164,8 @@ class Conv3x3(layers.Conv2D):
   def convolution_op(self, inputs, kernel):
     if (inputs.shape[2] is None or inputs.shape[2] > self.matmul_gradient_width
         or self.strides != (1, 1) or self.dilation_rate != (1, 1)
-        or self.groups != 1 or self.data_format != "channels_last"):
+        or self.groups != 1 or self.data_format != "channels_last"
+        or policy.detect_device() != "CPU"):  # cuDNN and TPUs: theirs
       return super().convolution_op(inputs, kernel)
     return _conv3x3_with_matmul_kernel_gradient(
         inputs, tf.cast(kernel, inputs.dtype))

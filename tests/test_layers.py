@@ -113,3 +113,22 @@ def test_conv3x3_is_conv2d_with_the_same_gradients(size):
   clone = fast_layers.Conv3x3.from_config(ours.get_config())
   assert (clone.kernel_size, clone.padding, clone.filters) == ((3, 3), "same",
                                                                4)
+
+
+@pytest.mark.parametrize("device,kernel_gradient_op", [
+    ("CPU", "MatMul"), ("GPU", "Conv2DBackpropFilter")])
+def test_conv3x3_takes_the_matmul_gradient_only_on_cpus(
+    monkeypatch, device, kernel_gradient_op):
+  monkeypatch.setattr(fast_layers.policy, "detect_device", lambda: device)
+  layer = fast_layers.Conv3x3(4)
+  images = tf.zeros((2, 7, 7, 5))
+  layer.build(images.shape)
+
+  @tf.function
+  def kernel_gradient(x):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(layer(x))
+    return tape.gradient(loss, layer.kernel)
+
+  graph = kernel_gradient.get_concrete_function(images).graph
+  assert kernel_gradient_op in {op.type for op in graph.get_operations()}
