@@ -9,17 +9,56 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# Odd multipliers for a murmur3-style mix of 31-bit integers (kept below
+# 2**32 so that no int64 product overflows).
+_MIX = (0x85EBCA6B, 0xC2B2AE35)
+_MASK = 0x7FFFFFFF
+
+
+def image_coins(images: tf.Tensor, seed) -> tf.Tensor:
+  """A fixed random bit per image, from its pixels: the same image, same bit.
+
+  Batches carry no example ids, so the bit hashes the image's pixels (a sum
+  weighted by position, so that rearranged pixels count as another image)
+  with the seed. Images with equal sums share a bit, which does no harm: over
+  a dataset the bits are as good as fair coins.
+
+  Args:
+    images: uint8 `(B, H, W, C)`.
+    seed: an int or int scalar tensor; another seed, other bits.
+
+  Returns:
+    bool `(B,)`.
+  """
+  weights = tf.reshape(tf.range(1, images.shape[1] * images.shape[2] *
+                                 images.shape[3] + 1, dtype=tf.int64),
+                        images.shape[1:])
+  x = tf.reduce_sum(tf.cast(images, tf.int64) * weights, axis=[1, 2, 3])
+  x = tf.bitwise.bitwise_and(x + tf.cast(seed, tf.int64) * 0x9E3779B1, _MASK)
+  for multiplier in _MIX:
+    x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+    x = tf.bitwise.bitwise_and(x * multiplier, _MASK)
+  x = tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 15))
+  return tf.bitwise.bitwise_and(x, 1) == 1
+
 
 def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
-                       max_shift: int = 2) -> tf.Tensor:
-  """Random horizontal flip and random translation by up to `max_shift` px.
+                       max_shift: int = 2, epoch=None) -> tf.Tensor:
+  """Horizontal flip and random translation by up to `max_shift` px.
 
+  Without `epoch`, each image is flipped at random. With it, airbench's
+  alternating flip: each image is flipped in every other epoch, starting
+  from its own fixed coin (`image_coins` with `seed[0]`), so over any two
+  epochs a network sees every image both ways round; the airbench paper
+  found this beats random flips wherever flipping helps at all.
   Translation pads by reflection and crops, so no black borders appear.
 
   Args:
-    images: `(B, H, W, C)` of any dtype (uint8 in fastcifar).
+    images: `(B, H, W, C)` uint8 (the coins need integer pixels).
     seed: int `[2]`, e.g. (run seed, step number).
     max_shift: the largest shift in pixels, each axis.
+    epoch: the epoch number (an int or int tensor), for alternating flips;
+      None for random flips.
 
   Returns:
     The augmented batch, same shape and dtype.
@@ -27,7 +66,11 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   batch = tf.shape(images)[0]
   height, width = images.shape[1], images.shape[2]
   seeds = tf.random.experimental.stateless_split(seed, 3)
-  flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+  if epoch is None:
+    flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+  else:
+    odd = tf.math.floormod(tf.cast(epoch, tf.int64), 2) == 1
+    flip = tf.not_equal(image_coins(images, seed[0]), odd)
   images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]),
                     images)
   if max_shift == 0:

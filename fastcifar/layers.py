@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from fastcifar import policy
 
+# The name of `PatchWhitening`'s bias, for optimizers that treat it apart.
+WHITENING_BIAS = "whitening_bias"
 
 @keras.saving.register_keras_serializable(package="fastcifar")
 class PartialIdentity(keras.initializers.Initializer):
@@ -198,7 +200,7 @@ class PatchWhitening(layers.Layer):
     self.kernel = self.add_weight(
         shape=(self.kernel_size, self.kernel_size, input_shape[-1], 2 * patch),
         name="kernel", initializer="zeros", trainable=False)
-    self.bias = self.add_weight(shape=(2 * patch,), name="bias",
+    self.bias = self.add_weight(shape=(2 * patch,), name=WHITENING_BIAS,
                                 initializer="zeros")
 
   def adapt(self, images: np.ndarray) -> None:

@@ -59,6 +59,9 @@ class LookaheadSGD(keras.optimizers.Optimizer):
       b = momentum * b + g
       p = p - lr * (g + momentum * b)
 
+  A variable named in `freeze_after` stops changing after that many steps
+  (airbench94 trains its whitening bias for 3 epochs only).
+
   Every `lookahead_every` steps, a running average `a` of the weights moves
   towards them, `a = d * a + (1 - d) * p`, and the weights become `a`; the
   decay `d` grows as `lookahead_decay * (step / total_steps)**3`; a last
@@ -74,11 +77,14 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     bias_lr_multiplier: learning-rate factor for the batch-norm offsets.
     lookahead_every: steps between lookahead updates; 0 turns it off.
     lookahead_decay: the average's decay at the last step.
+    freeze_after: `{variable name: steps}`: train those variables for that
+      many steps only.
   """
 
   def __init__(self, learning_rate, total_steps: int, momentum: float = 0.85,
                weight_decay: float = 0.0, bias_lr_multiplier: float = 1.0,
                lookahead_every: int = 5, lookahead_decay: float = 0.95**5,
+               freeze_after: dict[str, int] | None = None,
                name: str = "lookahead_sgd", **kwargs):
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
     self.total_steps = total_steps
@@ -87,6 +93,7 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     self.bias_lr_multiplier = bias_lr_multiplier
     self.lookahead_every = lookahead_every
     self.lookahead_decay = lookahead_decay
+    self.freeze_after = dict(freeze_after or {})
     self.base_learning_rate = (
         learning_rate.peak if isinstance(learning_rate, WarmupLinearDecay)
         else float(learning_rate))
@@ -101,6 +108,7 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     self.lr_multipliers = [
         self.bias_lr_multiplier if v.name == "beta" else 1.0
         for v in variables]
+    self.freeze_steps = [self.freeze_after.get(v.name) for v in variables]
     self.averages = [
         self.add_variable_from_reference(v, "average") for v in variables
     ] if self.lookahead_every else []
@@ -115,8 +123,14 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     decay = self.coupled_weight_decay / (self.base_learning_rate * multiplier)
     gradient = ops.cast(gradient, dtype) + decay * variable
     buffer = self.momentums[index]
-    self.assign(buffer, self.momentum * buffer + gradient)
-    self.assign_sub(variable, lr * (gradient + self.momentum * buffer))
+    new_buffer = self.momentum * buffer + gradient
+    new_variable = variable - lr * (gradient + self.momentum * new_buffer)
+    if self.freeze_steps[index] is not None:
+      training = self.iterations < self.freeze_steps[index]
+      new_buffer = ops.where(training, new_buffer, buffer)
+      new_variable = ops.where(training, new_variable, variable)
+    self.assign(buffer, new_buffer)
+    self.assign(variable, new_variable)
     if not self.lookahead_every:
       return
     step = ops.cast(self.iterations + 1, "float32")
@@ -137,13 +151,16 @@ class LookaheadSGD(keras.optimizers.Optimizer):
             "weight_decay": self.coupled_weight_decay,
             "bias_lr_multiplier": self.bias_lr_multiplier,
             "lookahead_every": self.lookahead_every,
-            "lookahead_decay": self.lookahead_decay}
+            "lookahead_decay": self.lookahead_decay,
+            "freeze_after": self.freeze_after}
 
 
 def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
                        lookahead: bool = True, momentum: float = 0.85,
                        weight_decay_per_1024: float = 0.0153,
-                       bias_lr_multiplier: float = 64.0) -> LookaheadSGD:
+                       bias_lr_multiplier: float = 64.0,
+                       freeze_after: dict[str, int] | None = None
+                       ) -> LookaheadSGD:
   """airbench94's optimizer, its rates given per 1,024 examples.
 
   airbench sums the loss over the batch and divides its rates by
@@ -159,6 +176,7 @@ def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
     momentum: Nesterov momentum.
     weight_decay_per_1024: airbench's `weight_decay`.
     bias_lr_multiplier: airbench's `bias_scaler` for batch-norm offsets.
+    freeze_after: `{variable name: steps}` to train for that long only.
 
   Returns:
     The optimizer, with a `WarmupLinearDecay` schedule.
@@ -169,4 +187,4 @@ def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
       WarmupLinearDecay(peak, total_steps), total_steps, momentum=momentum,
       weight_decay=weight_decay_per_1024 * batch_size / kilostep_scale,
       bias_lr_multiplier=bias_lr_multiplier,
-      lookahead_every=5 if lookahead else 0)
+      lookahead_every=5 if lookahead else 0, freeze_after=freeze_after)

@@ -37,6 +37,10 @@ _LABEL_SMOOTHING = flags.DEFINE_float(
     "(seed 0, fast 0.2).")
 _AUGMENT = flags.DEFINE_boolean(
     "augment", True, "Random flip and 2-pixel translation, on the device.")
+_ALTERNATING_FLIP = flags.DEFINE_boolean(
+    "alternating_flip", None, "With --augment: flip each image in every "
+    "other epoch (from a fixed coin per image) instead of at random, as "
+    "airbench does. Default: on for fast, off for seed.")
 _TTA = flags.DEFINE_boolean(
     "tta", None, "Test-time augmentation for the final evaluation: outputs "
     "averaged over the image, its mirror and one-pixel shifts. Default: on "
@@ -137,7 +141,7 @@ def config_from_flags():
       _MODEL.value, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       label_smoothing=_LABEL_SMOOTHING.value, augment=_AUGMENT.value,
-      tta=_TTA.value, validation_freq=_VALIDATION_FREQ.value,
+      alternating_flip=_ALTERNATING_FLIP.value, tta=_TTA.value, validation_freq=_VALIDATION_FREQ.value,
       lookahead=_LOOKAHEAD.value, precision=_PRECISION.value,
       jit_compile=_JIT_COMPILE.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value,

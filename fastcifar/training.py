@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from fastcifar import (augment, checkpointing, distribute, input_pipeline,
-                       models, optimizers, outputs, policy)
+                       layers, models, optimizers, outputs, policy)
 from fastcifar.errors import UsageError
 from fastcifar.sources import ImageDataset
 
@@ -37,6 +37,7 @@ class Config:
   batch_size: int = 128
   learning_rate: float = 2e-3
   augment: bool = True
+  alternating_flip: bool = False
   label_smoothing: float = 0.0
   tta: bool = False
   lookahead: bool = True
@@ -79,7 +80,8 @@ class Config:
 RECIPE_DEFAULTS = {
     "seed": {},
     "fast": dict(epochs=10, batch_size=1024, learning_rate=11.5,
-                 label_smoothing=0.2, tta=True, validation_freq=10),
+                 alternating_flip=True, label_smoothing=0.2, tta=True,
+                 validation_freq=10),
 }
 
 
@@ -103,14 +105,16 @@ def recipe(model: str = "seed", **settings) -> Config:
 def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
   """The recipe's optimizer for the whole run.
 
-  fast: airbench94's Nesterov SGD with warm-up, linear decay and lookahead.
+  fast: airbench94's Nesterov SGD with warm-up, linear decay and lookahead;
+  the whitening layer's bias trains for the first 3 epochs only, as there.
   seed: Adam with cosine decay of the learning rate.
   """
   total_steps = config.epochs * steps_per_epoch
   if config.model == "fast":
     return optimizers.airbench_optimizer(
         config.learning_rate, config.batch_size, total_steps,
-        lookahead=config.lookahead)
+        lookahead=config.lookahead,
+        freeze_after={layers.WHITENING_BIAS: 3 * steps_per_epoch})
   schedule = keras.optimizers.schedules.CosineDecay(
       config.learning_rate, decay_steps=total_steps)
   return keras.optimizers.Adam(schedule)
@@ -133,8 +137,8 @@ def compile_model(model: keras.Model, config: Config,
 
 
 def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
-                    config: Config, num_classes: int, jit_compile: bool
-                    ) -> Callable:
+                    config: Config, num_classes: int, jit_compile: bool,
+                    steps_per_epoch: int) -> Callable:
   """Builds the distributed training step.
 
   Args:
@@ -143,6 +147,7 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     config: supplies seed, augmentation and label smoothing.
     num_classes: for the on-device one-hot.
     jit_compile: compile the per-replica computation with XLA.
+    steps_per_epoch: for the epoch number that alternating flips need.
 
   Returns:
     `step(iterator) -> (loss_sum, correct)` over the global batch.
@@ -151,9 +156,10 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
   global_batch = config.batch_size
   replicas = strategy.num_replicas_in_sync
 
-  def gradients(images, labels, step_seed):
+  def gradients(images, labels, step_seed, epoch):
     if config.augment:
-      images = augment.flip_and_translate(images, step_seed)
+      images = augment.flip_and_translate(
+          images, step_seed, epoch=epoch if config.alternating_flip else None)
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
     with tf.GradientTape() as tape:
       probs = model(images, training=True)
@@ -176,7 +182,9 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
         tf.constant(config.seed, tf.int64),
         tf.cast(optimizer.iterations, tf.int64) * replicas + tf.cast(
             replica, tf.int64)])
-    grads, loss_sum, correct = compiled_gradients(images, labels, step_seed)
+    epoch = tf.cast(optimizer.iterations, tf.int64) // steps_per_epoch
+    grads, loss_sum, correct = compiled_gradients(images, labels, step_seed,
+                                                  epoch)
     optimizer.apply_gradients(zip(grads, model.trainable_variables))
     return loss_sum, correct
 
@@ -346,7 +354,7 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
         "num_train_examples": len(images)}, restore_from=output_dir)
     first_epoch, history = checkpoint.restore()
   train_step = make_train_step(model, strategy, config, dataset.num_classes,
-                               jit_compile)
+                               jit_compile, steps_per_epoch)
   eval_step = make_eval_step(model, strategy, dataset.num_classes, jit_compile)
   def make_train_data(**shard):
     ds = input_pipeline.train_dataset(images, labels, config.batch_size,

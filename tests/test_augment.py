@@ -116,6 +116,57 @@ def test_compiles_with_xla_and_stays_valid():
 
 
 
+def test_image_coins_are_fixed_per_image_fair_and_seeded():
+  images = np.random.default_rng(2).integers(0, 256, (4000, 8, 8, 3),
+                                             dtype=np.uint8)
+  coins = augment.image_coins(tf.constant(images), 0).numpy()
+  assert 0.45 < coins.mean() < 0.55
+  # A coin belongs to its image, wherever the image sits in the batch.
+  order = np.random.default_rng(3).permutation(len(images))
+  np.testing.assert_array_equal(
+      augment.image_coins(tf.constant(images[order]), 0).numpy(),
+      coins[order])
+  other = augment.image_coins(tf.constant(images), 1).numpy()
+  assert 0.45 < np.mean(other == coins) < 0.55  # another seed, fresh coins
+
+
+def test_alternating_flip_flips_each_image_in_every_other_epoch():
+  images = _distinct_pixel_images(64)
+
+  def flipped(epoch, step):
+    out = augment.flip_and_translate(tf.constant(images),
+                                     tf.constant([5, step]), max_shift=0,
+                                     epoch=epoch).numpy()
+    for image, o in zip(images, out):
+      assert np.array_equal(o, image) or np.array_equal(o, image[:, ::-1])
+    return np.array([not np.array_equal(o, image)
+                     for image, o in zip(images, out)])
+
+  first = flipped(0, step=1)
+  assert 0 < first.sum() < len(images)  # a coin per image, not per batch
+  np.testing.assert_array_equal(flipped(1, step=2), ~first)
+  np.testing.assert_array_equal(flipped(2, step=3), first)  # not the step's
+  np.testing.assert_array_equal(flipped(7, step=1), ~first)
+
+
+def test_alternating_flip_compiles_with_xla_and_translates():
+  images = _distinct_pixel_images(32)
+
+  @tf.function(jit_compile=True)
+  def step(batch, seed, epoch):
+    return augment.flip_and_translate(batch, seed, epoch=epoch)
+
+  even = step(tf.constant(images), tf.constant([3, 9]),
+              tf.constant(4, tf.int64)).numpy()
+  odd = step(tf.constant(images), tf.constant([3, 9]),
+             tf.constant(5, tf.int64)).numpy()
+  flips = [(_transform_of(image, e, 2)[0], _transform_of(image, o, 2)[0])
+           for image, e, o in zip(images, even, odd)]
+  assert all(a != b for a, b in flips)
+  assert {_transform_of(image, e, 2)[1:] for image, e in zip(images, even)
+          } != {(0, 0)}  # and still shifted
+
+
 def test_test_time_views_are_mirrors_and_one_pixel_shifts():
   images = _distinct_pixel_images(3)
   views = augment.test_time_views(tf.constant(images))

@@ -42,7 +42,7 @@ def test_whitening_outputs_have_identity_covariance():
   np.testing.assert_allclose(covariance, np.eye(12), atol=0.02)
   # The second half is the first, negated, for the GELU that follows.
   np.testing.assert_allclose(outputs[..., 12:], -outputs[..., :12], atol=1e-5)
-  assert [w.name for w in layer.trainable_weights] == ["bias"]
+  assert [w.name for w in layer.trainable_weights] == ["whitening_bias"]
 
 
 def test_partial_identity_passes_the_first_channels():

@@ -59,6 +59,23 @@ def test_lookahead_pulls_weights_to_the_average_every_few_steps(total_steps):
     np.testing.assert_allclose(variable.numpy(), weights, rtol=1e-6)
 
 
+def test_a_frozen_variable_trains_for_its_steps_only():
+  frozen = keras.Variable(np.zeros(2, np.float32), name="whitening_bias")
+  other = keras.Variable(np.zeros(2, np.float32), name="kernel")
+  optimizer = optimizers.LookaheadSGD(
+      0.1, total_steps=100, momentum=0.5, weight_decay=0.01,
+      lookahead_every=0, freeze_after={"whitening_bias": 3})
+  seen = []
+  for _ in range(6):
+    optimizer.apply_gradients([(np.ones(2, np.float32), frozen),
+                               (np.ones(2, np.float32), other)])
+    seen.append((frozen.numpy()[0], other.numpy()[0]))
+  frozen_path, other_path = zip(*seen)
+  assert len(set(frozen_path[:3])) == 3  # it trained in steps 1-3
+  assert set(frozen_path[3:]) == {frozen_path[2]}  # then no step, no decay
+  assert len(set(other_path)) == 6
+
+
 def test_airbench_rates_per_1024_examples():
   optimizer = optimizers.airbench_optimizer(11.5, 1024, total_steps=480)
   kilostep_scale = 1024 * (1 + 1 / 0.15)
@@ -90,3 +107,17 @@ def test_batch_norm_offsets_of_the_fast_model_get_the_multiplier():
   optimizer.build(model.trainable_variables)
   assert sorted(optimizer.lr_multipliers).count(64.0) == 6  # 6 BatchNorms
   assert len(optimizer.lr_multipliers) == 6 + 8  # + 6 convs, dense, whiten
+
+
+def test_the_fast_recipe_trains_the_whitening_bias_for_3_epochs():
+  from fastcifar import models, training  # pylint: disable=g-import-not-at-top
+  images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3),
+                                             dtype=np.uint8)
+  model = models.build_model("fast", 10, [0.5] * 3, [0.25] * 3, images)
+  optimizer = training.make_optimizer(training.recipe("fast"), 48)
+  optimizer.build(model.trainable_variables)
+  frozen = [(v, steps) for v, steps in
+            zip(model.trainable_variables, optimizer.freeze_steps) if steps]
+  assert len(frozen) == 1
+  assert frozen[0][0] is model.layers[1].bias  # after Standardize
+  assert frozen[0][1] == 3 * 48

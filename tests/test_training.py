@@ -146,8 +146,8 @@ def test_a_stop_between_evaluations_still_evaluates_the_last_epoch(
 def test_recipe_defaults_and_overrides():
   fast = training.recipe("fast")
   assert (fast.epochs, fast.batch_size, fast.learning_rate,
-          fast.label_smoothing, fast.tta, fast.validation_freq) == (
-              10, 1024, 11.5, 0.2, True, 10)
+          fast.label_smoothing, fast.tta, fast.validation_freq,
+          fast.alternating_flip) == (10, 1024, 11.5, 0.2, True, 10, True)
   assert training.recipe("seed") == training.Config()
   assert training.recipe("fast", epochs=3, tta=None).epochs == 3
   assert training.recipe("fast", epochs=3, tta=None).tta is True
