@@ -23,7 +23,7 @@ _MODEL = flags.DEFINE_enum(
     "seed: the textbook Keras CNN (defaults: 20 epochs, batch 128, Adam "
     "2e-3 with cosine decay). fast: airbench94's network and recipe "
     "(defaults: 10 epochs, batch 1024, Nesterov SGD with lookahead, label "
-    "smoothing 0.2, test-time augmentation).")
+    "smoothing 0.2, alternating flips, test-time augmentation).")
 _EPOCHS = flags.DEFINE_integer("epochs", None,
                                "Training epochs. Default: the model's.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
