@@ -21,6 +21,7 @@ from fastcifar import policy
 # The name of `PatchWhitening`'s bias, for optimizers that treat it apart.
 WHITENING_BIAS = "whitening_bias"
 
+
 @keras.saving.register_keras_serializable(package="fastcifar")
 class PartialIdentity(keras.initializers.Initializer):
   """A 3x3 conv kernel whose first `min(in, out)` filters pass their channel.
