@@ -57,11 +57,12 @@ class DataFlags(NamedTuple):
   dataset: flags.FlagHolder
   data_dir: flags.FlagHolder
   download: flags.FlagHolder
+  mirror: flags.FlagHolder
 
 
 @functools.cache
 def data_flags() -> DataFlags:
-  """Defines --dataset, --data_dir and --download, once per process.
+  """Defines --dataset, --data_dir, --download and --data_mirror, once.
 
   Every command that reads data calls this at import; the cache lets two
   commands be imported together (as tests do) without defining them twice.
@@ -76,13 +77,22 @@ def data_flags() -> DataFlags:
           "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
           "extracted), an image folder ROOT/{train,test}/<class>/ or a "
           ".tar.gz of one, or a .npz from tools/prepare_data.py. Default: "
-          "TFDS's data dir."),
+          "TFDS's data dir, else Keras's cache ($KERAS_HOME/datasets, "
+          "~/.keras/datasets), else a download into that cache."),
       download=flags.DEFINE_boolean(
-          "download", False,
-          "Let TFDS download the dataset if it is not on disk."))
+          "download", True,
+          "Without --data_dir: download the official archive (once, "
+          "sha256-checked, into Keras's cache) when the data is nowhere on "
+          "disk. --nodownload never touches the network."),
+      mirror=flags.DEFINE_string(
+          "data_mirror", None,
+          "Base URL of a mirror serving the CIFAR page's archive files "
+          "(e.g. behind a proxy). Default: $FASTCIFAR_MIRROR, else "
+          "https://www.cs.toronto.edu/~kriz/."))
 
 
 def load_data(data: DataFlags, seed: int) -> sources.ImageDataset:
   """The dataset the data flags name (`seed` seeds synthetic data)."""
   return sources.load(data.dataset.value, data.data_dir.value,
-                      download=data.download.value, seed=seed)
+                      download=data.download.value,
+                      mirror=data.mirror.value, seed=seed)

@@ -1,12 +1,18 @@
-"""Shared test fixtures: the real CIFAR-10 copy when present, global-state resets."""
+"""Shared test fixtures: the real CIFAR-10 copy when present, global-state
+resets, and a loopback HTTP mirror of the CIFAR page."""
 
 from __future__ import annotations
 
+import hashlib
+import http.server
 import os
+import threading
 
 from absl import flags
 import keras
 import pytest
+
+from fastcifar.sources import download
 
 # Entry points' flags keep their defaults unless a test sets them with
 # flagsaver; pytest's own argv is not absl's to parse.
@@ -30,3 +36,60 @@ def _restore_keras_policy():
   before = keras.mixed_precision.global_policy().name
   yield
   keras.mixed_precision.set_global_policy(before)
+
+
+# --- A loopback mirror of the CIFAR page --------------------------------------
+
+_CIFAR10_ARCHIVE = download.ARCHIVES["cifar10"][0]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+  """Serves `server.files`; `server.short` names files sent cut in half."""
+
+  def do_GET(self):  # pylint: disable=invalid-name
+    self.server.requests.append(self.path)
+    body = self.server.files.get(self.path.lstrip("/"))
+    if body is None:
+      self.send_error(404)
+      return
+    self.send_response(200)
+    self.send_header("Content-Length", str(len(body)))
+    self.end_headers()
+    if self.path.lstrip("/") in self.server.short:
+      body = body[:len(body) // 2]  # then HTTP/1.0 closes the connection
+    self.wfile.write(body)
+
+  def log_message(self, *args):  # keep the test output clean
+    del args
+
+
+def cifar10_archive(root, seed: int) -> tuple[bytes, tuple]:
+  """A tiny cifar-10-python.tar.gz (100 train, 10 test images), arrays."""
+  # pylint: disable=g-import-not-at-top
+  from tests.test_sources import tar_gz, write_cifar10_python
+  folder, arrays = write_cifar10_python(str(root), seed=seed, per_batch=20,
+                                        num_test=10)
+  with open(tar_gz(folder, str(root / _CIFAR10_ARCHIVE)), "rb") as f:
+    return f.read(), arrays
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+  """A loopback server with a tiny archive; its hash counts as official."""
+  data, arrays = cifar10_archive(tmp_path / "build", seed=3)
+  monkeypatch.setitem(download.ARCHIVES, "cifar10",
+                      (_CIFAR10_ARCHIVE, hashlib.sha256(data).hexdigest()))
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+  server.files = {_CIFAR10_ARCHIVE: data}
+  server.short, server.requests = set(), []
+  server.arrays = arrays
+  server.url = f"http://127.0.0.1:{server.server_address[1]}/"
+  thread = threading.Thread(target=server.serve_forever, args=(0.05,),
+                            daemon=True)
+  thread.start()
+  yield server
+  server.shutdown()
+  server.server_close()

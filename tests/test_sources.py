@@ -437,8 +437,13 @@ def test_real_cifar10_jpeg_copy(real_cifar10_path):
 def test_tfds_through_load(tmp_path, monkeypatch, name, num_classes):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-  with tfds.testing.mock_data(num_examples=6):
-    data = sources.load(name)
+  version = tmp_path / name / "3.0.2"  # a prepared TFDS dataset, found first
+  version.mkdir(parents=True)
+  (version / "dataset_info.json").write_text("{}")
+  # USE_CODE: the mock ignores the stand-in metadata file.
+  with tfds.testing.mock_data(num_examples=6,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    data = sources.load(name, download=False)
   assert data.name == name
   assert data.num_classes == num_classes
   assert data.train_images.shape == (6, 32, 32, 3)
@@ -470,9 +475,10 @@ def test_tfds_data_dir_is_detected_by_load_path(tmp_path):
   assert data.name == "cifar10" and len(data.train_images) == 5
 
 
-def test_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
+def test_nodownload_without_data_says_what_to_do(tmp_path, monkeypatch):
   importlib.import_module("tensorflow_datasets")  # not part of the timing
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  monkeypatch.setenv("KERAS_HOME", str(tmp_path))
   start = time.monotonic()
   with pytest.raises(UsageError) as error:
     sources.load("cifar10", None, download=False)
@@ -480,7 +486,7 @@ def test_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
   message = str(error.value)
   assert "--data_dir" in message
   assert "--dataset=synthetic" in message
-  assert "--download" in message
+  assert "--nodownload" in message
   assert "\n" not in message
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -109,9 +110,28 @@ def test_unwritable_output_dir_fails_before_training(tmp_path):
   assert blocker.read_text() == "keep me"
 
 
+def _dead_url() -> str:
+  with socket.socket() as s:  # a port nothing listens on
+    s.bind(("127.0.0.1", 0))
+    return f"http://127.0.0.1:{s.getsockname()[1]}/"
+
+
 def test_offline_with_nothing_on_disk_fails_fast(tmp_path):
+  # An unreachable mirror stands in for no network (and keeps a CI machine
+  # with a network from fetching the real 163 MB archive).
   start = time.monotonic()
   result = run_cli("--epochs=1", env={"TFDS_DATA_DIR": str(tmp_path),
-                                      "HOME": str(tmp_path)})
+                                      "HOME": str(tmp_path),
+                                      "FASTCIFAR_MIRROR": _dead_url()})
   assert time.monotonic() - start < 30
-  assert_one_line_error(result, "--data_dir", "--dataset=synthetic")
+  assert_one_line_error(result, "--data_dir", "--dataset=synthetic",
+                        os.path.join(str(tmp_path), ".keras", "datasets",
+                                     "cifar-10-python.tar.gz"))
+
+
+def test_first_run_downloads_and_the_second_does_not(mirror):
+  for _ in range(2):
+    with flagsaver.flagsaver(data_mirror=mirror.url, epochs=1, batch_size=50,
+                             preflight=False):
+      assert train.main(["train"]) == 0
+  assert mirror.requests == ["/cifar-10-python.tar.gz"]

@@ -127,7 +127,7 @@ def download(dataset: str, data_dir: str) -> sources.ImageDataset:
   except OSError as e:
     raise UsageError(f"cannot create --data_dir {data_dir} ({e.strerror or e})"
                      ) from e
-  return sources.load(dataset, data_dir, download=True)
+  return sources.load_path(data_dir, dataset, download=True)
 
 
 def how_to_train(name: str, data_dir: str, path: str) -> str:

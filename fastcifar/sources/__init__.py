@@ -4,7 +4,9 @@
 `--data_dir` may be a TFDS data dir, an official CIFAR archive (python or
 binary, `.tar.gz` or extracted), an image folder (or a tar of one), or a
 `.npz` written by `tools/prepare_data.py`, and its content decides the format.
-Without `--data_dir`, TFDS's default data dir is used.
+Without `--data_dir`, the data is taken from TFDS's default data dir, else
+from Keras's dataset cache, else the official archive is downloaded into that
+cache once (`fastcifar.sources.download`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 
 from fastcifar.errors import UsageError
+from fastcifar.sources import download as downloads
 from fastcifar.sources import files
 from fastcifar.sources.cifar_archives import find_layout, load_archive
 from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
@@ -39,13 +42,18 @@ __all__ = [
 
 
 def load(dataset: str = "cifar10", data_dir: str | None = None, *,
-         download: bool = False, seed: int = 0) -> ImageDataset:
-  """Loads a dataset from wherever it is.
+         download: bool = True, mirror: str | None = None,
+         seed: int = 0) -> ImageDataset:
+  """Loads a dataset from wherever it is, as `keras.datasets` would.
 
   Args:
     dataset: "cifar10", "cifar100" or "synthetic".
-    data_dir: a path `load_path` understands, or None for TFDS's default dir.
-    download: let TFDS download the dataset if it is not on disk.
+    data_dir: a path `load_path` understands, or None: TFDS's default data
+      dir, then Keras's dataset cache, then a download into that cache.
+    download: with data_dir None, download the official archive when it is
+      nowhere on disk; False never touches the network.
+    mirror: a base URL serving the official archives (see
+      `download.archive_url`); None: $FASTCIFAR_MIRROR or the CIFAR page.
     seed: the seed of the synthetic data.
 
   Returns:
@@ -62,12 +70,21 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
   if dataset not in TFDS_NAMES:
     raise UsageError(f"unknown dataset {dataset!r}; choose one of "
                      f"{', '.join(DATASETS)}")
-  if data_dir is None:
-    default = default_tfds_dir()
-    if os.path.isfile(prepared_path(default, dataset)):
-      return load_prepared(prepared_path(default, dataset))
-    return load_tfds(dataset, None, download)
-  return load_path(data_dir, dataset, download=download)
+  if data_dir is not None:
+    return load_path(data_dir, dataset)
+  default = default_tfds_dir()
+  if os.path.isfile(prepared_path(default, dataset)):
+    return load_prepared(prepared_path(default, dataset))
+  if is_tfds_dir(default, dataset):
+    return load_tfds(dataset, default, download=False)
+  found = downloads.cached(dataset)
+  if found is None:
+    if not download:
+      raise UsageError(
+          f"{dataset} is not on disk and --nodownload forbids fetching it; "
+          + downloads.offline_help(dataset))
+    found = downloads.download(dataset, mirror)
+  return load_path(found, dataset)
 
 
 def load_path(path: str, dataset: str = "cifar10", *,
