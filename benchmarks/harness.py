@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from benchmarks import environment
-from fastcifar import input_pipeline, policy, sources
+from fastcifar import input_pipeline, policy, quiet, sources
 
 FLAGS = flags.FLAGS
 
@@ -48,6 +48,7 @@ def define_common_flags() -> None:
                     "Which dataset to take from --data_dir.")
   flags.DEFINE_integer("seed", 0, "Seeds the synthetic data, the subsets "
                        "and the training runs.")
+  quiet.define_verbose_flag()
 
 
 def run_main(main: Callable[[list[str]], None],

@@ -22,6 +22,10 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+if __name__ == "__main__":
+  quiet.start()  # before the imports below load TensorFlow
+
 from absl import app, flags  # pylint: disable=g-import-not-at-top
 import keras
 
@@ -90,6 +94,7 @@ def define_flags() -> None:
   flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.")
   flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1)
   flags.DEFINE_string("output", None, "Append the JSON record here.")
+  quiet.define_verbose_flag()
 
 
 def main(argv):

@@ -45,7 +45,10 @@ def main(argv: list[str]) -> None:
   out, kind, target, args = argv[1], argv[2], argv[3], argv[4:]
   try:
     if kind == "-m":
-      sys.argv = [target, *args]  # run_module puts the module's path first
+      # As `python -m` has it while the module is located (fastcifar's
+      # package reads it, see fastcifar/__init__.py); run_module then puts
+      # the module's path first.
+      sys.argv = ["-m", *args]
       runpy.run_module(target, run_name="__main__", alter_sys=True)
     else:
       sys.argv = ["-c", *args]

@@ -21,6 +21,10 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+if __name__ == "__main__":
+  quiet.start()  # before the imports below load TensorFlow
+
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from benchmarks import harness

@@ -1,7 +1,10 @@
 """fastcifar: CIFAR-10/100 trained fast and right by construction.
 
 Importing the package changes no global state: no mixed-precision policy, no
-environment variable. The modules, one per concern:
+environment variable. The one exception is a command starting: while Python
+locates `python -m fastcifar.X` (sys.argv[0] is "-m" then, as documented for
+-m), TensorFlow's start-up logging is silenced before X imports it (see
+`fastcifar.quiet`; `--verbose` keeps it). The modules, one per concern:
 
 - `fastcifar.sources`: every data source, ending in uint8 arrays.
 - `fastcifar.input_pipeline`: arrays in, `tf.data.Dataset` out.
@@ -10,7 +13,13 @@ environment variable. The modules, one per concern:
   its airbench-style Nesterov SGD with lookahead.
 - `fastcifar.policy`: precision and XLA choices for the present device.
 - `fastcifar.training`: one training path for every `tf.distribute` strategy.
-- `fastcifar.train`: the command-line entry point.
+- `fastcifar.train`, `.evaluate`, `.doctor`, `.export`: the commands.
 """
 
+import sys as _sys
+
 __version__ = "0.1.0"
+
+if getattr(_sys, "argv", [])[:1] == ["-m"]:  # `python -m fastcifar.X` is starting
+  from fastcifar import quiet as _quiet  # pylint: disable=g-import-not-at-top
+  _quiet.start()

@@ -1,4 +1,4 @@
-"""What every fastcifar command shares: absl, and one-line errors.
+"""What every fastcifar command shares: absl, one-line errors, --help.
 
 Imported only by entry points (it defines the `--verbose` flag).
 """
@@ -11,11 +11,30 @@ from typing import Callable, NamedTuple
 
 from absl import app, flags
 
-from fastcifar import sources
+from fastcifar import quiet, sources
 from fastcifar.errors import UsageError
 
-_VERBOSE = flags.DEFINE_boolean(
-    "verbose", False, "Show the full traceback of an error.")
+_VERBOSE = quiet.define_verbose_flag()
+
+
+def _list_flags_in_help(module_name: str) -> None:
+  """Makes `--help` show the command's flags and description.
+
+  absl's `--help` prints the docstring of `__main__` and the key flags of
+  the module named `sys.argv[0]`. Under `python -m fastcifar.train` those are
+  train.py's own; under the installed `fastcifar-train` script, `__main__` is
+  a generated wrapper with neither. So the command's flags, and the ones
+  defined here (--dataset, --verbose, ...), are declared key to whichever
+  module runs, and the wrapper gets the command's docstring.
+  """
+  main_module = sys.modules["__main__"]
+  for name in (module_name, __name__, quiet.__name__):
+    if name == "__main__":  # already registered under sys.argv[0]
+      continue
+    for flag in flags.FLAGS.get_key_flags_for_module(name):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+  if not main_module.__doc__:
+    main_module.__doc__ = sys.modules[module_name].__doc__
 
 
 def run(main: Callable[[list[str]], int | None], program: str) -> None:
@@ -38,6 +57,8 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
       return flags.FLAGS(argv)
     except flags.Error as e:
       sys.exit(fail(f"{e}; see --helpfull for every flag"))
+
+  _list_flags_in_help(main.__module__)
 
   def checked_main(argv: list[str]) -> int | None:
     if len(argv) > 1:

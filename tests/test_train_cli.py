@@ -60,6 +60,25 @@ def test_module_entry_point_end_to_end(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["num_train_examples"] == 2048
   assert (tmp_path / "model.keras").stat().st_size > 1_000_000
+  assert not _tensorflow_noise(result.stdout + result.stderr), result.stderr
+
+
+# What TensorFlow prints on its own at start-up and during a run.
+_NOISE = ("I0000", "W0000", "E0000", "WARNING: All log messages", "cuInit",
+          "oneDNN")
+
+
+def _tensorflow_noise(output: str) -> list[str]:
+  return [line for line in output.splitlines()
+          if line.startswith(_NOISE[:4]) or any(n in line for n in _NOISE[4:])]
+
+
+def test_verbose_brings_tensorflow_logging_back():
+  result = run_cli("--verbose", "--dataset=synthetic", "--epochs=1",
+                   "--train_examples=128", "--batch_size=64", "--nopreflight")
+  assert result.returncode == 0, result.stderr[-2000:]
+  # TensorFlow 2.21 logs at least its oneDNN notice while it loads.
+  assert _tensorflow_noise(result.stderr), result.stderr
 
 
 def assert_one_line_error(result, *fragments: str) -> str:

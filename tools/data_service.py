@@ -17,6 +17,11 @@ import threading
 
 from absl import app, flags
 
+from fastcifar import quiet
+
+if __name__ == "__main__":
+  quiet.start()  # TensorFlow's start-up lines off, unless --verbose
+
 _PORT = flags.DEFINE_integer("port", 5050, "Dispatcher port (0: any free).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Workers to start.")
 _WORKER_PORT = flags.DEFINE_integer(
@@ -96,4 +101,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+  quiet.define_verbose_flag()  # here: importing this module defines none
   app.run(main)

@@ -38,9 +38,12 @@ if __name__ == "__main__" and not __package__:
       __file__))))
 
 # pylint: disable=wrong-import-position
-from fastcifar import sources
+from fastcifar import quiet, sources
 from fastcifar.errors import UsageError
 # pylint: enable=wrong-import-position
+
+if __name__ == "__main__":
+  quiet.start()  # TensorFlow's start-up lines off, unless --verbose
 
 PROGRAM = "prepare_data"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -49,6 +52,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # --dataset, --data_dir and --download too, and two modules defining one flag
 # name in the same process (a test run importing both) is a DuplicateFlagError.
 FLAGS = flags.FlagValues()
+_VERBOSE = quiet.define_verbose_flag(FLAGS)
 _SOURCE = flags.DEFINE_string(
     "source", None,
     "What to prepare: anything --data_dir of fastcifar.train accepts (a CIFAR "
