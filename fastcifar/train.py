@@ -91,6 +91,10 @@ _PREFLIGHT = flags.DEFINE_boolean(
 _TENSORBOARD = flags.DEFINE_boolean(
     "tensorboard", True,
     "Write TensorBoard logs to OUTPUT_DIR/tensorboard (with --output_dir).")
+_EXPORT = flags.DEFINE_boolean(
+    "export", False, "After training, export OUTPUT_DIR/model.keras for "
+    "serving into OUTPUT_DIR/export: a SavedModel taking uint8 images and, "
+    "where TensorFlow ships TFLite, model.tflite (see fastcifar.export).")
 _PROFILE_STEPS = flags.DEFINE_string(
     "profile_steps", "",
     "Profile training steps FIRST,LAST (e.g. 10,15) into the TensorBoard "
@@ -157,6 +161,8 @@ def main(argv: list[str]) -> int:
   # Check what can be checked before loading data: fail in seconds.
   config.validate()
   profile_batches(_PROFILE_STEPS.value)
+  if _EXPORT.value and not _OUTPUT_DIR.value:
+    raise UsageError("--export writes OUTPUT_DIR/export: pass --output_dir")
   if _OUTPUT_DIR.value:
     training.prepare_output_dir(_OUTPUT_DIR.value)
   if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):
@@ -183,7 +189,18 @@ def main(argv: list[str]) -> int:
         f"{results['precision']}, {results['device']})"
         + (f"; outputs in {_OUTPUT_DIR.value}"
            if _OUTPUT_DIR.value and distribute.is_chief(strategy) else ""))
+  if _EXPORT.value and distribute.is_chief(strategy):
+    _export(_OUTPUT_DIR.value)
   return 0
+
+
+def _export(output_dir: str) -> None:
+  """--export: the saved model, ready to serve, in OUTPUT_DIR/export."""
+  from fastcifar import exporting  # pylint: disable=g-import-not-at-top
+  model = models.load_saved(os.path.join(output_dir, "model.keras"),
+                            compile=False)
+  for path in exporting.export_all(model, os.path.join(output_dir, "export")):
+    print(f"fastcifar.train: exported {path}")
 
 
 def _resume_hint() -> str:

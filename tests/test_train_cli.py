@@ -12,7 +12,7 @@ import time
 from absl.testing import flagsaver
 import pytest
 
-from fastcifar import train
+from fastcifar import exporting, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,8 +27,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300):
 
 def test_in_process_run_writes_results(tmp_path):
   with flagsaver.flagsaver(dataset="synthetic", epochs=1, train_examples=256,
-                           batch_size=64, output_dir=str(tmp_path)):
+                           batch_size=64, output_dir=str(tmp_path),
+                           export=True):
     assert train.main(["train"]) == 0
+  # --export: ready to serve (test_export.py checks what the files predict).
+  assert (tmp_path / "export" / "saved_model" / "saved_model.pb").is_file()
+  assert ((tmp_path / "export" / "model.tflite").is_file()
+          or not exporting.tflite_available())
   results = json.loads((tmp_path / "results.json").read_text())
   for key in ("test_accuracy", "test_loss", "epochs", "train_seconds",
               "images_per_second", "precision", "jit_compile", "model",
@@ -104,6 +109,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
     (["--dataset=cifar10", "--data_dir=/nonexistent/cifar"],
      ["/nonexistent/cifar", "does not exist"]),
     (["--data_dir=/tmp"], ["--data_dir is not used by --dataset=synthetic"]),
+    (["--export"], ["--export", "--output_dir"]),
 ])
 def test_bad_flags_get_one_line(args, fragments):
   # A small valid run first, so a flag that is wrongly accepted ends quickly;

@@ -1,0 +1,140 @@
+"""Tests for fastcifar.export and fastcifar.exporting: a trained model out.
+
+Tiny seed and fast models are trained for a few steps on synthetic data in
+float32, exported through the command, and their SavedModel and TFLite
+predictions are checked against the .keras model's in a fresh process in
+which fastcifar cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import flagsaver
+import keras
+import numpy as np
+import pytest
+
+from fastcifar import export, exporting, models, sources
+from fastcifar.errors import UsageError
+
+# Largest |probability difference| allowed against the .keras model, per
+# artifact; argmax must agree wherever the .keras model's top two
+# probabilities are further apart than twice that.
+TOLERANCE = {"saved_model": 1e-5, "model.tflite": 1e-5,
+             "model_float16.tflite": 1e-2, "model_int8.tflite": 0.1}
+
+# Runs with fastcifar made unimportable: the artifacts must stand alone.
+CHECK = r"""
+import json, sys
+sys.modules["fastcifar"] = None  # any `import fastcifar` now fails
+import numpy as np
+import tensorflow as tf
+folder, tolerances = sys.argv[1], json.loads(sys.argv[2])
+images = np.load(f"{folder}/images.npy")
+expected = np.load(f"{folder}/expected.npy")
+report = {}
+for name, tolerance in tolerances.items():
+  path = f"{folder}/export/{name}"
+  if name == "saved_model":
+    serve = tf.saved_model.load(path).signatures["serving_default"]
+    got = serve(images=tf.constant(images))["probabilities"].numpy()
+  else:
+    runner = tf.lite.Interpreter(model_path=path).get_signature_runner(
+        "serving_default")
+    got = runner(images=images)["probabilities"]
+  top2 = np.sort(expected, axis=1)[:, -2:]
+  clear = top2[:, 1] - top2[:, 0] > 2 * tolerance
+  report[name] = {
+      "dtype": str(got.dtype), "shape": list(got.shape),
+      "max_diff": float(np.abs(got - expected).max()),
+      "clear": int(clear.sum()),
+      "argmax_equal": bool((got.argmax(1) == expected.argmax(1))[clear].all()),
+  }
+print(json.dumps(report))
+"""
+
+
+def _trained_model(name: str, data: sources.ImageDataset) -> keras.Model:
+  mean = data.train_images.mean((0, 1, 2)) / 255
+  std = data.train_images.std((0, 1, 2)) / 255
+  keras.utils.set_random_seed(0)
+  model = models.build_model(name, data.num_classes, mean, std,
+                             data.train_images, seed=0)
+  model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+  model.fit(data.train_images, data.train_labels, batch_size=64, epochs=2,
+            verbose=0)
+  return model
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_exported_model_predicts_as_the_keras_model_without_fastcifar(
+    tmp_path, name):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  model_path = str(tmp_path / "model.keras")
+  _trained_model(name, data).save(model_path)
+  images = data.test_images
+  np.save(tmp_path / "images.npy", images)
+  expected = models.load_saved(model_path, compile=False).predict(
+      images, verbose=0)
+  np.save(tmp_path / "expected.npy", expected)
+  tolerances = {"saved_model": TOLERANCE["saved_model"]}
+  quantizations = ("float16", "int8") if exporting.tflite_available() else (
+      "none",)
+  for quantize in quantizations:
+    with flagsaver.flagsaver(model=model_path, output=str(tmp_path / "export"),
+                             quantize=quantize, dataset="synthetic"):
+      assert export.main(["export"]) == 0
+  if exporting.tflite_available():
+    tolerances.update((k, v) for k, v in TOLERANCE.items() if "tflite" in k)
+  result = subprocess.run(
+      [sys.executable, "-c", CHECK, str(tmp_path), json.dumps(tolerances)],
+      capture_output=True, text=True, timeout=300, check=False,
+      env=dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="3"),
+      cwd=str(tmp_path))
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(report) == set(tolerances)
+  for artifact, tolerance in tolerances.items():
+    checked = report[artifact]
+    assert checked["dtype"] == "float32" and checked["shape"] == [64, 10]
+    assert checked["max_diff"] <= tolerance, (artifact, checked)
+    assert checked["argmax_equal"], (artifact, checked)
+  # The float32 artifacts are compared on (nearly) every image.
+  assert report["saved_model"]["clear"] >= 60, report
+
+
+def test_saved_model_takes_any_batch_size(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  data = sources.load_synthetic(num_train=64, num_test=8, seed=1)
+  model = _trained_model("seed", data)
+  path = exporting.export_saved_model(model, str(tmp_path / "sm"))
+  serve = tf.saved_model.load(path).signatures["serving_default"]
+  for batch in (1, 3, 8):
+    got = serve(images=tf.constant(data.test_images[:batch]))["probabilities"]
+    assert got.shape == (batch, 10) and got.dtype == tf.float32
+
+
+def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
+  data = sources.load_synthetic(num_train=64, num_test=8, seed=2)
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")
+  model = _trained_model("seed", data)
+  keras.mixed_precision.set_global_policy("float32")
+  converted = exporting.as_float32(model)
+  assert {layer.dtype_policy.name for layer in converted.layers} == {"float32"}
+  assert converted.inputs[0].dtype == "uint8"
+  np.testing.assert_allclose(converted.predict(data.test_images, verbose=0),
+                             model.predict(data.test_images, verbose=0),
+                             atol=0.02)
+
+
+def test_bad_input_gets_one_line(tmp_path):
+  with flagsaver.flagsaver(model=None):
+    with pytest.raises(UsageError, match="--model is required"):
+      export.main(["export"])
+  with flagsaver.flagsaver(model=str(tmp_path / "missing.keras")):
+    with pytest.raises(UsageError, match="does not exist"):
+      export.main(["export"])
