@@ -179,6 +179,8 @@ def main(argv: list[str]) -> int:
                                  distribute.is_chief(strategy)))
   except training.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
+    if _EXPORT.value and distribute.is_chief(strategy):
+      _export(_OUTPUT_DIR.value)  # a finished run, exported afterwards
     return 0
   except KeyboardInterrupt:
     print(f"\nfastcifar.train: interrupted; {_resume_hint()}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -34,6 +35,13 @@ def test_in_process_run_writes_results(tmp_path):
   assert (tmp_path / "export" / "saved_model" / "saved_model.pb").is_file()
   assert ((tmp_path / "export" / "model.tflite").is_file()
           or not exporting.tflite_available())
+  # The same command on the finished run trains no more, but exports.
+  shutil.rmtree(tmp_path / "export")
+  with flagsaver.flagsaver(dataset="synthetic", epochs=1, train_examples=256,
+                           batch_size=64, output_dir=str(tmp_path),
+                           export=True):
+    assert train.main(["train"]) == 0
+  assert (tmp_path / "export" / "saved_model" / "saved_model.pb").is_file()
   results = json.loads((tmp_path / "results.json").read_text())
   for key in ("test_accuracy", "test_loss", "epochs", "train_seconds",
               "images_per_second", "precision", "jit_compile", "model",
