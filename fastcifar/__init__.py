@@ -20,6 +20,8 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
-if getattr(_sys, "argv", [])[:1] == ["-m"]:  # `python -m fastcifar.X` is starting
-  from fastcifar import quiet as _quiet  # pylint: disable=g-import-not-at-top
+# `python -m fastcifar.X` is starting: silence TensorFlow before X loads it.
+if getattr(_sys, "argv", [])[:1] == ["-m"]:
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar import quiet as _quiet
   _quiet.start()
