@@ -151,7 +151,7 @@ def _dead_url() -> str:
 
 def test_offline_with_nothing_on_disk_fails_fast(tmp_path):
   # An unreachable mirror stands in for no network (and keeps a CI machine
-  # with a network from fetching the real 163 MB archive).
+  # with a network from fetching the real 170 MB archive).
   start = time.monotonic()
   result = run_cli("--epochs=1", env={"TFDS_DATA_DIR": str(tmp_path),
                                       "HOME": str(tmp_path),
