@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from fastcifar import outputs
 from fastcifar.errors import UsageError
 
 CONFUSION_FIGSIZE = (8.0, 7.0)        # inches; 800 x 700 pixels at DPI
@@ -120,9 +121,6 @@ def _figure(figsize: tuple[float, float]):
 
 
 def _save_png(figure, path: str) -> None:
-  # Imported here: fastcifar.outputs loads Keras (and TensorFlow), which
-  # plotting a history.json should not have to wait for.
-  from fastcifar import outputs  # pylint: disable=g-import-not-at-top
   # No bbox_inches="tight": the picture keeps the size it was drawn at.
   with outputs.atomic_path(path) as tmp:
     figure.savefig(tmp, format="png", dpi=DPI)

@@ -67,3 +67,25 @@ def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
 def test_write_json_round_trip(tmp_path):
   outputs.write_json(str(tmp_path / "a.json"), {"b": [1.5, 2]})
   assert json.loads((tmp_path / "a.json").read_text()) == {"b": [1.5, 2]}
+
+
+@pytest.fixture
+def umask_027():
+  old = os.umask(0o027)
+  yield 0o640  # 0666 & ~umask
+  os.umask(old)
+
+
+def test_outputs_get_the_mode_of_any_new_file(tmp_path, umask_027):
+  # Not mkstemp's 0600: TensorBoard under another account, other workers
+  # and shared data folders must read them.
+  from fastcifar import sources  # pylint: disable=g-import-not-at-top
+  model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+  outputs.save_model(model, str(tmp_path / "model.keras"))
+  outputs.write_json(str(tmp_path / "results.json"), {"a": 1})
+  sources.save_prepared(
+      sources.load_synthetic(num_train=8, num_test=8, seed=0),
+      sources.prepared_path(str(tmp_path), "cifar10"))
+  modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+  assert modes == {"model.keras": umask_027, "results.json": umask_027,
+                   "fastcifar-cifar10.npz": umask_027}

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
+from fastcifar import outputs
 from fastcifar.errors import UsageError
 from fastcifar.sources.dataset import ImageDataset, make_dataset
 
@@ -29,9 +29,9 @@ def save_prepared(dataset: ImageDataset, path: str) -> None:
   """
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+  tmp = outputs.new_temp_file(folder, ".fastcifar-", ".npz.tmp")
   try:
-    with os.fdopen(fd, "wb") as f:
+    with open(tmp, "wb") as f:
       np.savez(f, train_images=dataset.train_images,
                train_labels=dataset.train_labels,
                test_images=dataset.test_images,
