@@ -19,6 +19,8 @@ import tensorflow as tf
 from fastcifar.errors import UsageError
 
 CHECKPOINT_DIR = "checkpoints"
+# Where `tf.train.Checkpoint` keeps the `settings` variable's value.
+_SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class RunCheckpoint:
@@ -67,8 +69,9 @@ class RunCheckpoint:
     latest = tf.train.latest_checkpoint(self._restore_directory)
     if not latest:
       return 0, {}
-    self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
-    saved = json.loads(self._saved_settings.numpy().decode())
+    # Settings first, read alone: weights of another model or class count
+    # would fail to restore with an error that does not say why.
+    saved = json.loads(tf.train.load_variable(latest, _SETTINGS_KEY))
     wanted = json.loads(self._settings)
     differing = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differing:
@@ -77,6 +80,7 @@ class RunCheckpoint:
           f"{self._restore_directory} holds an unfinished run with {key}="
           f"{saved.get(key)}, not {wanted[key]}; rerun with the same settings "
           "to resume, or pass --restart to train anew")
+    self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
     return int(self._epoch.numpy()), json.loads(self._history.numpy().decode())
 
   def save(self, epochs_completed: int, history: dict) -> None:
@@ -88,8 +92,8 @@ class RunCheckpoint:
     except (OSError, tf.errors.OpError) as e:
       raise UsageError(
           f"could not write a checkpoint in {self.directory} ({e}); free disk "
-          "space, then rerun the same command to resume from the last "
-          "complete checkpoint") from e
+          "space, then rerun the command without --restart to resume from "
+          "the last complete checkpoint") from e
 
 
 

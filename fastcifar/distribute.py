@@ -74,6 +74,37 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
           and not has_chief)
 
 
+def round_up_to_replicas(batch_size: int,
+                         strategy: tf.distribute.Strategy) -> int:
+  """`batch_size` rounded up to a multiple of the strategy's replica count.
+
+  For evaluation, whose last batch is padded anyway: 500 over 8 replicas
+  becomes 504, so the user need not pick an evaluation batch per strategy.
+  """
+  replicas = strategy.num_replicas_in_sync
+  return -(-batch_size // replicas) * replicas
+
+
+def sync_on_read(strategy: tf.distribute.Strategy, variables) -> None:
+  """Sets every replica's copy of each sync-on-read variable to their mean.
+
+  Replicas update such variables (`layers.BatchNorm`'s moving statistics) on
+  their own, while an evaluation step reads each replica's own copy and a
+  save writes the mean: syncing before evaluating makes every replica
+  evaluate, and report, the model that is saved.
+
+  Args:
+    strategy: the strategy the variables were made under.
+    variables: Keras variables; those not synchronized on read are skipped.
+  """
+  if strategy.num_replicas_in_sync == 1:
+    return
+  with strategy.scope():
+    for variable in variables:
+      if variable.synchronization == "on_read":
+        variable.assign(variable.value.read_value())  # the mean, on each
+
+
 def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
   """Builds one input pipeline per worker, each fed its shard's batches.
 

@@ -55,7 +55,9 @@ class BatchNorm(layers.Layer):
   Runs as one `FusedBatchNormV3` op (oneDNN on CPUs, cuDNN on GPUs, XLA
   compatible), where Keras's BatchNormalization runs a dozen separate ops in
   float32. Moving statistics follow `moving = momentum * moving + (1 -
-  momentum) * batch`, as in Keras.
+  momentum) * batch`, as in Keras; under a strategy, once the replicas'
+  copies are averaged (`distribute.sync_on_read`), `batch` is in effect the
+  mean of the replicas' batch statistics (the average is linear).
   """
 
   def __init__(self, momentum: float = 0.6, epsilon: float = 1e-5, **kwargs):
@@ -68,12 +70,21 @@ class BatchNorm(layers.Layer):
     shape = (input_shape[-1],)
     self.beta = self.add_weight(shape=shape, name="beta", initializer="zeros",
                                 autocast=False)
-    self.moving_mean = self.add_weight(shape=shape, name="moving_mean",
-                                       initializer="zeros", trainable=False,
-                                       autocast=False)
-    self.moving_variance = self.add_weight(
-        shape=shape, name="moving_variance", initializer="ones",
-        trainable=False, autocast=False)
+    self.moving_mean = self._moving_statistic(shape, "moving_mean", 0.0)
+    self.moving_variance = self._moving_statistic(shape, "moving_variance",
+                                                  1.0)
+
+  def _moving_statistic(self, shape, name: str, value: float):
+    # As tf.keras's BatchNormalization made them (Keras 3's add_weight takes
+    # no `synchronization`): under a tf.distribute strategy each replica
+    # updates its own copy, with no all-reduce per step, and a read outside
+    # the replicas (a save, `distribute.sync_on_read`) gives their mean.
+    # Without this each replica kept its own and only the first was saved.
+    with keras.name_scope(self.name, caller=self):
+      return keras.Variable(
+          keras.initializers.Constant(value), shape=shape,
+          dtype=self.variable_dtype, trainable=False, autocast=False,
+          aggregation="mean", synchronization="on_read", name=name)
 
   def call(self, inputs, training=False):
     scale = tf.ones(self.beta.shape, tf.float32)

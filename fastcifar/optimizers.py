@@ -155,6 +155,26 @@ class LookaheadSGD(keras.optimizers.Optimizer):
             "freeze_after": self.freeze_after}
 
 
+def apply_and_count(optimizer: keras.optimizers.Optimizer, gradients,
+                    variables) -> None:
+  """Applies `gradients` and advances `optimizer.iterations` by exactly one.
+
+  A `LossScaleOptimizer` (mixed_float16) skips a step whose gradients are
+  not finite without counting it, yet every step-based schedule (alternating
+  flips, step seeds, the learning rate, the whitening bias's freeze,
+  lookahead's final average) counts `iterations`: counting skipped steps too
+  keeps them all on the data's own clock.
+
+  Args:
+    optimizer: a built optimizer, possibly a `LossScaleOptimizer`, whose
+      `iterations` is then its inner optimizer's.
+    gradients, variables: as `apply_gradients` takes them, zipped.
+  """
+  next_step = optimizer.iterations + 1  # read before the update
+  optimizer.apply_gradients(zip(gradients, variables))
+  optimizer.iterations.assign(next_step)
+
+
 def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
                        lookahead: bool = True, momentum: float = 0.85,
                        weight_decay_per_1024: float = 0.0153,

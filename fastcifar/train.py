@@ -76,7 +76,9 @@ _DATA_SERVICE = flags.DEFINE_string(
     "tools/data_service.py) to produce the training batches.")
 _RESTART = flags.DEFINE_boolean(
     "restart", False, "Train anew even if --output_dir holds a finished or "
-    "unfinished run (by default an unfinished run resumes).")
+    "unfinished run: its checkpoints, model.keras, history.json and "
+    "results.json are removed as the run starts (by default an unfinished "
+    "run resumes). A stopped --restart run resumes without --restart.")
 _DETERMINISTIC = flags.DEFINE_boolean(
     "deterministic", False, "TensorFlow op determinism: same seed, same "
     "numbers, somewhat slower.")
@@ -211,7 +213,10 @@ def _resume_hint() -> str:
            if _OUTPUT_DIR.value else None)
   if epoch is None:
     return "no epoch was completed with --output_dir set, nothing to resume"
-  return (f"run the same command again to resume after epoch {epoch} "
+  # The same command with --restart would start over, not resume.
+  command = ("the command without --restart" if _RESTART.value else
+             "the same command")
+  return (f"run {command} again to resume after epoch {epoch} "
           f"(checkpoint in {_OUTPUT_DIR.value})")
 
 

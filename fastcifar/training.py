@@ -185,7 +185,7 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     epoch = tf.cast(optimizer.iterations, tf.int64) // steps_per_epoch
     grads, loss_sum, correct = compiled_gradients(images, labels, step_seed,
                                                   epoch)
-    optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    optimizers.apply_and_count(optimizer, grads, model.trainable_variables)
     return loss_sum, correct
 
   # XLA compiles the forward and backward pass; the update stays outside it
@@ -248,6 +248,10 @@ def evaluate(eval_step: Callable, dataset) -> dict[str, float]:
   return {"loss": loss_sum / count, "accuracy": correct / count}
 
 
+# A run's final files; results.json, written last, marks the run finished.
+FINAL_OUTPUTS = ("model.keras", "history.json", "results.json")
+
+
 class AlreadyFinished(Exception):
   """The output dir holds a finished run; `results` are its results."""
 
@@ -297,7 +301,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     callbacks: Keras callbacks, called as `fit` calls them.
     verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
     restart: train anew even if `output_dir` holds a finished or unfinished
-      run (its files are replaced when the new run writes its own).
+      run: its checkpoints and final files are removed when this run starts,
+      so a stopped restart resumes like any other run (without `restart`).
     data_service: a tf.data service dispatcher, `grpc://HOST:PORT`, to
       produce the training batches; None produces them in this process.
 
@@ -346,11 +351,17 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   if output_dir:
     if restart and chief:
       checkpointing.delete_checkpoints(output_dir)
+      # The old run's outputs go now, so that a stop of this run resumes it
+      # rather than finding the old run "finished".
+      for name in FINAL_OUTPUTS:
+        if os.path.exists(os.path.join(output_dir, name)):
+          os.unlink(os.path.join(output_dir, name))
     # Every worker saves (saving may need all of them), but only the chief
     # into output_dir; all restore from the chief's checkpoints.
     save_dir = output_dir if chief else tempfile.mkdtemp(prefix="fastcifar-")
     checkpoint = checkpointing.RunCheckpoint(model, save_dir, {
         **dataclasses.asdict(config), "dataset": dataset.name,
+        "num_classes": dataset.num_classes,
         "num_train_examples": len(images)}, restore_from=output_dir)
     first_epoch, history = checkpoint.restore()
   train_step = make_train_step(model, strategy, config, dataset.num_classes,
@@ -365,11 +376,13 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
 
   train_data = distribute.distribute(strategy, make_train_data,
                                      config.batch_size)
+  eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
+                                                    strategy)
   test_data = distribute.distribute(
       strategy, functools.partial(
           input_pipeline.eval_dataset, dataset.test_images,
-          dataset.test_labels, config.eval_batch_size),
-      config.eval_batch_size)
+          dataset.test_labels, eval_batch_size),
+      eval_batch_size)
 
   callback_list = keras.callbacks.CallbackList(
       list(callbacks), add_history=True, add_progbar=verbose > 0, model=model,
@@ -381,7 +394,11 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
           f"jit_compile {jit_compile}"
           f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
           flush=True)
-    if first_epoch:
+    if first_epoch == config.epochs:
+      print(f"fastcifar: all {first_epoch} epochs are done (checkpoint in "
+            f"{checkpoint.directory}); evaluating and writing the outputs",
+            flush=True)
+    elif first_epoch:
       print(f"fastcifar: resuming after epoch {first_epoch} from "
             f"{checkpoint.directory}", flush=True)
   iterator = iter(train_data)
@@ -416,6 +433,7 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
       seen = (batch + 1) * config.batch_size
       logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
       callback_list.on_train_batch_end(batch, logs)
+    distribute.sync_on_read(strategy, model.non_trainable_variables)
     epoch_train_seconds.append(time.perf_counter() - epoch_start)
     if (model.stop_training or epoch + 1 == config.epochs
         or (epoch + 1) % config.validation_freq == 0):
@@ -448,7 +466,10 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
                                     jit_compile, tta=True), test_data)
     accuracies = accuracies + [final["accuracy"]]
     times = times + [elapsed()]
-  steady = epoch_train_seconds[1:] or epoch_train_seconds
+  # This process's epochs after its first (which compiles the step); a run
+  # resumed with nothing left to train has only the recorded ones.
+  steady = (epoch_train_seconds[1:] or epoch_train_seconds
+            or history["epoch_seconds"][1:] or history["epoch_seconds"])
   results = {
       "test_accuracy": final["accuracy"],
       "test_loss": final["loss"],

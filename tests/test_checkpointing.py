@@ -124,3 +124,56 @@ def test_resume_with_other_settings_is_refused(tmp_path):
   results = training.train_and_evaluate(other, data, str(tmp_path), verbose=0,
                                         restart=True)
   assert results["epochs"] == 2 and results["resumed_after_epoch"] == 0
+
+
+def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = training.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+
+  class StopAfterFirstEpoch(training.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+                                callbacks=[StopAfterFirstEpoch()])
+  # The settings are read before any weight: the one-line refusal, not a
+  # shape mismatch from restoring (512, 10) into (512, 100).
+  hundred = sources.load_synthetic(num_train=256, num_test=64,
+                                   num_classes=100, seed=0)
+  with pytest.raises(UsageError, match="num_classes=10, not 100"):
+    training.train_and_evaluate(config, hundred, str(tmp_path), verbose=0)
+  fast = training.Config(model="fast", epochs=2, batch_size=64,
+                         precision="float32", eval_batch_size=64)
+  with pytest.raises(UsageError, match="model=seed, not fast"):
+    training.train_and_evaluate(fast, data, str(tmp_path), verbose=0)
+  assert checkpointing.latest_epoch(str(tmp_path)) == 1  # kept
+
+
+def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
+  # As killed during the final (TTA) evaluation or the saving of outputs:
+  # every epoch is in the checkpoint, nothing is left to train.
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = training.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64, tta=True)
+
+  class StopBeforeTheFinalEvaluation(training.keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+                                callbacks=[StopBeforeTheFinalEvaluation()])
+  assert checkpointing.latest_epoch(str(tmp_path)) == 2
+  assert not (tmp_path / "results.json").exists()
+  results = training.train_and_evaluate(config, data, str(tmp_path),
+                                        verbose=0)
+  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 2
+  assert results["images_per_second"] > 0  # from the recorded epochs
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert len(history["accuracy"]) == len(history["epoch_seconds"]) == 2
+  assert history["val_epochs"] == [1, 2]
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["test_accuracy"] == results["test_accuracy"]
+  assert not (tmp_path / "checkpoints").exists()

@@ -121,3 +121,20 @@ def test_the_fast_recipe_trains_the_whitening_bias_for_3_epochs():
   assert len(frozen) == 1
   assert frozen[0][0] is model.layers[1].bias  # after Standardize
   assert frozen[0][1] == 3 * 48
+
+
+def test_a_step_the_loss_scaler_skips_still_counts():
+  variable = keras.Variable(np.zeros(2, np.float32))
+  total_steps = 10
+  optimizer = keras.optimizers.LossScaleOptimizer(optimizers.LookaheadSGD(
+      1.0, total_steps=total_steps, momentum=0.0, lookahead_every=5,
+      lookahead_decay=0.5))
+  for step in range(total_steps):
+    gradient = np.full(2, np.inf if step == 6 else -1.0, np.float32)
+    optimizers.apply_and_count(optimizer, [gradient], [variable])
+  assert int(optimizer.iterations) == total_steps
+  assert float(optimizer.dynamic_scale) == 2.0**14  # the step was skipped
+  # The last step (off the 5-step beat) still returns to the average.
+  average = optimizer.inner_optimizer.averages[0]
+  np.testing.assert_allclose(variable.numpy(), average.numpy())
+  assert np.all(np.isfinite(variable.numpy()))

@@ -168,3 +168,38 @@ def test_first_run_downloads_and_the_second_does_not(mirror):
                              preflight=False):
       assert train.main(["train"]) == 0
   assert mirror.requests == ["/cifar-10-python.tar.gz"]
+
+
+def test_a_stopped_restart_resumes_without_restart(tmp_path, monkeypatch,
+                                                   capsys):
+  import keras  # pylint: disable=g-import-not-at-top
+  from fastcifar import sources  # pylint: disable=g-import-not-at-top
+  # Generated at this size, not 50,000 images cut down to it.
+  monkeypatch.setattr(train.cli, "load_data", lambda data, seed: (
+      sources.load_synthetic(num_train=256, num_test=64, seed=seed)))
+  small = dict(dataset="synthetic", epochs=2, batch_size=64,
+               output_dir=str(tmp_path), preflight=False,
+               precision="float32", tensorboard=False)
+  with flagsaver.flagsaver(**small):
+    assert train.main(["train"]) == 0  # a finished run
+
+  class StopAfterFirstEpoch(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      raise KeyboardInterrupt
+
+  make_callbacks = train.make_callbacks
+  monkeypatch.setattr(train, "make_callbacks", lambda *args: [
+      *make_callbacks(*args), StopAfterFirstEpoch()])
+  capsys.readouterr()
+  with flagsaver.flagsaver(restart=True, **small):
+    assert train.main(["train"]) == 130
+  hint = capsys.readouterr().err
+  assert "the command without --restart again to resume after epoch 1" in hint
+  # The old run's outputs went when the new run started.
+  assert os.listdir(tmp_path) == ["checkpoints"]
+  monkeypatch.setattr(train, "make_callbacks", make_callbacks)
+  with flagsaver.flagsaver(**small):
+    assert train.main(["train"]) == 0
+  assert "resuming after epoch 1" in capsys.readouterr().out
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert results["resumed_after_epoch"] == 1 and results["epochs"] == 2

@@ -235,3 +235,95 @@ def test_nan_loss_stops_at_once_and_keeps_last_checkpoint(small_data,
   from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
   assert checkpointing.latest_epoch(str(tmp_path)) == 1
   assert not (tmp_path / "results.json").exists()
+
+
+def test_a_skipped_float16_step_still_advances_the_step_count():
+  # Every step-based schedule (flips, seeds, learning rate, freeze, lookahead)
+  # counts optimizer.iterations: a step the loss scaler skips must count.
+  tiny = sources.load_synthetic(num_train=64, num_test=64, seed=1)
+  config = tiny_config(batch_size=16, precision="mixed_float16")
+  strategy = tf.distribute.get_strategy()
+  keras.mixed_precision.set_global_policy("mixed_float16")
+  model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+  training.compile_model(model, config, steps_per_epoch=4)
+  optimizer = model.optimizer
+  assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+  optimizer.build(model.trainable_variables)
+  step = training.make_train_step(model, strategy, config, 10, False, 4)
+  iterator = iter(tf.data.Dataset.from_tensor_slices(
+      (tiny.train_images, tiny.train_labels)).batch(16).repeat())
+  for forced_overflow in (False, True, False):
+    scale = float(optimizer.dynamic_scale)
+    if forced_overflow:  # the scaled loss overflows float16's gradients
+      optimizer.dynamic_scale.assign(2.0**100)
+    step(iterator)
+    if forced_overflow:
+      assert float(optimizer.dynamic_scale) == 2.0**99  # skipped: halved
+      optimizer.dynamic_scale.assign(scale)
+  assert int(optimizer.iterations) == 3
+
+
+def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
+  # Logical devices need a fresh process (see the test above). The default
+  # evaluation batch, 500, splits over neither 3 nor 8 replicas.
+  code = textwrap.dedent("""
+      import json, sys
+      import numpy as np, tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 8)
+      import keras
+      from fastcifar import evaluation, models, sources, training
+      data = sources.load_synthetic(num_train=192, num_test=300, seed=1)
+      found = {}
+
+      def mirrored(replicas):
+        # Strategies over different devices in one process need collective
+        # keys apart (TensorFlow's hook for tests).
+        tf.distribute.MirroredStrategy._collective_key_base += 1000
+        return tf.distribute.MirroredStrategy(
+            [f"/cpu:{i}" for i in range(replicas)])
+
+      for replicas in (3, 8):
+        results = training.train_and_evaluate(
+            training.Config(epochs=1, batch_size=48, precision="float32"),
+            data, strategy=mirrored(replicas), verbose=0)
+        found[replicas] = [results["num_replicas"], results["test_loss"]]
+
+      strategy = mirrored(3)
+
+      class BatchNormStats(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+          found["stats"] = [
+              [v.numpy().tolist()
+               for v in strategy.experimental_local_results(w.value)]
+              for w in self.model.non_trainable_weights
+              if w.name.startswith("moving_")]
+
+      config = training.recipe("fast", epochs=1, batch_size=48,
+                               precision="float32", tta=False)
+      results = training.train_and_evaluate(
+          config, data, sys.argv[1], strategy=strategy, verbose=0,
+          callbacks=[BatchNormStats()])
+      saved = models.load_saved(sys.argv[1] + "/model.keras")
+      predictions = evaluation.predict_classes(saved, data.test_images)
+      found["accuracies"] = [results["test_accuracy"],
+                             float(np.mean(predictions == data.test_labels))]
+      print(json.dumps(found))
+  """)
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                       capture_output=True, text=True, timeout=400, env=env)
+  assert out.returncode == 0, out.stderr[-3000:]
+  found = json.loads(out.stdout.strip().splitlines()[-1])
+  for replicas in ("3", "8"):
+    assert found[replicas][0] == int(replicas)
+    assert np.isfinite(found[replicas][1])
+  # Moving statistics are the same on every replica...
+  assert len(found["stats"]) == 12  # 6 BatchNorms, mean and variance
+  for replica_values in found["stats"]:
+    for values in replica_values[1:]:
+      np.testing.assert_allclose(values, replica_values[0], rtol=1e-6)
+  # ...so the saved model, on one device, scores what training reported.
+  reported, saved = found["accuracies"]
+  assert round(reported, 4) == round(saved, 4)
