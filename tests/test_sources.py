@@ -13,6 +13,7 @@ import inspect
 import io
 import os
 import pickle
+import shutil
 import struct
 import tarfile
 import time
@@ -798,3 +799,25 @@ def test_empty_class_folder_is_named(tmp_path, packed):
       tar.add(root, arcname="imgs")
   with pytest.raises(UsageError, match="train/cat holds no PNG or JPEG"):
     sources.load_path(path)
+
+
+def test_the_dataset_picks_its_own_official_layout(tmp_path):
+  write_cifar10_python(str(tmp_path))
+  write_cifar100_python(str(tmp_path))
+  assert sources.load("cifar100", str(tmp_path)).name == "cifar100"
+  assert sources.load("cifar10", str(tmp_path)).name == "cifar10"
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "tar.gz"])
+def test_another_datasets_archive_is_refused_on_one_line(tmp_path, packed):
+  folder, _ = write_cifar10_python(str(tmp_path))
+  path = (tar_gz(folder, str(tmp_path / "cifar-10-python.tar.gz"))
+          if packed else folder)
+  with pytest.raises(UsageError, match=r"holds cifar10 .*not cifar100; "
+                     r"pass --dataset=cifar10"):
+    sources.load("cifar100", path)
+  if packed:  # a folder holding only the other dataset's archive
+    shutil.rmtree(folder)
+    with pytest.raises(UsageError, match=r"cifar-10-python.tar.gz.*not "
+                       "cifar100"):
+      sources.load("cifar100", str(tmp_path))

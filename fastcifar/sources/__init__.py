@@ -93,7 +93,9 @@ def load_path(path: str, dataset: str = "cifar10", *,
 
   Args:
     path: see the module docstring for what it may be.
-    dataset: which dataset to take from a TFDS dir or a folder of archives.
+    dataset: which dataset to take from a TFDS dir or official CIFAR
+      archives: another dataset's archive is refused, not loaded in its
+      place. Image folders and `.npz` files carry no such name.
     download: let TFDS download into `path` when it holds nothing else.
 
   Returns:
@@ -112,13 +114,21 @@ def load_path(path: str, dataset: str = "cifar10", *,
     for archive in OFFICIAL_ARCHIVES.get(dataset, ()):
       if os.path.isfile(os.path.join(path, archive)):
         return load_path(os.path.join(path, archive), dataset)
+    for other, archives in OFFICIAL_ARCHIVES.items():
+      for archive in archives:
+        if os.path.isfile(os.path.join(path, archive)):
+          _refuse_other_dataset(path, other, archive, dataset)
   elif not files.is_tar_path(path):
     raise UsageError(f"--data_dir {path} is not a folder, a tar archive or a "
                      f".npz; expected {EXPECTED}")
   names = files.list_files(path)
-  layout = find_layout(names)
+  layout = find_layout(names, dataset)
   if layout:
     return load_archive(path, *layout)
+  other = find_layout(names)
+  if other:
+    layout, folder = other
+    _refuse_other_dataset(path, layout.name, folder or layout.marker, dataset)
   folder = find_image_folder(names)
   if folder:
     return load_image_folder(path, *folder)
@@ -126,3 +136,11 @@ def load_path(path: str, dataset: str = "cifar10", *,
     return load_tfds(dataset, path, download=True)
   what = "is empty" if not names else "holds no dataset I recognise"
   raise UsageError(f"--data_dir {path} {what}; expected {EXPECTED}")
+
+
+def _refuse_other_dataset(path: str, holds: str, where: str,
+                          dataset: str) -> None:
+  """Raises UsageError: `path` holds official archives of another dataset."""
+  raise UsageError(f"--data_dir {path} holds {holds} ({where}), not "
+                   f"{dataset}; pass --dataset={holds}, or a --data_dir "
+                   f"that holds {dataset}")

@@ -105,17 +105,21 @@ LAYOUTS = (
 )
 
 
-def find_layout(names: list[str]):
+def find_layout(names: list[str], dataset: str | None = None):
   """Finds an official CIFAR layout among the file names of a tree.
 
   Args:
     names: relative file names, as `files.list_files` returns them.
+    dataset: "cifar10" or "cifar100" to find only that dataset's layouts;
+      None for any.
 
   Returns:
     `(layout, folder)`, or None when no layout's files are all present.
   """
   present = set(names)
   for layout in LAYOUTS:
+    if dataset is not None and layout.name != dataset:
+      continue
     for name in names:
       if posixpath.basename(name) != layout.marker:
         continue
