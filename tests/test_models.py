@@ -125,3 +125,20 @@ def test_saved_model_predicts_the_same_on_uint8(tmp_path):
   assert loaded.layers[0].mean == MEAN
   np.testing.assert_allclose(loaded.predict(images, verbose=0), before,
                              rtol=1e-6, atol=1e-6)
+
+
+def test_whitening_is_fitted_to_a_random_sample_not_the_first_class():
+  # As an image folder loads: sorted by class. Here the first 5,000 images
+  # (one class) are dim and flat, the last 1,000 bright noise.
+  rng = np.random.default_rng(0)
+  images = np.concatenate([
+      rng.integers(100, 120, (5000, 32, 32, 3), dtype=np.uint8),
+      rng.integers(0, 256, (1000, 32, 32, 3), dtype=np.uint8)])
+  model = models.build_model("fast", 10, MEAN, STD, train_images=images)
+  standardize, whitening = model.layers[:2]
+  mixed = images[rng.choice(len(images), 300, replace=False)]
+  outputs = keras.ops.convert_to_numpy(whitening(standardize(mixed)))
+  first = outputs[..., :12].reshape(-1, 12)
+  variances = np.diag(first.T @ first / len(first))
+  # Fitted to the dim class alone, the mixture's variances were about 23.
+  assert np.all((variances > 0.5) & (variances < 2.0)), variances
