@@ -103,18 +103,25 @@ def test_finished_run_is_not_overwritten(uninterrupted, tmp_path):
   assert results.stat().st_mtime_ns == before
 
 
-def test_resume_with_other_settings_is_refused(tmp_path):
+class StopAfterFirstEpoch(training.keras.callbacks.Callback):
+
+  def on_epoch_end(self, epoch, logs=None):
+    raise KeyboardInterrupt
+
+
+def stopped_after_first_epoch(output_dir):
+  """A 2-epoch run in `output_dir`, stopped after epoch 1; (data, config)."""
   data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
   config = training.Config(epochs=2, batch_size=64, precision="float32",
                            eval_batch_size=64)
-
-  class StopAfterFirstEpoch(training.keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-      raise KeyboardInterrupt
-
   with pytest.raises(KeyboardInterrupt):
-    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+    training.train_and_evaluate(config, data, str(output_dir), verbose=0,
                                 callbacks=[StopAfterFirstEpoch()])
+  return data, config
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+  data, config = stopped_after_first_epoch(tmp_path)
   assert checkpointing.latest_epoch(str(tmp_path)) == 1
   other = training.Config(epochs=2, batch_size=32, precision="float32",
                           eval_batch_size=64)
@@ -127,17 +134,7 @@ def test_resume_with_other_settings_is_refused(tmp_path):
 
 
 def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
-  config = training.Config(epochs=2, batch_size=64, precision="float32",
-                           eval_batch_size=64)
-
-  class StopAfterFirstEpoch(training.keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-      raise KeyboardInterrupt
-
-  with pytest.raises(KeyboardInterrupt):
-    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
-                                callbacks=[StopAfterFirstEpoch()])
+  data, config = stopped_after_first_epoch(tmp_path)
   # The settings are read before any weight: the one-line refusal, not a
   # shape mismatch from restoring (512, 10) into (512, 100).
   hundred = sources.load_synthetic(num_train=256, num_test=64,
