@@ -395,9 +395,9 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
           f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
           flush=True)
     if first_epoch == config.epochs:
-      print(f"fastcifar: all {first_epoch} epochs are done (checkpoint in "
-            f"{checkpoint.directory}); evaluating and writing the outputs",
-            flush=True)
+      print(f"fastcifar: {checkpoint.directory} holds epoch {first_epoch} "
+            f"of {config.epochs}, nothing is left to train; evaluating and "
+            "writing the outputs", flush=True)
     elif first_epoch:
       print(f"fastcifar: resuming after epoch {first_epoch} from "
             f"{checkpoint.directory}", flush=True)
