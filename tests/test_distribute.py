@@ -64,6 +64,24 @@ def test_only_one_chief():
   assert distribute.is_chief(tf.distribute.get_strategy())
 
 
+def test_the_eval_batch_rounds_up_to_the_replica_count():
+  class Replicas:  # all round_up_to_replicas asks of a strategy
+    def __init__(self, count):
+      self.num_replicas_in_sync = count
+
+  assert [distribute.round_up_to_replicas(500, Replicas(n))
+          for n in (1, 3, 8, 500, 501)] == [500, 501, 504, 500, 501]
+  # The rounded batch splits evenly; padding (weight 0) covers the rest.
+  images = np.zeros((300, 32, 32, 3), np.uint8)
+  labels = np.arange(300, dtype=np.int32)
+  batches = list(input_pipeline.eval_dataset(images, labels, 504,
+                                             replicas_per_shard=8))
+  weights = np.concatenate([w.numpy() for _, _, w in batches])
+  seen = np.concatenate([y.numpy() for _, y, _ in batches])
+  assert len(weights) == 504 and weights.sum() == 300
+  assert sorted(seen[weights == 1]) == list(range(300))
+
+
 def test_sharded_pipelines_cover_each_global_batch_once():
   images = np.zeros((48, 32, 32, 3), np.uint8)
   labels = np.arange(48, dtype=np.int32)  # labels name the examples
