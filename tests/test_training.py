@@ -265,7 +265,8 @@ def test_a_skipped_float16_step_still_advances_the_step_count():
 
 def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
   # Logical devices need a fresh process (see the test above). The default
-  # evaluation batch, 500, splits over neither 3 nor 8 replicas.
+  # evaluation batch, 500, splits over neither 3 nor 8 replicas: the seed
+  # model runs over 8, the fast one (BatchNorm) over 3.
   code = textwrap.dedent("""
       import json, sys
       import numpy as np, tensorflow as tf
@@ -284,11 +285,10 @@ def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
         return tf.distribute.MirroredStrategy(
             [f"/cpu:{i}" for i in range(replicas)])
 
-      for replicas in (3, 8):
-        results = training.train_and_evaluate(
-            training.Config(epochs=1, batch_size=48, precision="float32"),
-            data, strategy=mirrored(replicas), verbose=0)
-        found[replicas] = [results["num_replicas"], results["test_loss"]]
+      results = training.train_and_evaluate(
+          training.Config(epochs=1, batch_size=48, precision="float32"),
+          data, strategy=mirrored(8), verbose=0)
+      found["8"] = [results["num_replicas"], results["test_loss"]]
 
       strategy = mirrored(3)
 
@@ -307,6 +307,7 @@ def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
           callbacks=[BatchNormStats()])
       saved = models.load_saved(sys.argv[1] + "/model.keras")
       predictions = evaluation.predict_classes(saved, data.test_images)
+      found["3"] = [results["num_replicas"], results["test_loss"]]
       found["accuracies"] = [results["test_accuracy"],
                              float(np.mean(predictions == data.test_labels))]
       print(json.dumps(found))
