@@ -821,3 +821,10 @@ def test_another_datasets_archive_is_refused_on_one_line(tmp_path, packed):
     with pytest.raises(UsageError, match=r"cifar-10-python.tar.gz.*not "
                        "cifar100"):
       sources.load("cifar100", str(tmp_path))
+
+
+def test_an_extracted_layout_beats_the_other_datasets_archive(tmp_path):
+  folder, _ = write_cifar10_python(str(tmp_path / "ten"))
+  tar_gz(folder, str(tmp_path / "cifar-10-python.tar.gz"))
+  write_cifar100_python(str(tmp_path))
+  assert sources.load("cifar100", str(tmp_path)).name == "cifar100"

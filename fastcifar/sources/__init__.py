@@ -114,10 +114,6 @@ def load_path(path: str, dataset: str = "cifar10", *,
     for archive in OFFICIAL_ARCHIVES.get(dataset, ()):
       if os.path.isfile(os.path.join(path, archive)):
         return load_path(os.path.join(path, archive), dataset)
-    for other, archives in OFFICIAL_ARCHIVES.items():
-      for archive in archives:
-        if os.path.isfile(os.path.join(path, archive)):
-          _refuse_other_dataset(path, other, archive, dataset)
   elif not files.is_tar_path(path):
     raise UsageError(f"--data_dir {path} is not a folder, a tar archive or a "
                      f".npz; expected {EXPECTED}")
@@ -132,6 +128,10 @@ def load_path(path: str, dataset: str = "cifar10", *,
   folder = find_image_folder(names)
   if folder:
     return load_image_folder(path, *folder)
+  for other, archives in OFFICIAL_ARCHIVES.items():
+    for archive in archives:
+      if os.path.isfile(os.path.join(path, archive)):
+        _refuse_other_dataset(path, other, archive, dataset)
   if download and os.path.isdir(path):
     return load_tfds(dataset, path, download=True)
   what = "is empty" if not names else "holds no dataset I recognise"
