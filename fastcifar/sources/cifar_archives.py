@@ -22,27 +22,72 @@ from fastcifar.errors import UsageError
 from fastcifar.sources import files
 from fastcifar.sources.dataset import ImageDataset, make_dataset
 
-# The only globals a CIFAR pickle names: numpy's array reconstruction.
-_ALLOWED_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
+# The only globals a pickle of numpy arrays, lists, bytes and dicts names,
+# under every protocol Python 2 or 3 writes: the official batches (Python 2,
+# protocol 2) reconstruct arrays with `_reconstruct`; Python 3 at protocol 2
+# writes bytes as `_codecs.encode(text, "latin1")`; protocol 5 rebuilds
+# contiguous arrays with `_frombuffer`. numpy 2 renamed numpy.core to
+# numpy._core and still reads both names.
+_NUMPY_GLOBALS = frozenset({
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 })
+
+
+def _latin1_encode(text: str, encoding: str) -> bytes:
+  """`_codecs.encode` restricted to what pickle writes for bytes."""
+  if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+    raise _Refused(_forbidden(f"_codecs.encode(..., {encoding!r})"))
+  return text.encode("latin1")
+
+
+class _Refused(pickle.UnpicklingError):
+  """A readable pickle that is not a plain batch; the message says why."""
+
+
+def _forbidden(name: str) -> str:
+  return (f"refused: the pickle holds something other than numpy arrays, "
+          f"lists, bytes and dicts (it names {name}, which a CIFAR batch "
+          "never does); loading it could run code, so use a file that holds "
+          "only the batch")
+
+
+class _OutOfBandBuffers:
+  """Pickle's `buffers=`: refuses protocol 5's out-of-band buffers.
+
+  `pickle.dumps(..., buffer_callback=)` keeps array data outside the pickle;
+  a file holding only the pickle cannot be read back.
+  """
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    raise _Refused(
+        "refused: the pickle's array data was kept out of band "
+        "(pickle.dumps with buffer_callback=), so the file does not hold it; "
+        "pickle the batch without buffer_callback")
 
 
 class _CifarUnpickler(pickle.Unpickler):
 
   def find_class(self, module, name):
-    if (module, name) in _ALLOWED_GLOBALS:
+    if (module, name) == ("_codecs", "encode"):
+      return _latin1_encode
+    if (module, name) in _NUMPY_GLOBALS:
       return super().find_class(module, name)
-    raise pickle.UnpicklingError(
-        f"refusing to load {module}.{name}: CIFAR batches contain only "
-        "numpy arrays, lists, bytes and dicts")
+    raise _Refused(_forbidden(f"{module}.{name}"))
 
 
 def safe_unpickle(data: bytes, origin: str) -> dict:
   """Unpickles one CIFAR batch, refusing anything but numpy arrays.
+
+  Reads pickles of every protocol (2 to 5) that hold only numpy arrays,
+  lists, bytes, strings, numbers and dicts; never calls anything else.
 
   Args:
     data: the file's bytes.
@@ -52,10 +97,13 @@ def safe_unpickle(data: bytes, origin: str) -> dict:
     The batch dict with `str` keys.
   """
   try:
-    batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes").load()
-  except Exception as e:  # a damaged or hostile pickle fails in many ways
-    raise UsageError(f"{origin}: not a CIFAR pickle batch ({e}); download "
-                     "the archive again") from e
+    batch = _CifarUnpickler(io.BytesIO(data), encoding="bytes",
+                            buffers=_OutOfBandBuffers()).load()
+  except _Refused as e:
+    raise UsageError(f"{origin}: {e}") from None
+  except Exception as e:  # a damaged pickle fails in many ways
+    raise UsageError(f"{origin}: not a CIFAR pickle batch ({e}); the file is "
+                     "damaged: download the archive again") from e
   if not isinstance(batch, dict):
     raise UsageError(f"{origin}: not a CIFAR pickle batch (holds "
                      f"{type(batch).__name__}, not a dict)")
