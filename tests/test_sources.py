@@ -414,7 +414,7 @@ class _EncodesWith:
 @pytest.mark.parametrize("protocol", [2, 5])
 @pytest.mark.parametrize("payload,name", [
     (lambda: _RunsACommand("true"), r"(posix|os)\.system"),
-    (lambda: _CallsEval(), r"builtins\.eval"),
+    (lambda: _CallsEval(), r"(builtins|__builtin__)\.eval"),
     (lambda: _EncodesWith("rot13"), r"_codecs\.encode\(\.\.\., 'rot13'\)"),
     (lambda: collections.OrderedDict(), r"collections\.OrderedDict"),
     (lambda: np.float64(1.0), r"numpy\._core\.multiarray\.scalar"),
