@@ -16,6 +16,7 @@ import shutil
 import keras
 import tensorflow as tf
 
+from fastcifar import distribute
 from fastcifar.errors import UsageError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -89,6 +90,8 @@ class RunCheckpoint:
     self._history.assign(json.dumps(history))
     try:
       self._manager.save(checkpoint_number=epochs_completed)
+    except distribute.LOST_PEER_ERRORS:
+      raise  # a lost worker, not a full disk: the entry point says which
     except (OSError, tf.errors.OpError) as e:
       raise UsageError(
           f"could not write a checkpoint in {self.directory} ({e}); free disk "

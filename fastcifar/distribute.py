@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import tensorflow as tf
 
@@ -127,3 +128,32 @@ def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
                             // context.num_input_pipelines))
 
   return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+# What TensorFlow raises in the survivors when a worker is lost: its
+# coordination service's heartbeats or a collective's broken connection.
+LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
+                    tf.errors.CancelledError, tf.errors.DeadlineExceededError)
+
+_TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+
+
+def lost_peer(error: Exception) -> str | None:
+  """Which task `error` says was lost, e.g. 'worker 1'; None if none.
+
+  TensorFlow names it in the message: "The following tasks are unhealthy
+  ... /job:worker/replica:0/task:1" (heartbeats) or "error information from
+  remote target /job:worker/replica:0/task:1" (a collective).
+  """
+  if not isinstance(error, LOST_PEER_ERRORS):
+    return None
+  match = _TASK.search(str(error))
+  return f"{match[1]} {match[2]}" if match else "a worker"
+
+
+def first_line(error: Exception) -> str:
+  """The first informative line of a TensorFlow error message."""
+  lines = [line.strip() for line in str(error).splitlines()]
+  useful = [line for line in lines if line and not line.startswith(
+      ("Graph execution error", "Detected at node", "File "))]
+  return (useful or lines or [type(error).__name__])[0]

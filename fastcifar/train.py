@@ -6,14 +6,15 @@ line naming the problem and the fix, and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import sys
 
 from absl import flags
 import numpy as np
 
-from fastcifar import cli, distribute, models, policy, sources
+from fastcifar import (cli, data_service, distribute, models, policy, sources,
+                       stopping)
 from fastcifar.errors import UsageError
 
 
@@ -171,22 +172,27 @@ def main(argv: list[str]) -> int:
     raise UsageError(f"--data_service={_DATA_SERVICE.value} must look like "
                      "grpc://HOST:PORT")
   try:
+    if _DATA_SERVICE.value:
+      data_service.check(_DATA_SERVICE.value)
     # Multi-worker and TPU runtimes must start before any other TF work.
     strategy = distribute.make_strategy(_STRATEGY.value)
     dataset = cli.load_data(_DATA, _SEED.value)
-    results = training.train_and_evaluate(
-        config, dataset, _OUTPUT_DIR.value, strategy=strategy,
-        restart=_RESTART.value, data_service=_DATA_SERVICE.value,
-        callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
-                                 distribute.is_chief(strategy)))
+    with _watch_data_service():
+      results = training.train_and_evaluate(
+          config, dataset, _OUTPUT_DIR.value, strategy=strategy,
+          restart=_RESTART.value, data_service=_DATA_SERVICE.value,
+          callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
+                                   distribute.is_chief(strategy)))
   except training.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
     if _EXPORT.value and distribute.is_chief(strategy):
       _export(_OUTPUT_DIR.value)  # a finished run, exported afterwards
     return 0
   except KeyboardInterrupt:
-    print(f"\nfastcifar.train: interrupted; {_resume_hint()}", file=sys.stderr)
-    return 130
+    stopping.say(_interrupted_line())
+    return stopping.EXIT_INTERRUPTED
+  except distribute.LOST_PEER_ERRORS as e:
+    _exit_for_lost_peer(e)
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
         f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
         f"training ({results['images_per_second']:,.0f} images/s, "
@@ -207,7 +213,42 @@ def _export(output_dir: str) -> None:
     print(f"fastcifar.train: exported {path}")
 
 
-def _resume_hint() -> str:
+def _interrupted_line() -> str:
+  return f"fastcifar.train: interrupted; {_resume_hint()}"
+
+
+def _watch_data_service():
+  """Ends the run with one line when the tf.data service is lost."""
+  if not _DATA_SERVICE.value:
+    return contextlib.nullcontext()
+
+  def on_lost(problem: str) -> None:
+    stopping.exit_now(
+        f"fastcifar.train: error: lost the tf.data service at "
+        f"{_DATA_SERVICE.value}: {problem}; restart tools/data_service.py "
+        f"(with --work_dir a restarted dispatcher resumes by itself), then "
+        f"{_resume_hint()}", 1)
+
+  return data_service.Monitor(_DATA_SERVICE.value, on_lost)
+
+
+def _exit_for_lost_peer(error: Exception) -> None:
+  """A lost worker or tf.data service: one line, and out at once.
+
+  Exits through `stopping.exit_now`: TensorFlow's shutdown waits for the lost
+  peer and would block for good.
+  """
+  lost = distribute.lost_peer(error)
+  if lost is None and not _DATA_SERVICE.value:
+    raise error
+  what = lost or f"the tf.data service at {_DATA_SERVICE.value}"
+  stopping.exit_now(
+      f"fastcifar.train: error: lost {what} "
+      f"({distribute.first_line(error)}); "
+      f"{_resume_hint('start every worker again with {command}')}", 1)
+
+
+def _resume_hint(how: str = "run {command} again") -> str:
   from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
   epoch = (checkpointing.latest_epoch(_OUTPUT_DIR.value)
            if _OUTPUT_DIR.value else None)
@@ -216,20 +257,16 @@ def _resume_hint() -> str:
   # The same command with --restart would start over, not resume.
   command = ("the command without --restart" if _RESTART.value else
              "the same command")
-  return (f"run {command} again to resume after epoch {epoch} "
+  return (f"{how.format(command=command)} to resume after epoch {epoch} "
           f"(checkpoint in {_OUTPUT_DIR.value})")
-
-
-def _raise_keyboard_interrupt(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt
 
 
 def run() -> None:
   """Console-script entry point."""
-  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: cleanly, resumable.
-  signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-  cli.run(main, "fastcifar.train")
+  # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: cleanly at a step
+  # boundary, or by the watchdog if TensorFlow does not return in time.
+  with stopping.StopOnSignal(_interrupted_line):
+    cli.run(main, "fastcifar.train")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,157 @@
+"""Stop means stop: SIGTERM and Ctrl-C end the process within seconds.
+
+Python runs a signal handler only between bytecodes of the main thread, so a
+main thread blocked inside TensorFlow (a dead tf.data service, a stuck
+collective, a slow read) never runs it. `StopOnSignal` keeps the clean stop
+(the handler raises KeyboardInterrupt; the entry point prints the resume hint
+at the next step boundary) and adds a watchdog thread that the C-level signal
+handler wakes through `signal.set_wakeup_fd`, whatever the main thread is
+doing. If the process is still alive `grace_seconds` later, the watchdog
+prints the same hint and ends it with `os._exit`; a second signal ends it at
+once. Nothing here writes files: a checkpoint being written when the process
+ends is simply not the latest one (see `checkpointing`).
+
+Other threads that find the run cannot continue (a lost tf.data service or
+worker) end it the same way, with `exit_now`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Callable
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+EXIT_INTERRUPTED = 130
+
+# Serializes the one line a stopping process prints, so the main thread and a
+# watchdog never both print it.
+_say_lock = threading.Lock()
+_active: StopOnSignal | None = None
+
+
+def say(line: str) -> None:
+  """Prints the line that explains why the process stops, on stderr.
+
+  Under an active `StopOnSignal`, its watchdog will not print another.
+  """
+  with _say_lock:
+    print(line, file=sys.stderr, flush=True)
+    if _active is not None:
+      _active.said = True
+
+
+def exit_now(line: str, status: int) -> None:
+  """Prints `line` (unless a stop was already explained) and exits at once.
+
+  For threads other than the main one, which may be blocked inside
+  TensorFlow: `os._exit` skips clean-up that could block as well. Files
+  written atomically (checkpoints, outputs) are never left half-written.
+  """
+  with _say_lock:
+    if _active is None or not _active.said:
+      print(line, file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(status)  # pylint: disable=protected-access
+
+
+def _raise_keyboard_interrupt(signum, frame):
+  del signum, frame
+  raise KeyboardInterrupt
+
+
+class StopOnSignal:
+  """Context manager: SIGTERM and SIGINT stop the process within seconds.
+
+  Inside it, both signals raise KeyboardInterrupt in the main thread (catch
+  it where the run can stop cleanly and print the hint with `say`). The
+  watchdog ends the process `grace_seconds` after the first signal if it has
+  not ended by then, and at once on a second. Leaving the context after a
+  signal (normally or by SystemExit) ends the process with its exit status
+  via `os._exit`: interpreter shutdown can block in TensorFlow as well.
+
+  Use it in entry points only, from the main thread.
+  """
+
+  def __init__(self, message: Callable[[], str], grace_seconds: float = 7.0,
+               status: int = EXIT_INTERRUPTED):
+    """Sets up the watchdog (nothing is installed before `__enter__`).
+
+    Args:
+      message: the line to print when the watchdog ends the process, e.g.
+        the resume hint; called only then.
+      grace_seconds: how long the main thread has to stop cleanly.
+      status: the exit status when the watchdog ends the process.
+    """
+    self._message = message
+    self._grace = grace_seconds
+    self._status = status
+    self.requested = False
+    self.said = False
+    self._reader = self._writer = None
+    self._previous = {}
+    self._previous_fd = -1
+
+  def __enter__(self) -> StopOnSignal:
+    global _active
+    self._reader, self._writer = socket.socketpair()
+    self._writer.setblocking(False)
+    for signum in STOP_SIGNALS:
+      self._previous[signum] = signal.signal(signum, _raise_keyboard_interrupt)
+    self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
+                                             warn_on_full_buffer=False)
+    threading.Thread(target=self._watch, name="fastcifar-stop-watchdog",
+                     daemon=True).start()
+    _active = self
+    return self
+
+  def __exit__(self, exc_type, exc, traceback) -> None:
+    global _active
+    if self.requested:
+      status = self._status
+      if isinstance(exc, SystemExit) and isinstance(exc.code, int):
+        status = exc.code
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(status)  # pylint: disable=protected-access
+    _active = None
+    signal.set_wakeup_fd(self._previous_fd)
+    for signum, handler in self._previous.items():
+      signal.signal(signum, handler)
+    self._writer.close()  # ends the watchdog
+    self._reader.close()
+
+  def _watch(self) -> None:
+    deadline = None
+    while True:
+      timeout = (None if deadline is None
+                 else max(0.0, deadline - time.monotonic()))
+      self._reader.settimeout(timeout)
+      try:
+        data = self._reader.recv(64)
+      except socket.timeout:
+        self._end(f"did not stop within {self._grace:.0f} s")
+        return
+      except OSError:
+        return  # the context was left
+      if not data:
+        return
+      for signum in data:
+        if signum not in STOP_SIGNALS:
+          continue
+        if self.requested:
+          self._end("second stop request")
+          return
+        self.requested = True
+        deadline = time.monotonic() + self._grace
+
+  def _end(self, why: str) -> None:
+    try:
+      line = self._message()
+    except Exception as e:  # pylint: disable=broad-except
+      line = f"stopped ({e})"
+    exit_now(f"{line} [{why}]", self._status)

@@ -1,0 +1,123 @@
+"""Stop means stop: SIGTERM and Ctrl-C end a run within seconds, resumably."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from fastcifar import checkpointing, sources
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+
+# Blocks in TensorFlow for good: a Python signal handler never runs here.
+_BLOCKED_IN_TENSORFLOW = textwrap.dedent("""
+    import tensorflow as tf
+    from fastcifar import stopping
+    queue = tf.queue.FIFOQueue(1, tf.int32)
+    with stopping.StopOnSignal(lambda: "hint: resume later",
+                               grace_seconds=float(__import__("sys").argv[1])):
+      print("blocked", flush=True)
+      queue.dequeue()
+""")
+
+
+def _start_blocked(grace: float) -> subprocess.Popen:
+  process = subprocess.Popen(
+      [sys.executable, "-c", _BLOCKED_IN_TENSORFLOW, str(grace)], env=ENV,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  assert process.stdout.readline() == "blocked\n", process.communicate()
+  time.sleep(0.5)  # into the dequeue
+  return process
+
+
+def test_watchdog_ends_a_process_blocked_in_tensorflow():
+  process = _start_blocked(grace=2)
+  start = time.monotonic()
+  process.send_signal(signal.SIGTERM)
+  _, err = process.communicate(timeout=30)
+  assert time.monotonic() - start < 5
+  assert process.returncode == 130
+  assert err.strip().splitlines()[-1] == ("hint: resume later [did not stop "
+                                          "within 2 s]")
+  assert "Traceback" not in err
+
+
+def test_a_second_ctrl_c_exits_at_once():
+  process = _start_blocked(grace=60)
+  process.send_signal(signal.SIGINT)
+  time.sleep(0.5)
+  start = time.monotonic()
+  process.send_signal(signal.SIGINT)
+  _, err = process.communicate(timeout=30)
+  assert time.monotonic() - start < 3
+  assert process.returncode == 130
+  assert "hint: resume later [second stop request]" in err
+
+
+def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
+  """One run, stopped 20 times and started again each time.
+
+  Half the moments fall in the first 9 s (imports, data loading, model
+  building, the first steps), half in the 3 s after training has begun,
+  where with 4 steps per epoch and a checkpoint after each epoch, steps and
+  saves alternate quickly. A signal that comes while Python is still
+  importing ends the process by its default action, before anything is
+  written.
+  """
+  data = str(tmp_path / "fastcifar-tiny.npz")
+  sources.save_prepared(sources.load_synthetic(num_train=256, num_test=64,
+                                               seed=0), data)
+  output_dir = str(tmp_path / "run")
+  args = [sys.executable, "-m", "fastcifar.train", f"--data_dir={data}",
+          "--epochs=1000", "--validation_freq=1000", "--batch_size=64",
+          "--precision=float32", "--nopreflight", "--notensorboard",
+          f"--output_dir={output_dir}"]
+  rng = random.Random(15)
+  resumed = handled = 0
+  for attempt in range(20):
+    before = checkpointing.latest_epoch(output_dir)
+    process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               cwd=REPO_ROOT)
+    started = time.monotonic()
+    if attempt % 2:  # after training has begun
+      line = process.stdout.readline()
+      assert line.startswith("fastcifar: seed model"), process.communicate()
+      if before:
+        assert f"resuming after epoch {before} " in process.stdout.readline()
+        resumed += 1
+      time.sleep(rng.uniform(0, 3))
+    else:  # start-up: imports, data loading, model building, first steps
+      time.sleep(rng.uniform(0, 9))
+    process.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    try:
+      _, err = process.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      pytest.fail(f"attempt {attempt}: still running 10 s after SIGTERM")
+    where = (f"attempt {attempt}, {stopped - started:.1f} s after start, "
+             f"{time.monotonic() - stopped:.1f} s to stop")
+    after = checkpointing.latest_epoch(output_dir)
+    assert "Traceback" not in err, (where, err[-3000:])
+    if process.returncode == -signal.SIGTERM:
+      # Still importing Python modules: the signal's default action ended
+      # the process before fastcifar.train.run installed its handler.
+      assert after == before, where
+      continue
+    assert process.returncode == 130, (where, err[-3000:])
+    assert "fastcifar.train: interrupted;" in err, (where, err[-3000:])
+    # The last completed checkpoint survives whatever the moment was.
+    assert (after or 0) >= (before or 0), where
+    handled += 1
+    if after:
+      assert f"resume after epoch {after} " in err, (where, err[-3000:])
+  assert handled >= 12 and resumed >= 5
