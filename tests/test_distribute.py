@@ -9,13 +9,16 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastcifar import distribute, input_pipeline, sources, training
+from fastcifar import (checkpointing, data_service, distribute,
+                       input_pipeline, sources, training)
 from fastcifar.errors import UsageError
+from tests.test_checkpointing import comparable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -143,33 +146,39 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
 
 
 @pytest.fixture
-def data_service():
+def data_service_cluster():
+  """An in-process tf.data service: `(dispatcher, workers)`."""
   service = tf.data.experimental.service
   dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
   address = dispatcher.target.split("://", 1)[1]
   workers = [service.WorkerServer(service.WorkerConfig(
       dispatcher_address=address)) for _ in range(2)]
-  yield dispatcher.target
+  yield dispatcher, workers
   for server in workers + [dispatcher]:
     server._stop()  # pylint: disable=protected-access
 
 
-def test_data_service_sees_every_example_once_per_epoch(data_service):
+@pytest.fixture
+def service_address(data_service_cluster):
+  return data_service_cluster[0].target
+
+
+def test_data_service_sees_every_example_once_per_epoch(service_address):
   images = np.zeros((400, 32, 32, 3), np.uint8)
   labels = np.arange(400, dtype=np.int32)
   ds = input_pipeline.through_data_service(
       input_pipeline.train_dataset(images, labels, 20, seed=0, epochs=3),
-      data_service)
+      service_address)
   seen = np.concatenate([y.numpy() for _, y in ds])
   assert np.array_equal(np.bincount(seen, minlength=400), np.full(400, 3))
 
 
-def test_training_through_data_service(data_service):
+def test_training_through_data_service(service_address):
   data = sources.load_synthetic(num_train=512, num_test=128, seed=1)
   config = training.Config(epochs=2, batch_size=64, precision="float32",
                            eval_batch_size=64)
   results = training.train_and_evaluate(config, data, verbose=0,
-                                        data_service=data_service)
+                                        data_service=service_address)
   assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
 
 
@@ -189,3 +198,171 @@ def test_data_service_tool_stops_on_sigterm():
     process.kill()
   assert process.returncode == 0
   assert "stopped" in out
+
+
+def _start_workers(args: list[str]) -> list[subprocess.Popen]:
+  """Two `--strategy=multi_worker` CLI workers on fresh loopback ports."""
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                   "type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        [sys.executable, "-m", "fastcifar.train", "--strategy=multi_worker",
+         *args], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  return processes
+
+
+def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
+  """Kills worker `victim` with SIGKILL in the epoch after `after_epoch`.
+
+  Returns:
+    The survivor's stderr, once it has exited on its own.
+  """
+  deadline = time.monotonic() + 240
+  while checkpointing.latest_epoch(str(output_dir)) != after_epoch:
+    assert all(p.poll() is None for p in processes), [
+        p.communicate()[1][-2000:] for p in processes]
+    assert time.monotonic() < deadline, "no checkpoint in time"
+    time.sleep(0.1)
+  time.sleep(0.3)  # into the next epoch's steps
+  processes[victim].kill()
+  killed = time.monotonic()
+  survivor = processes[1 - victim]
+  try:
+    _, err = survivor.communicate(timeout=60)
+  finally:
+    for p in processes:
+      p.kill()
+      p.communicate()
+  assert time.monotonic() - killed < 60
+  assert survivor.returncode == 1, err[-3000:]
+  return err
+
+
+def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
+  data = str(tmp_path / "fastcifar-tiny.npz")
+  sources.save_prepared(sources.load_synthetic(num_train=1024, num_test=128,
+                                               seed=1), data)
+  args = [f"--data_dir={data}", "--epochs=4", "--batch_size=64",
+          "--precision=float32", "--deterministic", "--nopreflight",
+          "--notensorboard"]
+
+  def finish(processes):
+    try:
+      outs = [p.communicate(timeout=300) for p in processes]
+    finally:
+      for p in processes:
+        p.kill()
+    for p, (_, err) in zip(processes, outs):
+      assert p.returncode == 0, err[-3000:]
+
+  finish(_start_workers([*args, f"--output_dir={tmp_path / 'whole'}"]))
+  output_dir = tmp_path / "run"
+  run = [*args, f"--output_dir={output_dir}"]
+  # A worker, then the chief, lost mid-epoch; each time the other one ends.
+  for victim, after_epoch in ((1, 1), (0, 2)):
+    err = _lose_one(_start_workers(run), victim, output_dir, after_epoch)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"fastcifar.train: error: lost worker {victim} ("
+                           ), err[-3000:]
+    assert "start every worker again with its same command to resume after " \
+           f"epoch {checkpointing.latest_epoch(str(output_dir))}" in last
+    assert "Traceback" not in err
+    assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
+  finish(_start_workers(run))
+  results = json.loads((output_dir / "results.json").read_text())
+  assert results["resumed_after_epoch"] >= 2
+  assert comparable(results) == comparable(
+      json.loads((tmp_path / "whole" / "results.json").read_text()))
+
+
+def test_no_dispatcher_at_the_address_fails_fast():
+  address = f"grpc://127.0.0.1:{free_ports(1)[0]}"
+  start = time.monotonic()
+  with pytest.raises(UsageError) as e:
+    data_service.check(address, timeout=2)
+  assert time.monotonic() - start < 10
+  assert str(e.value).startswith(f"--data_service={address}: no tf.data "
+                                 "service dispatcher answers there")
+  assert "tools.data_service" in str(e.value) and "--port" in str(e.value)
+
+
+def test_a_dispatcher_without_workers_is_refused():
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  try:
+    with pytest.raises(UsageError, match="the dispatcher has no workers"):
+      data_service.check(dispatcher.target, timeout=1)
+  finally:
+    dispatcher._stop()  # pylint: disable=protected-access
+
+
+def test_dead_data_service_address_from_the_command_line():
+  address = f"grpc://127.0.0.1:{free_ports(1)[0]}"
+  start = time.monotonic()
+  out = subprocess.run(
+      [sys.executable, "-m", "fastcifar.train", f"--data_service={address}",
+       "--dataset=synthetic"], capture_output=True, text=True, timeout=60,
+      cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT,
+                              TF_CPP_MIN_LOG_LEVEL="2"))
+  assert time.monotonic() - start <= 30
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      f"fastcifar.train: error: --data_service={address}: no tf.data service")
+  assert "Traceback" not in out.stderr
+
+
+def test_monitor_reports_a_lost_worker(data_service_cluster):
+  dispatcher, workers = data_service_cluster
+  assert data_service.get_workers(dispatcher.target, 5)
+  lost = []
+  with data_service.Monitor(dispatcher.target, lost.append, patience=1,
+                            interval=0.3):
+    time.sleep(1)
+    assert not lost  # a healthy service is left alone
+    workers[0]._stop()  # pylint: disable=protected-access
+    deadline = time.monotonic() + 20
+    while not lost and time.monotonic() < deadline:
+      time.sleep(0.1)
+  assert lost and "does not answer for 1 s" in lost[0]
+
+
+def test_training_continues_through_a_restarted_dispatcher(tmp_path):
+  # Fault-tolerant mode: the dispatcher journals its state in work_dir, and
+  # one restarted on the same port picks up the job where it was.
+  service = tf.data.experimental.service
+  port = free_ports(1)[0]
+
+  def start_dispatcher():
+    return service.DispatchServer(service.DispatcherConfig(
+        port=port, work_dir=str(tmp_path), fault_tolerant_mode=True))
+
+  dispatchers = [start_dispatcher()]
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=f"localhost:{port}")) for _ in range(2)]
+
+  class RestartDispatcher(training.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 0:
+        dispatchers[-1]._stop()  # pylint: disable=protected-access
+        time.sleep(1)
+        dispatchers.append(start_dispatcher())
+
+  lost = []
+  data = sources.load_synthetic(num_train=2048, num_test=128, seed=1)
+  config = training.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+  try:
+    with data_service.Monitor(f"grpc://localhost:{port}", lost.append,
+                              patience=20, interval=0.5):
+      results = training.train_and_evaluate(
+          config, data, verbose=0, data_service=f"grpc://localhost:{port}",
+          callbacks=[RestartDispatcher()])
+  finally:
+    for server in workers + dispatchers:
+      server._stop()  # pylint: disable=protected-access
+  assert len(dispatchers) == 2 and not lost
+  assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
