@@ -98,7 +98,7 @@ def _problem(address: str, timeout: float) -> str | None:
   return None
 
 
-def check(address: str, timeout: float = 12.0) -> None:
+def check(address: str, timeout: float = 10.0) -> None:
   """Waits up to `timeout` s for a dispatcher with workers that answer.
 
   Raises:

@@ -23,7 +23,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable
+from typing import Callable, NoReturn
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EXIT_INTERRUPTED = 130
@@ -45,7 +45,7 @@ def say(line: str) -> None:
       _active.said = True
 
 
-def exit_now(line: str, status: int) -> None:
+def exit_now(line: str, status: int) -> NoReturn:
   """Prints `line` (unless a stop was already explained) and exits at once.
 
   For threads other than the main one, which may be blocked inside
@@ -115,6 +115,8 @@ class StopOnSignal:
       status = self._status
       if isinstance(exc, SystemExit) and isinstance(exc.code, int):
         status = exc.code
+      elif not self.said:  # interrupted where nothing caught it
+        say(self._message())
       sys.stdout.flush()
       sys.stderr.flush()
       os._exit(status)  # pylint: disable=protected-access

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
+from typing import NoReturn
 
 from absl import flags
 import numpy as np
+import tensorflow as tf
 
 from fastcifar import (cli, data_service, distribute, models, policy, sources,
                        stopping)
@@ -191,7 +192,7 @@ def main(argv: list[str]) -> int:
   except KeyboardInterrupt:
     stopping.say(_interrupted_line())
     return stopping.EXIT_INTERRUPTED
-  except distribute.LOST_PEER_ERRORS as e:
+  except (*distribute.LOST_PEER_ERRORS, tf.errors.OutOfRangeError) as e:
     _exit_for_lost_peer(e)
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
         f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
@@ -232,20 +233,28 @@ def _watch_data_service():
   return data_service.Monitor(_DATA_SERVICE.value, on_lost)
 
 
-def _exit_for_lost_peer(error: Exception) -> None:
+def _exit_for_lost_peer(error: Exception) -> NoReturn:
   """A lost worker or tf.data service: one line, and out at once.
 
   Exits through `stopping.exit_now`: TensorFlow's shutdown waits for the lost
   peer and would block for good.
   """
   lost = distribute.lost_peer(error)
-  if lost is None and not _DATA_SERVICE.value:
+  if lost:
+    what = f"lost {lost} ({distribute.first_line(error)})"
+    how = "start every worker again with {command}"
+  elif _DATA_SERVICE.value:
+    what = (f"lost the tf.data service at {_DATA_SERVICE.value} "
+            f"({distribute.first_line(error)})")
+    if isinstance(error, tf.errors.OutOfRangeError):
+      # distributed_epoch does not deliver again what a worker held when
+      # it died, so the data ends short.
+      what = (f"the tf.data service at {_DATA_SERVICE.value} ended the data "
+              "early, as it does when one of its workers dies")
+    how = "check tools/data_service.py, then run {command} again"
+  else:
     raise error
-  what = lost or f"the tf.data service at {_DATA_SERVICE.value}"
-  stopping.exit_now(
-      f"fastcifar.train: error: lost {what} "
-      f"({distribute.first_line(error)}); "
-      f"{_resume_hint('start every worker again with {command}')}", 1)
+  stopping.exit_now(f"fastcifar.train: error: {what}; {_resume_hint(how)}", 1)
 
 
 def _resume_hint(how: str = "run {command} again") -> str:

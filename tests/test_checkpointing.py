@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
+import keras
+import numpy as np
 import pytest
 
 from fastcifar import checkpointing, sources, training
@@ -174,3 +178,42 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
   on_disk = json.loads((tmp_path / "results.json").read_text())
   assert on_disk["test_accuracy"] == results["test_accuracy"]
   assert not (tmp_path / "checkpoints").exists()
+
+
+_SAVE_FOREVER = textwrap.dedent("""
+    import sys
+    import keras
+    from fastcifar import checkpointing
+    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    saver = checkpointing.RunCheckpoint(model, sys.argv[1], {"a": 1})
+    epoch, _ = saver.restore()
+    print("saving", flush=True)
+    while True:
+      epoch += 1
+      for v in model.trainable_variables:  # every weight says its epoch
+        v.assign(keras.ops.full(v.shape, float(epoch)))
+      saver.save(epoch, {"epoch": [epoch]})
+""")
+
+
+def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
+  rng = random.Random(3)
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  for _ in range(2):
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SAVE_FOREVER, str(tmp_path)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "saving\n", process.communicate()
+    time.sleep(rng.uniform(0.5, 2))  # each save takes tens of ms
+    process.kill()
+    process.communicate()
+    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    epoch, history = checkpointing.RunCheckpoint(
+        model, str(tmp_path), {"a": 1}).restore()
+    assert epoch >= 1 and history == {"epoch": [epoch]}
+    for v in model.trainable_variables:
+      assert np.all(v.numpy() == epoch)

@@ -99,9 +99,33 @@ def test_sharded_pipelines_cover_each_global_batch_once():
     assert all(len(p) == 2 for p in parts)
 
 
+def start_workers(command: list[str]) -> list[subprocess.Popen]:
+  """Runs `command` as the two workers of a cluster on fresh loopback ports."""
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                   "type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  return processes
+
+
+def finish_workers(processes) -> list[tuple[str, str]]:
+  """Waits for every worker to succeed; their `(stdout, stderr)`."""
+  try:
+    outs = [p.communicate(timeout=300) for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, (_, err) in zip(processes, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
 def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
-  ports = free_ports(2)
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
   script = textwrap.dedent("""
       import json, sys
       import numpy as np
@@ -122,20 +146,8 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
       print(json.dumps([weights["sum"], results["num_replicas"],
                         results["test_accuracy"]]))
   """)
-  processes = []
-  for index in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CONFIG=json.dumps(
-        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
-    processes.append(subprocess.Popen(
-        [sys.executable, "-c", script, str(tmp_path)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-  try:
-    outs = [p.communicate(timeout=300) for p in processes]
-  finally:
-    for p in processes:
-      p.kill()
-  for p, (out, err) in zip(processes, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = finish_workers(start_workers(
+      [sys.executable, "-c", script, str(tmp_path)]))
   (sum0, replicas0, acc0), (sum1, replicas1, acc1) = [
       json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
   assert replicas0 == replicas1 == 2
@@ -200,21 +212,6 @@ def test_data_service_tool_stops_on_sigterm():
   assert "stopped" in out
 
 
-def _start_workers(args: list[str]) -> list[subprocess.Popen]:
-  """Two `--strategy=multi_worker` CLI workers on fresh loopback ports."""
-  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-  processes = []
-  for index in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
-                   "type": "worker", "index": index}}))
-    processes.append(subprocess.Popen(
-        [sys.executable, "-m", "fastcifar.train", "--strategy=multi_worker",
-         *args], env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True))
-  return processes
-
-
 def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
   """Kills worker `victim` with SIGKILL in the epoch after `after_epoch`.
 
@@ -244,27 +241,19 @@ def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
 
 def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
   data = str(tmp_path / "fastcifar-tiny.npz")
-  sources.save_prepared(sources.load_synthetic(num_train=1024, num_test=128,
+  sources.save_prepared(sources.load_synthetic(num_train=512, num_test=128,
                                                seed=1), data)
-  args = [f"--data_dir={data}", "--epochs=4", "--batch_size=64",
+  args = [f"--data_dir={data}", "--epochs=3", "--batch_size=64",
           "--precision=float32", "--deterministic", "--nopreflight",
           "--notensorboard"]
-
-  def finish(processes):
-    try:
-      outs = [p.communicate(timeout=300) for p in processes]
-    finally:
-      for p in processes:
-        p.kill()
-    for p, (_, err) in zip(processes, outs):
-      assert p.returncode == 0, err[-3000:]
-
-  finish(_start_workers([*args, f"--output_dir={tmp_path / 'whole'}"]))
+  train = [sys.executable, "-m", "fastcifar.train", "--strategy=multi_worker"]
+  finish_workers(start_workers(
+      [*train, *args, f"--output_dir={tmp_path / 'whole'}"]))
   output_dir = tmp_path / "run"
-  run = [*args, f"--output_dir={output_dir}"]
+  run = [*train, *args, f"--output_dir={output_dir}"]
   # A worker, then the chief, lost mid-epoch; each time the other one ends.
   for victim, after_epoch in ((1, 1), (0, 2)):
-    err = _lose_one(_start_workers(run), victim, output_dir, after_epoch)
+    err = _lose_one(start_workers(run), victim, output_dir, after_epoch)
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"fastcifar.train: error: lost worker {victim} ("
                            ), err[-3000:]
@@ -272,7 +261,7 @@ def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
            f"epoch {checkpointing.latest_epoch(str(output_dir))}" in last
     assert "Traceback" not in err
     assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
-  finish(_start_workers(run))
+  finish_workers(start_workers(run))
   results = json.loads((output_dir / "results.json").read_text())
   assert results["resumed_after_epoch"] >= 2
   assert comparable(results) == comparable(

@@ -26,7 +26,7 @@ _PORT = flags.DEFINE_integer("port", 5050, "Dispatcher port (0: any free).")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", 2, "Workers to start.")
 _WORKER_PORT = flags.DEFINE_integer(
     "worker_port", 0, "Port of the first worker, the next ones follow; 0 "
-    "picks free ports.")
+    "picks free ports, or with --work_dir the ports after --port.")
 _DISPATCHER = flags.DEFINE_string(
     "dispatcher", None, "HOST:PORT of a running dispatcher: start only "
     "workers, joined to it.")
@@ -80,9 +80,14 @@ def main(argv: list[str]) -> int:
   stop = threading.Event()
   for signum in (signal.SIGTERM, signal.SIGINT):
     signal.signal(signum, lambda *_: stop.set())
+  worker_port = _WORKER_PORT.value
+  if _WORK_DIR.value and not worker_port and _PORT.value:
+    # The journal names the workers by address: a cluster restarted with the
+    # same flags must come back at the same ones for its jobs to continue.
+    worker_port = _PORT.value + 1
   try:
     address, servers = start_cluster(
-        _PORT.value, _NUM_WORKERS.value, _WORKER_PORT.value,
+        _PORT.value, _NUM_WORKERS.value, worker_port,
         _DISPATCHER.value, _WORK_DIR.value, _WORKER_HOST.value)
   except Exception as e:  # pylint: disable=broad-except
     # A port in use or an unreachable dispatcher: say so on one line.
