@@ -156,4 +156,8 @@ def first_line(error: Exception) -> str:
   lines = [line.strip() for line in str(error).splitlines()]
   useful = [line for line in lines if line and not line.startswith(
       ("Graph execution error", "Detected at node", "File "))]
-  return (useful or lines or [type(error).__name__])[0]
+  if not useful:
+    return type(error).__name__
+  if useful[0].endswith(":") and len(useful) > 1:  # "unhealthy ...:\n/job:..."
+    return f"{useful[0]} {useful[1]}"
+  return useful[0]

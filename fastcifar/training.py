@@ -536,10 +536,9 @@ def prepare_output_dir(output_dir: str) -> None:
   """Creates `output_dir` if needed; UsageError if it cannot be written."""
   try:
     os.makedirs(output_dir, exist_ok=True)
-    probe = os.path.join(output_dir, ".fastcifar-write-test")
-    with open(probe, "w"):
+    # A file of its own: every worker of a cluster checks the same folder.
+    with tempfile.TemporaryFile(dir=output_dir, prefix=".fastcifar-write-"):
       pass
-    os.unlink(probe)
   except OSError as e:
     raise UsageError(f"--output_dir {output_dir} is not writable "
                      f"({e.strerror}); choose another folder") from None

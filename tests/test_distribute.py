@@ -355,3 +355,25 @@ def test_training_continues_through_a_restarted_dispatcher(tmp_path):
       server._stop()  # pylint: disable=protected-access
   assert len(dispatchers) == 2 and not lost
   assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
+
+
+@pytest.mark.parametrize("message,lost,first", [
+    ("Graph execution error:\n\nDetected at node x defined at:\n  File a\n\n"
+     "Collective ops is aborted by: Error reported from /job:worker/task:1: "
+     "The following tasks are unhealthy (stopped sending heartbeats):\n"
+     "/job:worker/replica:0/task:1\nThe tasks have crashed.",
+     "worker 1", "Collective ops is aborted by: Error reported from "
+     "/job:worker/task:1: The following tasks are unhealthy (stopped sending "
+     "heartbeats): /job:worker/replica:0/task:1"),
+    ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
+     "Additional GRPC error information from remote target "
+     "/job:worker/replica:0/task:0 while calling RecvBuf",
+     "worker 0", "Collective ops is aborted by: recvmsg:Connection reset by "
+     "peer"),
+])
+def test_lost_peer_names_the_task_tensorflow_names(message, lost, first):
+  error = tf.errors.UnavailableError(None, None, message)
+  assert distribute.lost_peer(error) == lost
+  assert distribute.first_line(error) == first
+  assert distribute.lost_peer(tf.errors.InvalidArgumentError(
+      None, None, message)) is None
