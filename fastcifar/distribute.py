@@ -139,7 +139,7 @@ _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
 
 
 def lost_peer(error: Exception) -> str | None:
-  """Which task `error` says was lost, e.g. 'worker 1'; None if none.
+  """Which task `error` says was lost, e.g. 'worker 1'; None if it names none.
 
   TensorFlow names it in the message: "The following tasks are unhealthy
   ... /job:worker/replica:0/task:1" (heartbeats) or "error information from
@@ -148,7 +148,7 @@ def lost_peer(error: Exception) -> str | None:
   if not isinstance(error, LOST_PEER_ERRORS):
     return None
   match = _TASK.search(str(error))
-  return f"{match[1]} {match[2]}" if match else "a worker"
+  return f"{match[1]} {match[2]}" if match else None
 
 
 def first_line(error: Exception) -> str:

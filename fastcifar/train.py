@@ -215,7 +215,8 @@ def _export(output_dir: str) -> None:
 
 
 def _interrupted_line() -> str:
-  return f"fastcifar.train: interrupted; {_resume_hint()}"
+  # On a line of its own, after the progress bar's.
+  return f"\nfastcifar.train: interrupted; {_resume_hint()}"
 
 
 def _watch_data_service():
@@ -239,7 +240,8 @@ def _exit_for_lost_peer(error: Exception) -> NoReturn:
   Exits through `stopping.exit_now`: TensorFlow's shutdown waits for the lost
   peer and would block for good.
   """
-  lost = distribute.lost_peer(error)
+  lost = distribute.lost_peer(error) or (
+      "a worker" if _STRATEGY.value == "multi_worker" else None)
   if lost:
     what = f"lost {lost} ({distribute.first_line(error)})"
     how = "start every worker again with {command}"

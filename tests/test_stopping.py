@@ -114,7 +114,7 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
       assert after == before, where
       continue
     assert process.returncode == 130, (where, err[-3000:])
-    assert "fastcifar.train: interrupted;" in err, (where, err[-3000:])
+    assert "\nfastcifar.train: interrupted;" in err, (where, err[-3000:])
     # The last completed checkpoint survives whatever the moment was.
     assert (after or 0) >= (before or 0), where
     handled += 1
