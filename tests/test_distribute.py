@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -304,19 +305,24 @@ def test_dead_data_service_address_from_the_command_line():
   assert "Traceback" not in out.stderr
 
 
-def test_monitor_reports_a_lost_worker(data_service_cluster):
+@pytest.mark.parametrize("victim,problem", [
+    ("worker", r"its worker localhost:\d+ does not answer for 1 s"),
+    ("dispatcher", "no tf.data service dispatcher answers there for 1 s")])
+def test_monitor_reports_a_lost_worker_or_dispatcher(data_service_cluster,
+                                                     victim, problem):
   dispatcher, workers = data_service_cluster
-  assert data_service.get_workers(dispatcher.target, 5)
+  assert len(data_service.get_workers(dispatcher.target, 5)) == 2
   lost = []
   with data_service.Monitor(dispatcher.target, lost.append, patience=1,
                             interval=0.3):
     time.sleep(1)
     assert not lost  # a healthy service is left alone
-    workers[0]._stop()  # pylint: disable=protected-access
+    server = workers[0] if victim == "worker" else dispatcher
+    server._stop()  # pylint: disable=protected-access
     deadline = time.monotonic() + 20
     while not lost and time.monotonic() < deadline:
       time.sleep(0.1)
-  assert lost and "does not answer for 1 s" in lost[0]
+  assert lost and re.fullmatch(problem, lost[0]), lost
 
 
 def test_training_continues_through_a_restarted_dispatcher(tmp_path):
