@@ -59,11 +59,6 @@ def exit_now(line: str, status: int) -> NoReturn:
     os._exit(status)  # pylint: disable=protected-access
 
 
-def _raise_keyboard_interrupt(signum, frame):
-  del signum, frame
-  raise KeyboardInterrupt
-
-
 class StopOnSignal:
   """Context manager: SIGTERM and SIGINT stop the process within seconds.
 
@@ -101,7 +96,7 @@ class StopOnSignal:
     self._reader, self._writer = socket.socketpair()
     self._writer.setblocking(False)
     for signum in STOP_SIGNALS:
-      self._previous[signum] = signal.signal(signum, _raise_keyboard_interrupt)
+      self._previous[signum] = signal.signal(signum, self._interrupt)
     self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
                                              warn_on_full_buffer=False)
     threading.Thread(target=self._watch, name="fastcifar-stop-watchdog",
@@ -127,8 +122,16 @@ class StopOnSignal:
     self._writer.close()  # ends the watchdog
     self._reader.close()
 
+  def _interrupt(self, signum, frame):
+    """The Python-level handler: runs when the main thread can stop."""
+    del signum, frame
+    self.requested = True
+    raise KeyboardInterrupt
+
   def _watch(self) -> None:
+    """Woken by the C-level handler, whatever the main thread is doing."""
     deadline = None
+    signals = 0
     while True:
       timeout = (None if deadline is None
                  else max(0.0, deadline - time.monotonic()))
@@ -145,7 +148,8 @@ class StopOnSignal:
       for signum in data:
         if signum not in STOP_SIGNALS:
           continue
-        if self.requested:
+        signals += 1
+        if signals > 1:
           self._end("second stop request")
           return
         self.requested = True
