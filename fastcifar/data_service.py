@@ -90,6 +90,8 @@ def _problem(address: str, timeout: float) -> str | None:
     if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
       return "no tf.data service dispatcher answers there"
     return f"no tf.data service dispatcher answers there ({e.code().name})"
+  except (ValueError, IndexError):  # an answer, but not GetWorkersResponse
+    return "what answers there is not a tf.data service dispatcher"
   if not workers:
     return "the dispatcher has no workers"
   lost = [w for w in workers if not answers(w, timeout)]
