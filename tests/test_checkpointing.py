@@ -218,25 +218,3 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
     for v in model.trainable_variables:
       assert np.all(v.numpy() == epoch)
 
-
-def test_a_run_stopped_after_its_last_checkpoint_writes_its_outputs(tmp_path):
-  # Stopped between the last epoch's checkpoint and results.json: the rerun
-  # has no epoch left to train and only evaluates and writes the outputs.
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
-  config = training.Config(epochs=1, batch_size=64, precision="float32",
-                           eval_batch_size=64)
-
-  class StopBeforeOutputs(training.keras.callbacks.Callback):
-    def on_train_end(self, logs=None):
-      raise KeyboardInterrupt
-
-  with pytest.raises(KeyboardInterrupt):
-    training.train_and_evaluate(config, data, str(tmp_path), verbose=0,
-                                callbacks=[StopBeforeOutputs()])
-  assert checkpointing.latest_epoch(str(tmp_path)) == 1
-  assert not (tmp_path / "results.json").exists()
-  results = training.train_and_evaluate(config, data, str(tmp_path),
-                                        verbose=0)
-  assert results["resumed_after_epoch"] == 1 and results["epochs"] == 1
-  assert results["images_per_second"] > 0
-  assert (tmp_path / "results.json").exists()

@@ -258,7 +258,7 @@ def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"fastcifar.train: error: lost worker {victim} ("
                            ), err[-3000:]
-    assert "start every worker again with its same command to resume after " \
+    assert "start every worker again with the same command to resume after " \
            f"epoch {checkpointing.latest_epoch(str(output_dir))}" in last
     assert "Traceback" not in err
     assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
