@@ -217,4 +217,3 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
     assert epoch >= 1 and history == {"epoch": [epoch]}
     for v in model.trainable_variables:
       assert np.all(v.numpy() == epoch)
-
