@@ -69,7 +69,7 @@ def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
   y_train = keras.utils.to_categorical(dataset.train_labels,
                                        dataset.num_classes)
   y_test = keras.utils.to_categorical(dataset.test_labels, dataset.num_classes)
-  model = keras.Sequential([keras.Input(sources.IMAGE_SHAPE),
+  model = keras.Sequential([keras.Input(dataset.image_shape),
                             *seed_cnn_layers(dataset.num_classes)])
   model.compile(optimizer="adam", loss="categorical_crossentropy",
                 metrics=["accuracy"])

@@ -13,6 +13,14 @@ import tensorflow as tf
 # 2**32 so that no int64 product overflows).
 _MIX = (0x85EBCA6B, 0xC2B2AE35)
 _MASK = 0x7FFFFFFF
+# CIFAR's 32 pixels: the shifts below (airbench's 2 px translation, 1 px
+# test-time views) are for that side and scale with an image's own.
+REFERENCE_SIDE = 32
+
+
+def scaled_shift(pixels: int, side: int) -> int:
+  """`pixels` at 32x32 scaled to an image side: round(pixels * side / 32)."""
+  return int(round(pixels * side / REFERENCE_SIDE))
 
 
 def image_coins(images: tf.Tensor, seed) -> tf.Tensor:
@@ -43,7 +51,7 @@ def image_coins(images: tf.Tensor, seed) -> tf.Tensor:
 
 
 def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
-                       max_shift: int = 2, epoch=None) -> tf.Tensor:
+                       max_shift: int | None = None, epoch=None) -> tf.Tensor:
   """Horizontal flip and random translation by up to `max_shift` px.
 
   Without `epoch`, each image is flipped at random. With it, airbench's
@@ -56,7 +64,8 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   Args:
     images: `(B, H, W, C)` uint8 (the coins need integer pixels).
     seed: int `[2]`, e.g. (run seed, step number).
-    max_shift: the largest shift in pixels, each axis.
+    max_shift: the largest shift in pixels, each axis; None: 2 px at 32x32,
+      scaled with each side (`scaled_shift`: 4 px at 64x64).
     epoch: the epoch number (an int or int tensor), for alternating flips;
       None for random flips.
 
@@ -73,13 +82,15 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
     flip = tf.not_equal(image_coins(images, seed[0]), odd)
   images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]),
                     images)
-  if max_shift == 0:
+  shift_y, shift_x = ((scaled_shift(2, height), scaled_shift(2, width))
+                      if max_shift is None else (max_shift, max_shift))
+  if shift_y == shift_x == 0:
     return images
-  padded = tf.pad(images, [[0, 0], [max_shift] * 2, [max_shift] * 2, [0, 0]],
+  padded = tf.pad(images, [[0, 0], [shift_y] * 2, [shift_x] * 2, [0, 0]],
                   mode="REFLECT")
-  dy = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * max_shift + 1,
+  dy = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * shift_y + 1,
                                    dtype=tf.int32)
-  dx = tf.random.stateless_uniform([batch], seeds[2], 0, 2 * max_shift + 1,
+  dx = tf.random.stateless_uniform([batch], seeds[2], 0, 2 * shift_x + 1,
                                    dtype=tf.int32)
   rows = dy[:, None] + tf.range(height)[None, :]
   cols = dx[:, None] + tf.range(width)[None, :]
@@ -87,24 +98,31 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   return tf.gather(images, cols, axis=2, batch_dims=1)
 
 
-def test_time_views(images: tf.Tensor) -> list[tuple[tf.Tensor, float]]:
+def test_time_views(images: tf.Tensor, shift: int | None = None
+                    ) -> list[tuple[tf.Tensor, float]]:
   """airbench's test-time augmentation views and the weight of each.
 
   The image and its mirror (1/4 each); and, from the image padded by one
   pixel by reflection, the crops shifted one pixel up-left and one pixel
   down-right, each with its mirror (1/8 each). Averaging a model's outputs
-  over them with these weights is airbench94's `tta_level=2`.
+  over them with these weights is airbench94's `tta_level=2`. The shift is
+  one pixel at 32x32 and scales with the image (`scaled_shift`: 2 at 64x64).
 
   Args:
     images: `(B, H, W, C)`, a tensor or array.
+    shift: the shift in pixels, each axis; None: 1 px at 32x32, scaled.
 
   Returns:
     Six `(view, weight)` pairs; the weights sum to 1.
   """
   images = tf.convert_to_tensor(images)
   height, width = images.shape[1], images.shape[2]
-  padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT")
-  shifted = [padded[:, :height, :width], padded[:, 2:height + 2, 2:width + 2]]
+  dy, dx = ((scaled_shift(1, height), scaled_shift(1, width))
+            if shift is None else (shift, shift))
+  padded = tf.pad(images, [[0, 0], [dy, dy], [dx, dx], [0, 0]],
+                  mode="REFLECT")
+  shifted = [padded[:, :height, :width],
+             padded[:, 2 * dy:height + 2 * dy, 2 * dx:width + 2 * dx]]
   views = []
   for view, weight in [(images, 0.25)] + [(s, 0.125) for s in shifted]:
     views += [(view, weight), (tf.reverse(view, axis=[2]), weight)]

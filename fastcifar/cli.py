@@ -79,20 +79,45 @@ class DataFlags(NamedTuple):
   data_dir: flags.FlagHolder
   download: flags.FlagHolder
   mirror: flags.FlagHolder
+  image_size: flags.FlagHolder
+  resize: flags.FlagHolder
+
+
+def _validate(name: str, check: Callable[[str], object]) -> None:
+  """Checks --name with `check`, which raises UsageError, as absl parses it."""
+  def validate(value: str) -> bool:
+    try:
+      check(value)
+    except UsageError as e:
+      # absl starts the message with "flag --name=value: " itself.
+      raise flags.ValidationError(
+          str(e).removeprefix(f"--{name}={value}: ")) from None
+    return True
+  flags.register_validator(name, validate)
 
 
 @functools.cache
 def data_flags() -> DataFlags:
-  """Defines --dataset, --data_dir, --download and --data_mirror, once.
+  """Defines the data flags (--dataset, --data_dir, --image_size...), once.
 
   Every command that reads data calls this at import; the cache lets two
   commands be imported together (as tests do) without defining them twice.
   """
+  dataset = flags.DEFINE_string(
+      "dataset", "cifar10",
+      "cifar10 / cifar100 (from --data_dir or TFDS), generated synthetic "
+      "data, or tfds:NAME: any TFDS image classification dataset (e.g. "
+      "tfds:svhn_cropped, tfds:imagenette/160px) from TFDS's data dir or "
+      "--data_dir.")
+  image_size = flags.DEFINE_string(
+      "image_size", None,
+      "H or H,W: resize every image to this size once, at load time (see "
+      "--resize). Default: the data's own size, which every image must "
+      "then share.")
+  _validate("dataset", sources.check_dataset)
+  _validate("image_size", sources.parse_image_size)
   return DataFlags(
-      dataset=flags.DEFINE_enum(
-          "dataset", "cifar10", sources.DATASETS,
-          "cifar10 / cifar100 (from --data_dir or TFDS), or generated "
-          "synthetic data."),
+      dataset=dataset,
       data_dir=flags.DEFINE_string(
           "data_dir", None,
           "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
@@ -109,11 +134,24 @@ def data_flags() -> DataFlags:
           "data_mirror", None,
           "Base URL of a mirror serving the CIFAR page's archive files "
           "(e.g. behind a proxy). Default: $FASTCIFAR_MIRROR, else "
-          "https://www.cs.toronto.edu/~kriz/."))
+          "https://www.cs.toronto.edu/~kriz/."),
+      image_size=image_size,
+      resize=flags.DEFINE_enum(
+          "resize", "crop", sources.RESIZE_METHODS,
+          "How --image_size resizes an image of another shape. crop: scale "
+          "the shorter side to fit and crop the centre (nothing distorted, "
+          "no borders). pad: scale the longer side to fit and pad with "
+          "black (nothing cut off)."))
 
 
 def load_data(data: DataFlags, seed: int) -> sources.ImageDataset:
   """The dataset the data flags name (`seed` seeds synthetic data)."""
-  return sources.load(data.dataset.value, data.data_dir.value,
-                      download=data.download.value,
-                      mirror=data.mirror.value, seed=seed)
+  dataset = sources.load(
+      data.dataset.value, data.data_dir.value, download=data.download.value,
+      mirror=data.mirror.value, seed=seed,
+      image_size=sources.parse_image_size(data.image_size.value),
+      resize=data.resize.value)
+  if dataset.test_split != "test":
+    print(f"fastcifar: {data.dataset.value} tests on {dataset.test_split}",
+          flush=True)
+  return dataset

@@ -3,9 +3,10 @@
     python -m fastcifar.export --model=runs/x/model.keras --output=runs/x/export
 
 Writes OUTPUT/saved_model, a TensorFlow SavedModel whose `serving_default`
-signature takes uint8 `images` (batch, 32, 32, 3), any batch size, and
-returns float32 `probabilities` (batch, classes); it loads with
-`tf.saved_model.load`, `saved_model_cli` or TF Serving, no fastcifar needed.
+signature takes uint8 `images` (batch, H, W, 3) at the size the model was
+trained on (32x32 for CIFAR), any batch size, and returns float32
+`probabilities` (batch, classes); it loads with `tf.saved_model.load`,
+`saved_model_cli` or TF Serving, no fastcifar needed.
 Where the installed TensorFlow ships its TFLite converter, also
 OUTPUT/model.tflite (float32) and, with --quantize, model_float16.tflite or
 model_int8.tflite (int8 is calibrated on training images from the data

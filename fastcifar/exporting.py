@@ -25,7 +25,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fastcifar.sources import IMAGE_SHAPE
 
 QUANTIZATIONS = ("none", "float16", "int8")
 SIGNATURE = "serving_default"
@@ -65,7 +64,7 @@ def export_saved_model(model: keras.Model, path: str) -> str:
   """Writes `model` as a SavedModel with the serving signature above.
 
   Args:
-    model: a Keras model taking uint8 `(batch, 32, 32, 3)` images.
+    model: a Keras model taking uint8 `(batch, H, W, 3)` images.
     path: the SavedModel folder to write.
 
   Returns:
@@ -77,8 +76,8 @@ def export_saved_model(model: keras.Model, path: str) -> str:
   archive.add_endpoint(
       SIGNATURE,
       lambda images: {OUTPUT_NAME: model(images, training=False)},
-      input_signature=[tf.TensorSpec((None, *IMAGE_SHAPE), tf.uint8,
-                                     name=INPUT_NAME)])
+      input_signature=[tf.TensorSpec((None, *model.input_shape[1:]),
+                                     tf.uint8, name=INPUT_NAME)])
   archive.write_out(path, verbose=False)
   return path
 
@@ -132,7 +131,7 @@ def export_all(model: keras.Model, output: str, quantize: str = "none",
   """Writes OUTPUT/saved_model and, where TFLite exists, OUTPUT/model.tflite.
 
   Args:
-    model: a Keras model taking uint8 `(batch, 32, 32, 3)` images.
+    model: a Keras model taking uint8 `(batch, H, W, 3)` images.
     output: the folder to write into (created if missing).
     quantize: besides the float32 `model.tflite`, also write
       `model_QUANTIZE.tflite` ("float16" or "int8"); "none": not.

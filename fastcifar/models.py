@@ -17,10 +17,16 @@ import numpy as np
 
 from fastcifar import layers as fast_layers
 from fastcifar.errors import UsageError
-from fastcifar.sources import IMAGE_SHAPE
+from fastcifar.sources import CIFAR_SHAPE
 
 MODELS = ("seed", "fast")
-WHITENING_IMAGES = 5000  # the fast model's whitening is fitted to this many
+# The smallest image side each model takes: the seed CNN's two unpadded
+# convs and two pools, the fast model's 2x2 whitening and three pools, must
+# leave at least one pixel.
+MIN_IMAGE_SIDE = {"seed": 10, "fast": 9}
+# The fast model's whitening is fitted to this many images at 32x32, and to
+# as many pixels' worth (fewer images) when they are larger.
+WHITENING_IMAGES = 5000
 
 
 @keras.saving.register_keras_serializable(package="fastcifar")
@@ -57,8 +63,10 @@ def seed_cnn_layers(num_classes: int) -> list[layers.Layer]:
     num_classes: width of the softmax output.
 
   Returns:
-    The layers; 1,250,858 parameters at 10 classes. The softmax layer runs in
-    float32 under any mixed-precision policy, so outputs are float32.
+    The layers; 1,250,858 parameters at 10 classes and 32x32 images (the
+    dense layer takes the flattened feature map, so it grows with the image:
+    6,493,738 at 64x64). The softmax layer runs in float32 under any
+    mixed-precision policy, so outputs are float32.
   """
   return [
       layers.Conv2D(32, 3, padding="same", activation="relu"),
@@ -84,6 +92,8 @@ def fast_cnn_layers(num_classes: int, seed: int = 0,
   A fixed 2x2 patch-whitening conv and GELU, then three groups of (conv,
   max-pool, batch norm, GELU, conv, batch norm, GELU), a global max-pool and a
   bias-free linear layer whose outputs are scaled by 1/9 before the softmax.
+  The global pool takes maps of any size, so the parameters do not depend on
+  the image size.
 
   Args:
     num_classes: width of the softmax output.
@@ -125,8 +135,9 @@ def fast_cnn_layers(num_classes: int, seed: int = 0,
 
 def build_model(name: str, num_classes: int, mean: Sequence[float],
                 std: Sequence[float], train_images: np.ndarray | None = None,
-                seed: int = 0) -> keras.Sequential:
-  """Builds a model that takes uint8 `(batch, 32, 32, 3)` images.
+                seed: int = 0, image_shape: Sequence[int] | None = None
+                ) -> keras.Sequential:
+  """Builds a model that takes uint8 `(batch, H, W, 3)` images.
 
   Layers take their dtype from the global mixed-precision policy in force when
   this is called (see `fastcifar.policy.precision_scope`).
@@ -139,16 +150,31 @@ def build_model(name: str, num_classes: int, mean: Sequence[float],
     train_images: uint8 training images; the fast model's whitening layer is
       fitted to a seeded random `WHITENING_IMAGES` of them (airbench takes
       the first 5,000 of CIFAR's mixed order; an image folder loads sorted
-      by class). Required for "fast".
+      by class), fewer when larger than 32x32 (as many pixels' worth).
+      Required for "fast".
     seed: seeds the fast model's initializers and the whitening images.
+    image_shape: `(H, W, C)` of the inputs; None: that of `train_images`,
+      else CIFAR's 32x32x3.
 
   Returns:
     An uncompiled `keras.Sequential` whose outputs are float32 probabilities.
+
+  Raises:
+    UsageError: the images are too small for the model.
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+  if image_shape is None:
+    image_shape = (CIFAR_SHAPE if train_images is None
+                   else train_images.shape[1:])
+  image_shape = tuple(int(s) for s in image_shape)
+  if min(image_shape[:2]) < MIN_IMAGE_SIDE[name]:
+    raise UsageError(
+        f"the {name} model needs images of at least {MIN_IMAGE_SIDE[name]}x"
+        f"{MIN_IMAGE_SIDE[name]} pixels, these are {image_shape[0]}x"
+        f"{image_shape[1]}; pass a larger --image_size")
   standardize = Standardize(mean, std)
-  inputs = [keras.Input(IMAGE_SHAPE, dtype="uint8"), standardize]
+  inputs = [keras.Input(image_shape, dtype="uint8"), standardize]
   if name == "seed":
     return keras.Sequential([*inputs, *seed_cnn_layers(num_classes)],
                             name="seed_cnn")
@@ -156,9 +182,10 @@ def build_model(name: str, num_classes: int, mean: Sequence[float],
     raise ValueError("the fast model needs train_images for its whitening")
   stack = fast_cnn_layers(num_classes, seed)
   model = keras.Sequential([*inputs, *stack], name="fast_cnn")
+  count = max(1, WHITENING_IMAGES * 32 * 32 // (image_shape[0]
+                                               * image_shape[1]))
   pick = np.sort(np.random.default_rng(seed).choice(
-      len(train_images), min(WHITENING_IMAGES, len(train_images)),
-      replace=False))
+      len(train_images), min(count, len(train_images)), replace=False))
   stack[0].adapt(ops.convert_to_numpy(
       ops.cast(standardize(train_images[pick]), "float32")))
   return model

@@ -87,10 +87,10 @@ def test_works_on_32x32_cifar_batches():
 
 def test_same_seed_same_output_different_seed_different():
   images = tf.constant(_distinct_pixel_images(32))
-  a = augment.flip_and_translate(images, tf.constant([7, 1])).numpy()
-  b = augment.flip_and_translate(images, tf.constant([7, 1])).numpy()
-  c = augment.flip_and_translate(images, tf.constant([7, 2])).numpy()
-  d = augment.flip_and_translate(images, tf.constant([8, 1])).numpy()
+  a = augment.flip_and_translate(images, tf.constant([7, 1]), 2).numpy()
+  b = augment.flip_and_translate(images, tf.constant([7, 1]), 2).numpy()
+  c = augment.flip_and_translate(images, tf.constant([7, 2]), 2).numpy()
+  d = augment.flip_and_translate(images, tf.constant([8, 1]), 2).numpy()
   np.testing.assert_array_equal(a, b)
   assert not np.array_equal(a, c)
   assert not np.array_equal(a, d)
@@ -103,7 +103,7 @@ def test_compiles_with_xla_and_stays_valid():
 
   @tf.function(jit_compile=True)
   def step(batch, seed):
-    return augment.flip_and_translate(batch, seed)
+    return augment.flip_and_translate(batch, seed, 2)
 
   out = step(tf.constant(images), tf.constant([3, 9])).numpy()
   assert out.shape == images.shape and out.dtype == np.uint8
@@ -154,7 +154,7 @@ def test_alternating_flip_compiles_with_xla_and_translates():
 
   @tf.function(jit_compile=True)
   def step(batch, seed, epoch):
-    return augment.flip_and_translate(batch, seed, epoch=epoch)
+    return augment.flip_and_translate(batch, seed, 2, epoch=epoch)
 
   even = step(tf.constant(images), tf.constant([3, 9]),
               tf.constant(4, tf.int64)).numpy()
@@ -169,7 +169,7 @@ def test_alternating_flip_compiles_with_xla_and_translates():
 
 def test_test_time_views_are_mirrors_and_one_pixel_shifts():
   images = _distinct_pixel_images(3)
-  views = augment.test_time_views(tf.constant(images))
+  views = augment.test_time_views(tf.constant(images), shift=1)
   assert [w for _, w in views] == [0.25, 0.25] + [0.125] * 4
   arrays = [v.numpy() for v, _ in views]
   np.testing.assert_array_equal(arrays[0], images)
@@ -181,3 +181,17 @@ def test_test_time_views_are_mirrors_and_one_pixel_shifts():
   np.testing.assert_array_equal(up_left[:, 0, 1:], images[:, 1, :-1])
   np.testing.assert_array_equal(down_right[:, :-1, :-1], images[:, 1:, 1:])
   np.testing.assert_array_equal(down_right[:, -1, :-1], images[:, -2, 1:])
+
+
+def test_translation_and_tta_shifts_scale_with_the_image_size():
+  images = np.random.default_rng(4).integers(0, 256, (48, 64, 64, 3),
+                                             dtype=np.uint8)
+  out = augment.flip_and_translate(tf.constant(images),
+                                   tf.constant([2, 3])).numpy()
+  shifts = [_transform_of(image, o, 4)[1:] for image, o in zip(images, out)]
+  assert max(max(abs(dy), abs(dx)) for dy, dx in shifts) == 4  # 2 px at 32
+  views = [v.numpy() for v, _ in augment.test_time_views(images)]
+  padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+  np.testing.assert_array_equal(views[2], padded[:, :64, :64])  # 1 px at 32
+  np.testing.assert_array_equal(views[4], padded[:, 4:, 4:])
+  assert augment.scaled_shift(2, 32) == 2 and augment.scaled_shift(1, 96) == 3

@@ -109,7 +109,7 @@ def test_a_second_run_replaces_the_file(tmp_path):
 
 def test_download_goes_through_tfds(tmp_path, monkeypatch, capsys):
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  monkeypatch.setattr(tfds_source, "_check_network", lambda name: None)
+  monkeypatch.setattr(tfds_source, "_check_network", lambda *args: None)
   out = tmp_path / "new" / "tfds"
   with tfds.testing.mock_data(num_examples=4):
     assert _run("--download", "--dataset=cifar100", f"--data_dir={out}") == 0

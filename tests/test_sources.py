@@ -671,17 +671,28 @@ def test_corrupt_image_is_named(tmp_path):
     sources.load_path(str(tmp_path))
 
 
-@pytest.mark.parametrize("shape,described", [((16, 32, 3), "16x32x3"),
-                                             ((32, 32, 1), "32x32x1"),
-                                             ((32, 32, 4), "32x32x4")])
-def test_wrong_image_size_or_channels_is_named(tmp_path, shape, described):
+def test_an_image_of_another_size_is_named_with_the_fix(tmp_path):
   write_image_folder(str(tmp_path))
   (tmp_path / "test" / "dog" / "001.png").write_bytes(
-      _png(np.full(shape, 7, np.uint8)))
+      _png(np.full((16, 32, 3), 7, np.uint8)))
   with pytest.raises(UsageError) as error:
     sources.load_path(str(tmp_path))
-  assert f"test/dog/001.png is {described}" in str(error.value)
-  assert "expected 32x32x3" in str(error.value)
+  message = str(error.value)
+  assert "test/dog/001.png is 16x32" in message
+  assert "train/bird/000.png is 32x32" in message
+  assert "--image_size=H[,W]" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("channels", [1, 4])
+def test_grayscale_and_rgba_images_become_rgb(tmp_path, channels):
+  write_image_folder(str(tmp_path))
+  pixels = np.random.default_rng(0).integers(0, 256, (32, 32, channels),
+                                             dtype=np.uint8)
+  (tmp_path / "test" / "dog" / "001.png").write_bytes(_png(pixels))
+  data = sources.load_path(str(tmp_path))
+  rgb = data.test_images[-1]  # dog sorts last, 001 is its second image
+  expected = np.repeat(pixels, 3, -1) if channels == 1 else pixels[..., :3]
+  np.testing.assert_array_equal(rgb, expected)
 
 
 def test_labels_out_of_range_in_an_archive(tmp_path):

@@ -1,30 +1,37 @@
 """Data sources: every one ends in the same uint8 `ImageDataset`.
 
-`load` picks the source: `--dataset=synthetic` generates data; otherwise
+`load` picks the source: `--dataset=synthetic` generates data,
+`--dataset=tfds:NAME` reads any TFDS image classification dataset from
+TFDS's data dir (or `--data_dir`); otherwise
 `--data_dir` may be a TFDS data dir, an official CIFAR archive (python or
 binary, `.tar.gz` or extracted), an image folder (or a tar of one), or a
 `.npz` written by `tools/prepare_data.py`, and its content decides the format.
 Without `--data_dir`, the data is taken from TFDS's default data dir, else
 from Keras's dataset cache, else the official archive is downloaded into that
-cache once (`fastcifar.sources.download`).
+cache once (`fastcifar.sources.download`). Whatever the source, images come
+at one size: their own, or `image_size` (`fastcifar.sources.images`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from fastcifar.errors import UsageError
 from fastcifar.sources import download as downloads
 from fastcifar.sources import files
 from fastcifar.sources.cifar_archives import find_layout, load_archive
-from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
+from fastcifar.sources.dataset import CIFAR_SHAPE, ImageDataset, make_dataset
 from fastcifar.sources.image_folder import find_image_folder, load_image_folder
+from fastcifar.sources.images import (RESIZE_METHODS, check_resize,
+                                      parse_image_size, resize_array)
 from fastcifar.sources.prepared import load_prepared, prepared_path, save_prepared
 from fastcifar.sources.synthetic import load_synthetic
-from fastcifar.sources.tfds_source import (TFDS_NAMES, default_tfds_dir,
-                                           is_tfds_dir, load_tfds)
+from fastcifar.sources.tfds_source import (TFDS_NAMES, TFDS_PREFIX,
+                                           default_tfds_dir, is_tfds_dir,
+                                           load_tfds, tfds_name)
 
-DATASETS = TFDS_NAMES + ("synthetic",)
+DATASETS = TFDS_NAMES + ("synthetic",)  # and any TFDS_PREFIX + NAME
 OFFICIAL_ARCHIVES = {
     "cifar10": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
     "cifar100": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
@@ -35,19 +42,42 @@ EXPECTED = ("a TFDS data dir, a CIFAR archive (cifar-10-python.tar.gz, "
             "or a .npz from tools/prepare_data.py")
 
 __all__ = [
-    "DATASETS", "IMAGE_SHAPE", "ImageDataset", "UsageError", "load",
-    "load_path", "load_synthetic", "make_dataset", "prepared_path",
-    "save_prepared",
+    "CIFAR_SHAPE", "DATASETS", "ImageDataset", "RESIZE_METHODS",
+    "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_path",
+    "load_synthetic", "make_dataset", "parse_image_size", "prepared_path",
+    "resize_dataset", "save_prepared",
 ]
+
+
+def check_dataset(dataset: str) -> None:
+  """UsageError unless `dataset` is one of `DATASETS` or tfds:NAME."""
+  if dataset not in DATASETS and tfds_name(dataset) is None:
+    raise UsageError(f"unknown dataset {dataset!r}; choose one of "
+                     f"{', '.join(DATASETS)}, or tfds:NAME for a TFDS "
+                     "dataset (e.g. tfds:svhn_cropped)")
+
+
+def resize_dataset(dataset: ImageDataset, image_size: tuple[int, int] | None,
+                   resize: str = "crop") -> ImageDataset:
+  """`dataset` with both splits at `image_size` (None: as it is)."""
+  resized = [resize_array(a, image_size, resize)
+             for a in (dataset.train_images, dataset.test_images)]
+  if all(r is a for r, a in zip(resized, (dataset.train_images,
+                                          dataset.test_images))):
+    return dataset
+  return dataclasses.replace(dataset, train_images=resized[0],
+                             test_images=resized[1])
 
 
 def load(dataset: str = "cifar10", data_dir: str | None = None, *,
          download: bool = True, mirror: str | None = None,
-         seed: int = 0) -> ImageDataset:
+         seed: int = 0, image_size: tuple[int, int] | None = None,
+         resize: str = "crop") -> ImageDataset:
   """Loads a dataset from wherever it is, as `keras.datasets` would.
 
   Args:
-    dataset: "cifar10", "cifar100" or "synthetic".
+    dataset: "cifar10", "cifar100", "synthetic" or "tfds:NAME" (any TFDS
+      image classification dataset, from data_dir or TFDS's default).
     data_dir: a path `load_path` understands, or None: TFDS's default data
       dir, then Keras's dataset cache, then a download into that cache.
     download: with data_dir None, download the official archive when it is
@@ -55,6 +85,10 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
     mirror: a base URL serving the official archives (see
       `download.archive_url`); None: $FASTCIFAR_MIRROR or the CIFAR page.
     seed: the seed of the synthetic data.
+    image_size: `(height, width)` to resize every image to; None: the
+      data's own size, which must then be the same for every image.
+    resize: how to resize, one of `RESIZE_METHODS` (see
+      `fastcifar.sources.images`).
 
   Returns:
     The `ImageDataset`.
@@ -62,21 +96,26 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
   Raises:
     UsageError: the data is missing or unreadable; the message says what to do.
   """
+  check_dataset(dataset)
+  check_resize(resize)  # before any data is read
   if dataset == "synthetic":
     if data_dir is not None:
       raise UsageError("--data_dir is not used by --dataset=synthetic; drop "
                        "one of the two")
-    return load_synthetic(seed=seed)
-  if dataset not in TFDS_NAMES:
-    raise UsageError(f"unknown dataset {dataset!r}; choose one of "
-                     f"{', '.join(DATASETS)}")
+    return resize_dataset(load_synthetic(seed=seed), image_size, resize)
+  name = tfds_name(dataset)
+  if name is not None:
+    return load_tfds(name, data_dir and os.path.expanduser(data_dir),
+                     download=download, image_size=image_size, resize=resize)
   if data_dir is not None:
-    return load_path(data_dir, dataset)
+    return load_path(data_dir, dataset, image_size=image_size, resize=resize)
   default = default_tfds_dir()
   if os.path.isfile(prepared_path(default, dataset)):
-    return load_prepared(prepared_path(default, dataset))
+    return resize_dataset(load_prepared(prepared_path(default, dataset)),
+                          image_size, resize)
   if is_tfds_dir(default, dataset):
-    return load_tfds(dataset, default, download=False)
+    return load_tfds(dataset, default, download=False, image_size=image_size,
+                     resize=resize)
   found = downloads.cached(dataset)
   if found is None:
     if not download:
@@ -84,11 +123,12 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
           f"{dataset} is not on disk and --nodownload forbids fetching it; "
           + downloads.offline_help(dataset))
     found = downloads.download(dataset, mirror)
-  return load_path(found, dataset)
+  return load_path(found, dataset, image_size=image_size, resize=resize)
 
 
 def load_path(path: str, dataset: str = "cifar10", *,
-              download: bool = False) -> ImageDataset:
+              download: bool = False, image_size: tuple[int, int] | None = None,
+              resize: str = "crop") -> ImageDataset:
   """Loads whatever dataset `path` holds, detecting its format.
 
   Args:
@@ -97,10 +137,19 @@ def load_path(path: str, dataset: str = "cifar10", *,
       archives: another dataset's archive is refused, not loaded in its
       place. Image folders and `.npz` files carry no such name.
     download: let TFDS download into `path` when it holds nothing else.
+    image_size, resize: as for `load`.
 
   Returns:
     The `ImageDataset`.
   """
+  sized = dict(image_size=image_size, resize=resize)
+  return resize_dataset(_load_path(path, dataset, download, sized),
+                        image_size, resize)
+
+
+def _load_path(path: str, dataset: str, download: bool,
+               sized: dict) -> ImageDataset:
+  """`load_path`; sources that decode images resize them as they do."""
   path = os.path.expanduser(path)
   if not os.path.exists(path):
     raise UsageError(f"--data_dir {path} does not exist; expected {EXPECTED}")
@@ -110,10 +159,11 @@ def load_path(path: str, dataset: str = "cifar10", *,
     if os.path.isfile(prepared_path(path, dataset)):
       return load_prepared(prepared_path(path, dataset))
     if is_tfds_dir(path, dataset):
-      return load_tfds(dataset, path, download=False)
+      return load_tfds(dataset, path, download=False, **sized)
     for archive in OFFICIAL_ARCHIVES.get(dataset, ()):
       if os.path.isfile(os.path.join(path, archive)):
-        return load_path(os.path.join(path, archive), dataset)
+        return _load_path(os.path.join(path, archive), dataset, download,
+                          sized)
   elif not files.is_tar_path(path):
     raise UsageError(f"--data_dir {path} is not a folder, a tar archive or a "
                      f".npz; expected {EXPECTED}")
@@ -127,13 +177,13 @@ def load_path(path: str, dataset: str = "cifar10", *,
     _refuse_other_dataset(path, layout.name, folder or layout.marker, dataset)
   folder = find_image_folder(names)
   if folder:
-    return load_image_folder(path, *folder)
+    return load_image_folder(path, *folder, **sized)
   for other, archives in OFFICIAL_ARCHIVES.items():
     for archive in archives:
       if os.path.isfile(os.path.join(path, archive)):
         _refuse_other_dataset(path, other, archive, dataset)
   if download and os.path.isdir(path):
-    return load_tfds(dataset, path, download=True)
+    return load_tfds(dataset, path, download=True, **sized)
   what = "is empty" if not names else "holds no dataset I recognise"
   raise UsageError(f"--data_dir {path} {what}; expected {EXPECTED}")
 

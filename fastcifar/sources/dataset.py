@@ -8,12 +8,17 @@ import numpy as np
 
 from fastcifar.errors import UsageError
 
-IMAGE_SHAPE = (32, 32, 3)
+CIFAR_SHAPE = (32, 32, 3)
 
 
 @dataclasses.dataclass(frozen=True)
 class ImageDataset:
-  """uint8 images `(N, 32, 32, 3)` and int32 labels in `[0, num_classes)`."""
+  """uint8 RGB images `(N, H, W, 3)`, int32 labels in `[0, num_classes)`.
+
+  Both splits have one image shape, `image_shape`, which models are built
+  for. `test_split` says where the test examples came from when that is not
+  the source's own test split (e.g. "validation", or part of train held out).
+  """
 
   name: str
   train_images: np.ndarray
@@ -21,28 +26,37 @@ class ImageDataset:
   test_images: np.ndarray
   test_labels: np.ndarray
   class_names: tuple[str, ...]
+  test_split: str = "test"
 
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
 
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    """`(height, width, channels)` of every image."""
+    return tuple(int(s) for s in self.train_images.shape[1:])
+
 
 def make_dataset(name: str, train_images, train_labels, test_images,
-                 test_labels, class_names, origin: str) -> ImageDataset:
+                 test_labels, class_names, origin: str,
+                 test_split: str = "test") -> ImageDataset:
   """Checks arrays from a source and wraps them in an `ImageDataset`.
 
   Args:
     name: dataset name, e.g. "cifar10".
-    train_images, test_images: uint8 arrays `(N, 32, 32, 3)`.
+    train_images, test_images: uint8 arrays `(N, H, W, 3)`, one shape.
     train_labels, test_labels: integer arrays `(N,)`.
     class_names: one name per class; label i names class_names[i].
     origin: where the data came from, for error messages.
+    test_split: see `ImageDataset`.
 
   Returns:
     The validated `ImageDataset`, labels as int32.
 
   Raises:
-    UsageError: the arrays are not CIFAR-shaped or labels are out of range.
+    UsageError: the arrays are not RGB images of one shape, or labels are out
+      of range.
   """
   class_names = tuple(str(c) for c in class_names)
   if not class_names:
@@ -52,22 +66,28 @@ def make_dataset(name: str, train_images, train_labels, test_images,
                                 ("test", test_images, test_labels)):
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(-1)
-    if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+    if images.ndim == 4 and len(images) == 0:
+      raise UsageError(f"{origin}: the {split} split is empty")
+    if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:]) < 1:
       raise UsageError(
           f"{origin}: {split} images have shape {images.shape[1:]}, expected "
-          f"{IMAGE_SHAPE} (32x32 RGB); resize or convert them first")
+          "(height, width, 3) RGB; convert them first")
+    if split == "test" and images.shape[1:] != splits["train"][0].shape[1:]:
+      raise UsageError(
+          f"{origin}: test images are {images.shape[1:]} but train images "
+          f"{splits['train'][0].shape[1:]}; pass --image_size=H[,W] to "
+          "resize both")
     if images.dtype != np.uint8:
       raise UsageError(f"{origin}: {split} images are {images.dtype}, "
                        "expected uint8 pixels 0-255")
     if len(images) != len(labels):
       raise UsageError(f"{origin}: {len(images)} {split} images but "
                        f"{len(labels)} labels; the file is damaged")
-    if len(images) == 0:
-      raise UsageError(f"{origin}: the {split} split is empty")
     if labels.min() < 0 or labels.max() >= len(class_names):
       raise UsageError(
           f"{origin}: {split} labels range {labels.min()}..{labels.max()} but "
           f"there are {len(class_names)} classes; the file is damaged or not "
           "CIFAR")
     splits[split] = (images, labels.astype(np.int32))
-  return ImageDataset(name, *splits["train"], *splits["test"], class_names)
+  return ImageDataset(name, *splits["train"], *splits["test"], class_names,
+                      test_split)

@@ -1,8 +1,8 @@
 """Image folders: `ROOT/{train,test}/<class>/*.{png,jpg,jpeg}`, or a tar of one.
 
 Class ids are the sorted class folder names (for CIFAR-10 that is its own
-label order, airplane=0 ... truck=9). Images must be 32x32 RGB. A file that
-cannot be decoded stops the load with its name: a silently skipped image
+label order, airplane=0 ... truck=9). Images of any size are decoded and
+resized once (`fastcifar.sources.images`). A file that cannot be decoded stops the load with its name: a silently skipped image
 would change the dataset without anyone knowing.
 """
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from fastcifar.errors import UsageError
 from fastcifar.sources import files
-from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
+from fastcifar.sources.dataset import ImageDataset, make_dataset
+from fastcifar.sources.images import decode_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 _SPLIT_RE = re.compile(r"^(?:(.*)/)?(train|test)/([^/]+)/([^/]*)$")
@@ -46,62 +47,17 @@ def find_image_folder(names: list[str]):
   return None
 
 
-def _decode_all(blobs: list[bytes], names: list[str], origin: str) -> np.ndarray:
-  """Decodes images in parallel with tf.data; fails naming the bad file."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-
-  def decode(blob):
-    image = tf.io.decode_image(blob, channels=0, expand_animations=False)
-    shape = tf.shape(image)
-    ok = tf.reduce_all(tf.equal(shape, IMAGE_SHAPE))
-    # A wrong-shaped image becomes zeros plus a flag, so batching still works
-    # and the flag says which file to name.
-    image = tf.cond(ok, lambda: tf.reshape(image, IMAGE_SHAPE),
-                    lambda: tf.zeros(IMAGE_SHAPE, tf.uint8))
-    return image, ok, shape
-
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(blobs, tf.string))
-  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(4096)
-  images, start = np.empty((len(blobs),) + IMAGE_SHAPE, np.uint8), 0
-  iterator = iter(ds)
-  while True:
-    try:
-      batch, ok, shapes = next(iterator)
-    except StopIteration:
-      break
-    except tf.errors.InvalidArgumentError:
-      bad = _first_undecodable(blobs[start:start + 4096])
-      raise UsageError(
-          f"{origin}: {names[start + bad]} is not a readable PNG or JPEG; "
-          "delete or replace it") from None
-    bad = np.flatnonzero(~ok.numpy())
-    if bad.size:
-      i = int(bad[0])
-      raise UsageError(
-          f"{origin}: {names[start + i]} is {'x'.join(map(str, shapes[i].numpy()))}"
-          f" (height x width x channels), expected 32x32x3 RGB; convert it")
-    images[start:start + len(batch)] = batch.numpy()
-    start += len(batch)
-  return images
-
-
-def _first_undecodable(blobs: list[bytes]) -> int:
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for i, blob in enumerate(blobs):
-    try:
-      tf.io.decode_image(blob, channels=0, expand_animations=False)
-    except tf.errors.InvalidArgumentError:
-      return i
-  return 0
-
-
-def load_image_folder(path: str, prefix: str, tree) -> ImageDataset:
+def load_image_folder(path: str, prefix: str, tree,
+                      image_size: tuple[int, int] | None = None,
+                      resize: str = "crop") -> ImageDataset:
   """Reads and decodes an image folder found by `find_image_folder`.
 
   Args:
     path: the folder or tar archive.
     prefix, tree: as `find_image_folder` returned them.
+    image_size: `(height, width)` to resize every image to; None: all must
+      have one size (the train split's first image's).
+    resize: how, one of `images.RESIZE_METHODS`.
 
   Returns:
     The `ImageDataset`, named after the folder.
@@ -119,13 +75,17 @@ def load_image_folder(path: str, prefix: str, tree) -> ImageDataset:
   wanted = [n for split in ("train", "test") for c in class_names
             for n in tree[split][c]]
   contents = files.read_files(path, wanted)
-  arrays = []
-  for split in ("train", "test"):
-    names = [n for c in class_names for n in sorted(tree[split][c])]
-    labels = np.concatenate([np.full(len(tree[split][c]), i, np.int32)
-                             for i, c in enumerate(class_names)])
-    images = _decode_all([contents.pop(n) for n in names], names, path)
-    arrays += [images, labels]
+  names = {split: [n for c in class_names for n in sorted(tree[split][c])]
+           for split in ("train", "test")}
+  # Both splits in one pass: one size check (or resize) for every image.
+  everything = names["train"] + names["test"]
+  labels = np.concatenate([np.full(len(tree[split][c]), i, np.int32)
+                           for split in ("train", "test")
+                           for i, c in enumerate(class_names)])
+  images = decode_images([contents.pop(n) for n in everything], labels,
+                         everything, path, image_size, resize)
+  train = len(names["train"])
+  arrays = [images[:train], labels[:train], images[train:], labels[train:]]
   base = posixpath.basename(prefix) or posixpath.basename(
       path.rstrip("/")).split(".")[0]
   return make_dataset(base or "images", *arrays, class_names, origin=path)

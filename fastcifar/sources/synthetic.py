@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcifar.sources.dataset import IMAGE_SHAPE, ImageDataset, make_dataset
+from fastcifar.sources.dataset import CIFAR_SHAPE, ImageDataset, make_dataset
 
 
 def load_synthetic(num_train: int = 50_000, num_test: int = 10_000,
@@ -34,12 +34,12 @@ def load_synthetic(num_train: int = 50_000, num_test: int = 10_000,
 
   def split(n: int):
     labels = rng.integers(0, num_classes, size=n)
-    images = np.empty((n,) + IMAGE_SHAPE, np.uint8)
+    images = np.empty((n,) + CIFAR_SHAPE, np.uint8)
     for start in range(0, n, 10_000):  # chunks bound the float32 scratch
       stop = min(n, start + 10_000)
       shift = rng.integers(0, len(offsets), size=stop - start)
       contrast = rng.uniform(40.0, 80.0, size=(stop - start, 1, 1, 1))
-      noise = rng.standard_normal((stop - start,) + IMAGE_SHAPE,
+      noise = rng.standard_normal((stop - start,) + CIFAR_SHAPE,
                                   dtype=np.float32)
       chunk = 128.0 + contrast * shifted[labels[start:stop], shift] + 45 * noise
       images[start:stop] = np.clip(chunk, 0, 255).astype(np.uint8)
