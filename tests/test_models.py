@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from fastcifar import models
+from fastcifar.errors import UsageError
 from fastcifar.policy import precision_scope
 
 MEAN = [0.49, 0.48, 0.45]
 STD = [0.25, 0.24, 0.26]
 
 
-def _images(n: int = 4, seed: int = 0) -> np.ndarray:
-  return np.random.default_rng(seed).integers(0, 256, (n, 32, 32, 3),
+def _images(n: int = 4, seed: int = 0, size=(32, 32)) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (n, *size, 3),
                                               dtype=np.uint8)
 
 
@@ -29,6 +30,41 @@ def test_parameter_count_follows_the_classes():
   # Only the last Dense layer changes: 513 weights per extra class.
   model = models.build_model("seed", 100, MEAN, STD)
   assert model.count_params() == 1_250_858 + 90 * 513
+
+
+def test_seed_model_at_64x64_has_a_dense_layer_for_that_size():
+  # 64 -> conv 62 -> pool 31 -> conv 29 -> pool 14: the dense layer takes
+  # 14*14*64 = 12,544 inputs (2,304 at 32x32), so 12,544*512 + 512 weights.
+  model = models.build_model("seed", 10, MEAN, STD, image_shape=(64, 64, 3))
+  assert model.count_params() == 6_493_738
+  dense = [l for l in model.layers if isinstance(l, keras.layers.Dense)][0]
+  assert dense.kernel.shape == (12_544, 512)
+  # Without image_shape the model takes the training images' size.
+  built = models.build_model("seed", 10, MEAN, STD, _images(2, size=(48, 40)))
+  assert tuple(built.inputs[0].shape) == (None, 48, 40, 3)
+  assert built.count_params() == 896 + 9_248 + 18_496 + 36_928 + (
+      10 * 8 * 64 * 512 + 512) + 5_130
+
+
+def test_fast_model_takes_64x64_images_with_airbench94s_parameters():
+  images = _images(8, size=(64, 64))
+  model = models.build_model("fast", 10, MEAN, STD, images)
+  # The global max-pool makes the weights independent of the image size.
+  assert model.count_params() == 1_973_944
+  shapes = [tuple(l.output.shape[1:3]) for l in model.layers
+            if isinstance(l, keras.layers.MaxPooling2D)]
+  assert shapes == [(31, 31), (15, 15), (7, 7)]  # after the 2x2 whitening: 63
+  probs = model.predict(images, verbose=0)
+  assert probs.shape == (8, 10)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", models.MODELS)
+def test_images_too_small_for_the_model_are_refused(name):
+  side = models.MIN_IMAGE_SIDE[name]
+  models.build_model(name, 10, MEAN, STD, _images(2, size=(side, side)))
+  with pytest.raises(UsageError, match=f"at least {side}x{side}"):
+    models.build_model(name, 10, MEAN, STD, _images(2, size=(side - 1, 40)))
 
 
 def test_unknown_model():

@@ -13,7 +13,7 @@ import time
 from absl.testing import flagsaver
 import pytest
 
-from fastcifar import exporting, train
+from fastcifar import exporting, models, train
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -203,3 +203,21 @@ def test_a_stopped_restart_resumes_without_restart(tmp_path, monkeypatch,
   assert "resuming after epoch 1" in capsys.readouterr().out
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["resumed_after_epoch"] == 1 and results["epochs"] == 2
+
+
+def test_image_size_flag_resizes_a_folder_of_mixed_sizes(tmp_path, capsys):
+  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  write_sized_folder(str(tmp_path / "data"), [(64, 64), (50, 90), (80, 60)],
+                     per_class=(12, 4))
+  out = tmp_path / "run"
+  with flagsaver.flagsaver(data_dir=str(tmp_path / "data"), image_size="64",
+                           resize="pad", epochs=1, batch_size=8,
+                           output_dir=str(out), tensorboard=False):
+    assert train.main(["train"]) == 0
+  assert "fastcifar: test accuracy" in capsys.readouterr().out
+  results = json.loads((out / "results.json").read_text())
+  assert results["num_train_examples"] == 24
+  # The seed CNN at 64x64, 2 classes (8 outputs fewer than at 10).
+  assert results["num_parameters"] == 6_493_738 - 8 * 513
+  loaded = models.load_saved(str(out / "model.keras"), compile=False)
+  assert tuple(loaded.inputs[0].shape) == (None, 64, 64, 3)

@@ -328,3 +328,20 @@ def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
   # ...so the saved model, on one device, scores what training reported.
   reported, saved = found["accuracies"]
   assert round(reported, 4) == round(saved, 4)
+
+
+@pytest.mark.parametrize("model", models.MODELS)
+@pytest.mark.parametrize("sizes", [[(64, 64)], [(64, 64), (50, 90), (80, 60)]])
+def test_trains_on_64x64_and_mixed_size_image_folders(tmp_path, model, sizes):
+  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  write_sized_folder(str(tmp_path), sizes, per_class=(12, 4))
+  data = sources.load_path(str(tmp_path),
+                           image_size=None if len(sizes) == 1 else (64, 64))
+  assert data.image_shape == (64, 64, 3)
+  config = training.recipe(model, epochs=1, batch_size=8, eval_batch_size=8)
+  results = training.train_and_evaluate(config, data, verbose=0)
+  assert np.isfinite(results["test_loss"])
+  assert results["num_train_examples"] == 24
+  # 2 classes: 8 outputs fewer than test_models' 10-class counts at 64x64.
+  assert results["num_parameters"] == {"seed": 6_493_738 - 8 * 513,
+                                       "fast": 1_973_944 - 8 * 256}[model]
