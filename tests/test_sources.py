@@ -554,8 +554,108 @@ def test_nodownload_without_data_says_what_to_do(tmp_path, monkeypatch):
   assert "\n" not in message
 
 
+@pytest.fixture(scope="module")
+def tiny_tfds_dir(tmp_path_factory) -> str:
+  """A TFDS data dir prepared by a tiny builder, as `download_and_prepare`
+  leaves it: grayscale images of two sizes under other feature names than
+  image/label, and only a train split."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  class FastcifarTinyImages(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "picture": tfds.features.Image(shape=(None, None, 1)),
+          "kind": tfds.features.ClassLabel(names=["round", "square", "star"]),
+          "note": tfds.features.Text()}))
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      rng = np.random.default_rng(0)
+      for i in range(20):
+        size = (12, 12) if i % 2 else (16, 10)
+        yield i, {"picture": rng.integers(0, 256, (*size, 1), np.uint8),
+                  "kind": i % 3, "note": f"#{i}"}
+
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  FastcifarTinyImages(data_dir=data_dir).download_and_prepare()
+  return data_dir
+
+
+def test_any_tfds_dataset_from_its_data_dir(tiny_tfds_dir):
+  with pytest.raises(UsageError, match="images differ in size"):
+    sources.load("tfds:fastcifar_tiny_images", tiny_tfds_dir, download=False)
+  data = sources.load("tfds:fastcifar_tiny_images", tiny_tfds_dir,
+                      download=False, image_size=(12, 12))
+  assert data.class_names == ("round", "square", "star")  # from info.features
+  # No test split: TFDS's own slicing holds the last 10% of train out.
+  assert (len(data.train_images), len(data.test_images)) == (18, 2)
+  assert data.test_split.startswith("train[90%:]")
+  assert data.image_shape == (12, 12, 3)
+  for split in (data.train_images, data.test_images):  # gray made RGB
+    np.testing.assert_array_equal(split[..., 0], split[..., 2])
+  assert set(data.train_labels) == {0, 1, 2}
+
+
+def test_tfds_flags_say_which_split_is_tested(tiny_tfds_dir, capsys):
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from fastcifar import cli  # pylint: disable=g-import-not-at-top
+  data_flags = cli.data_flags()
+  with flagsaver.flagsaver(dataset="tfds:fastcifar_tiny_images",
+                           data_dir=tiny_tfds_dir, image_size="12,8",
+                           download=False):
+    data = cli.load_data(data_flags, seed=0)
+  assert data.image_shape == (12, 8, 3)
+  assert ("tfds:fastcifar_tiny_images tests on train[90%:]"
+          in capsys.readouterr().out)
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  for bad in ("tfds:", "tfds:Two Words", "imagenet"):
+    with pytest.raises(flags.IllegalFlagValueError, match="tfds:NAME"):
+      with flagsaver.flagsaver(dataset=bad):
+        pass
+
+
+def test_tfds_name_through_mock_data(tmp_path, monkeypatch):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+  with tfds.testing.mock_data(num_examples=6,
+                              policy=tfds.testing.MockPolicy.USE_CODE):
+    data = sources.load("tfds:svhn_cropped", download=False)
+  assert data.name == "svhn_cropped" and data.num_classes == 10
+  assert data.train_images.shape == (6, 32, 32, 3)
+  assert data.test_split == "test"
+
+
+def test_tfds_offline_and_unknown_names_fail_fast_in_one_line(tmp_path,
+                                                              monkeypatch):
+  importlib.import_module("tensorflow_datasets")  # not part of the timing
+
+  def unreachable(*args, **kwargs):
+    raise OSError("Network is unreachable")
+  monkeypatch.setattr(tfds_source.socket, "create_connection", unreachable)
+  start = time.monotonic()
+  messages = []
+  for name, download in (("tfds:cifar10", True), ("tfds:cifar10", False),
+                         ("tfds:no_such_dataset", True),
+                         ("tfds:glue/cola", False)):
+    with pytest.raises(UsageError) as error:
+      sources.load(name, str(tmp_path), download=download)
+    messages.append(str(error.value))
+  assert time.monotonic() - start < 30
+  assert all("\n" not in m for m in messages)
+  assert "cannot download cifar10: no network" in messages[0]
+  assert f"not prepared in {tmp_path}" in messages[1]
+  assert "--download" in messages[1]
+  assert "TFDS has no dataset of that name" in messages[2]
+  assert "no single image feature and class label" in messages[3]
+
+
 def test_unknown_dataset():
-  with pytest.raises(UsageError, match="unknown dataset 'mnist'"):
+  with pytest.raises(UsageError, match="unknown dataset 'mnist'.*tfds:NAME"):
     sources.load("mnist")
 
 

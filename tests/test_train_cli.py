@@ -162,6 +162,19 @@ def test_offline_with_nothing_on_disk_fails_fast(tmp_path):
                                      "cifar-10-python.tar.gz"))
 
 
+def test_tfds_dataset_offline_with_nothing_prepared_fails_fast(tmp_path):
+  # --nodownload: without a network TFDS could not fetch it either, and a
+  # machine with one must not fetch the real archive.
+  start = time.monotonic()
+  result = run_cli("--dataset=tfds:cifar10", "--nodownload", "--epochs=1",
+                   env={"TFDS_DATA_DIR": str(tmp_path),
+                        "HOME": str(tmp_path)})
+  assert time.monotonic() - start < 30
+  # TFDS's own data dir handling: $TFDS_DATA_DIR, read by TFDS.
+  assert_one_line_error(result, "cifar10 is not prepared in",
+                        str(tmp_path), "--download")
+
+
 def test_first_run_downloads_and_the_second_does_not(mirror):
   for _ in range(2):
     with flagsaver.flagsaver(data_mirror=mirror.url, epochs=1, batch_size=50,
