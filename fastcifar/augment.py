@@ -19,8 +19,11 @@ REFERENCE_SIDE = 32
 
 
 def scaled_shift(pixels: int, side: int) -> int:
-  """`pixels` at 32x32 scaled to an image side: round(pixels * side / 32)."""
-  return int(round(pixels * side / REFERENCE_SIDE))
+  """`pixels` at 32x32 scaled to an image side: round(pixels * side / 32).
+
+  At least 1: below 16 pixels a shift would otherwise vanish altogether.
+  """
+  return max(1, int(round(pixels * side / REFERENCE_SIDE)))
 
 
 def image_coins(images: tf.Tensor, seed) -> tf.Tensor:

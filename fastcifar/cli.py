@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 from absl import app, flags
 
@@ -144,12 +144,26 @@ def data_flags() -> DataFlags:
           "black (nothing cut off)."))
 
 
-def load_data(data: DataFlags, seed: int) -> sources.ImageDataset:
-  """The dataset the data flags name (`seed` seeds synthetic data)."""
+def load_data(data: DataFlags, seed: int,
+              model_input: Sequence[int | None] | None = None
+              ) -> sources.ImageDataset:
+  """The dataset the data flags name (`seed` seeds synthetic data).
+
+  Args:
+    data: the data flags.
+    seed: seeds synthetic data.
+    model_input: `model.input_shape` of a trained model the data is for:
+      without --image_size, images are brought to its size.
+
+  Returns:
+    The dataset.
+  """
+  size = sources.parse_image_size(data.image_size.value)
+  if size is None and model_input is not None and None not in model_input[1:3]:
+    size = tuple(model_input[1:3])
   dataset = sources.load(
       data.dataset.value, data.data_dir.value, download=data.download.value,
-      mirror=data.mirror.value, seed=seed,
-      image_size=sources.parse_image_size(data.image_size.value),
+      mirror=data.mirror.value, seed=seed, image_size=size,
       resize=data.resize.value)
   if dataset.test_split != "test":
     print(f"fastcifar: {data.dataset.value} tests on {dataset.test_split}",

@@ -79,7 +79,8 @@ def main(argv: list[str]) -> int:
   output = _OUTPUT.value or os.path.join(
       os.path.dirname(os.path.abspath(_MODEL.value)), "confusion_matrix.png")
   model = models.load_saved(_MODEL.value, compile=False)
-  dataset = cli.load_data(_DATA, _SEED.value)
+  # Without --image_size, the images come at the size the model takes.
+  dataset = cli.load_data(_DATA, _SEED.value, model.input_shape)
   images, labels = ((dataset.test_images, dataset.test_labels)
                     if _SPLIT.value == "test" else
                     (dataset.train_images, dataset.train_labels))

@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
   model = models.load_saved(_MODEL.value, compile=False)
   calibration = None
   if _QUANTIZE.value == "int8":
-    calibration = cli.load_data(_DATA, _SEED.value).train_images
+    calibration = cli.load_data(_DATA, _SEED.value,
+                                model.input_shape).train_images
   try:
     written = exporting.export_all(model, output, _QUANTIZE.value, calibration)
   except OSError as e:

@@ -195,3 +195,4 @@ def test_translation_and_tta_shifts_scale_with_the_image_size():
   np.testing.assert_array_equal(views[2], padded[:, :64, :64])  # 1 px at 32
   np.testing.assert_array_equal(views[4], padded[:, 4:, 4:])
   assert augment.scaled_shift(2, 32) == 2 and augment.scaled_shift(1, 96) == 3
+  assert augment.scaled_shift(1, 8) == 1  # never no shift at all

@@ -111,3 +111,16 @@ def test_train_and_test_must_share_a_size():
   with pytest.raises(UsageError, match="pass --image_size"):
     sources.make_dataset("x", np.zeros((2, 8, 8, 3), np.uint8), [0, 0],
                          np.zeros((2, 8, 6, 3), np.uint8), [0, 0], ["c"], "x")
+
+
+def test_a_trained_models_size_is_the_default_for_its_data(tmp_path):
+  from absl.testing import flagsaver  # pylint: disable=g-import-not-at-top
+  from fastcifar import cli  # pylint: disable=g-import-not-at-top
+  write_sized_folder(str(tmp_path), [(64, 64), (40, 90)])
+  data_flags = cli.data_flags()
+  with flagsaver.flagsaver(data_dir=str(tmp_path)):
+    data = cli.load_data(data_flags, 0, model_input=(None, 48, 48, 3))
+    assert data.image_shape == (48, 48, 3)
+    with flagsaver.flagsaver(image_size="32"):  # the flag wins
+      assert cli.load_data(data_flags, 0, (None, 48, 48, 3)).image_shape == (
+          32, 32, 3)
