@@ -215,3 +215,17 @@ def test_module_run_prepares(tmp_path):
   assert "wrote" in result.stdout
   data = sources.load("cifar10", str(out))
   np.testing.assert_array_equal(data.train_images, original.train_images)
+
+
+def test_image_size_resizes_a_mixed_folder_once(tmp_path, capsys):
+  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  write_sized_folder(str(tmp_path / "photos"), [(64, 64), (40, 90)])
+  assert _run(f"--source={tmp_path / 'photos'}", f"--data_dir={tmp_path}",
+              "--image_size=24,16", "--resize=pad") == 0
+  assert "8 train and 4 test images, 2 classes (a, b), 24x16x3 pixels" in (
+      capsys.readouterr().out)
+  data = sources.load_path(str(tmp_path / "fastcifar-photos.npz"))
+  assert data.train_images.shape == (8, 24, 16, 3)
+  assert _run(f"--source={tmp_path / 'photos'}", f"--data_dir={tmp_path}",
+              "--image_size=big") == 2
+  assert "--image_size=big" in _error(capsys)

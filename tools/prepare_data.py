@@ -72,6 +72,15 @@ _NAME = flags.DEFINE_string(
     "name", None,
     "The NAME in DIR/fastcifar-NAME.npz. Default: the source's dataset name.",
     flag_values=FLAGS)
+_IMAGE_SIZE = flags.DEFINE_string(
+    "image_size", None,
+    "H or H,W: with --source, resize every image to this size once (as "
+    "fastcifar.train --image_size does). Default: the data's own size.",
+    flag_values=FLAGS)
+_RESIZE = flags.DEFINE_enum(
+    "resize", "crop", sources.RESIZE_METHODS,
+    "How --image_size resizes: crop (shorter side fits, centre cropped) or "
+    "pad (longer side fits, black borders).", flag_values=FLAGS)
 _HELP = flags.DEFINE_boolean("help", False, "Show this help.",
                              flag_values=FLAGS)
 
@@ -82,11 +91,14 @@ def describe(dataset: sources.ImageDataset) -> str:
   shown = ", ".join(names if len(names) <= 10 else names[:9] + ["..."])
   return (f"{dataset.name}: {len(dataset.train_images):,} train and "
           f"{len(dataset.test_images):,} test images, {dataset.num_classes} "
-          f"classes ({shown})")
+          f"classes ({shown}), {'x'.join(map(str, dataset.image_shape))} "
+          "pixels")
 
 
 def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
-                   name: str | None = None) -> tuple[sources.ImageDataset, str]:
+                   name: str | None = None,
+                   image_size: tuple[int, int] | None = None,
+                   resize: str = "crop") -> tuple[sources.ImageDataset, str]:
   """Loads `source` and writes it as DIR/fastcifar-NAME.npz.
 
   Args:
@@ -94,6 +106,7 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
     data_dir: the folder to write into.
     dataset: which dataset to take from a source holding several.
     name: the NAME of the file; None for the source's dataset name.
+    image_size, resize: as `sources.load_path` takes them.
 
   Returns:
     `(dataset, path)`: what was loaded and the file it was written to.
@@ -105,7 +118,8 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
     raise UsageError(f"--name={name!r} must be letters, digits, '.', '_' or "
                      "'-' (it becomes part of a file name)")
   try:
-    data = sources.load_path(source, dataset)
+    data = sources.load_path(source, dataset, image_size=image_size,
+                             resize=resize)
   except UsageError as e:
     # load_path words its messages for training's --data_dir flag; here the
     # path came from --source.
@@ -158,8 +172,9 @@ def run() -> str:
     raise UsageError("pass --source=PATH or --download, not both")
   start = time.monotonic()
   if _SOURCE.value:
-    data, path = prepare_source(_SOURCE.value, data_dir, _DATASET.value,
-                                _NAME.value)
+    data, path = prepare_source(
+        _SOURCE.value, data_dir, _DATASET.value, _NAME.value,
+        sources.parse_image_size(_IMAGE_SIZE.value), _RESIZE.value)
     size = os.path.getsize(path) / 2**20
     name = _NAME.value or data.name
     return (f"{PROGRAM}: wrote {path} ({size:,.1f} MiB) in "
