@@ -38,7 +38,8 @@ _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", None, "Label smoothing. Default: the model's "
     "(seed 0, fast 0.2).")
 _AUGMENT = flags.DEFINE_boolean(
-    "augment", True, "Random flip and 2-pixel translation, on the device.")
+    "augment", True, "Random flip and 2-pixel translation (at 32x32, scaled "
+    "with the image size), on the device.")
 _ALTERNATING_FLIP = flags.DEFINE_boolean(
     "alternating_flip", None, "With --augment: flip each image in every "
     "other epoch (from a fixed coin per image) instead of at random, as "

@@ -51,7 +51,7 @@ def _check_network(name: str, host: tuple[str, int] = DOWNLOAD_HOST) -> None:
   try:
     socket.create_connection(host, timeout=5).close()
   except OSError as e:
-    raise UsageError(f"cannot download {name}: no network ({e}); "
+    raise UsageError(f"cannot download {name}: no network ({host[0]}: {e}); "
                      + offline_options()) from None
 
 
