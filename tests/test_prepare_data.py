@@ -218,7 +218,8 @@ def test_module_run_prepares(tmp_path):
 
 
 def test_image_size_resizes_a_mixed_folder_once(tmp_path, capsys):
-  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tests.test_images import write_sized_folder
   write_sized_folder(str(tmp_path / "photos"), [(64, 64), (40, 90)])
   assert _run(f"--source={tmp_path / 'photos'}", f"--data_dir={tmp_path}",
               "--image_size=24,16", "--resize=pad") == 0

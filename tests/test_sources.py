@@ -565,10 +565,11 @@ def tiny_tfds_dir(tmp_path_factory) -> str:
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+      features = tfds.features.FeaturesDict({
           "picture": tfds.features.Image(shape=(None, None, 1)),
           "kind": tfds.features.ClassLabel(names=["round", "square", "star"]),
-          "note": tfds.features.Text()}))
+          "note": tfds.features.Text()})
+      return tfds.core.DatasetInfo(builder=self, features=features)
 
     def _split_generators(self, dl_manager):
       del dl_manager
@@ -647,7 +648,8 @@ def test_tfds_offline_and_unknown_names_fail_fast_in_one_line(tmp_path,
     messages.append(str(error.value))
   assert time.monotonic() - start < 30
   assert all("\n" not in m for m in messages)
-  assert "cannot download cifar10: no network (www.cs.toronto.edu" in messages[0]
+  assert ("cannot download cifar10: no network (www.cs.toronto.edu"
+          in messages[0])
   assert f"not prepared in {tmp_path}" in messages[1]
   assert "--download" in messages[1]
   assert "TFDS has no dataset of that name" in messages[2]

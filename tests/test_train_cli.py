@@ -219,7 +219,8 @@ def test_a_stopped_restart_resumes_without_restart(tmp_path, monkeypatch,
 
 
 def test_image_size_flag_resizes_a_folder_of_mixed_sizes(tmp_path, capsys):
-  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tests.test_images import write_sized_folder
   write_sized_folder(str(tmp_path / "data"), [(64, 64), (50, 90), (80, 60)],
                      per_class=(12, 4))
   out = tmp_path / "run"

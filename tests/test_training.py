@@ -333,7 +333,8 @@ def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
 @pytest.mark.parametrize("model", models.MODELS)
 @pytest.mark.parametrize("sizes", [[(64, 64)], [(64, 64), (50, 90), (80, 60)]])
 def test_trains_on_64x64_and_mixed_size_image_folders(tmp_path, model, sizes):
-  from tests.test_images import write_sized_folder  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from tests.test_images import write_sized_folder
   write_sized_folder(str(tmp_path), sizes, per_class=(12, 4))
   data = sources.load_path(str(tmp_path),
                            image_size=None if len(sizes) == 1 else (64, 64))

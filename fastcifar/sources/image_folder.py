@@ -2,8 +2,9 @@
 
 Class ids are the sorted class folder names (for CIFAR-10 that is its own
 label order, airplane=0 ... truck=9). Images of any size are decoded and
-resized once (`fastcifar.sources.images`). A file that cannot be decoded stops the load with its name: a silently skipped image
-would change the dataset without anyone knowing.
+resized once (`fastcifar.sources.images`). A file that cannot be decoded
+stops the load with its name: a silently skipped image would change the
+dataset without anyone knowing.
 """
 
 from __future__ import annotations

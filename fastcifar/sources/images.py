@@ -130,7 +130,8 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
     try:
       first, _ = next(iter(examples.take(1)))
     except tf.errors.InvalidArgumentError:
-      on_error and on_error(0, 1)
+      if on_error:
+        on_error(0, 1)
       raise
   target = size or tuple(int(s) for s in first.shape[:2])
   shape = (*target, 3)
@@ -158,7 +159,8 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
     except StopIteration:
       break
     except tf.errors.InvalidArgumentError:
-      on_error and on_error(start, min(start + _BATCH, count))
+      if on_error:
+        on_error(start, min(start + _BATCH, count))
       raise
     bad = np.flatnonzero(~ok.numpy())
     if bad.size:

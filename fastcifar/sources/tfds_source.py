@@ -85,8 +85,11 @@ def _feature_keys(name: str, info) -> tuple[str, str]:
   keys = tuple(info.supervised_keys or ())
   if len(keys) == 2 and keys[0] in images and keys[1] in labels:
     return keys
-  image = "image" if "image" in images else images[0] if len(images) == 1 else None
-  label = "label" if "label" in labels else labels[0] if len(labels) == 1 else None
+
+  def only(found: list[str], usual: str) -> str | None:
+    return usual if usual in found else found[0] if len(found) == 1 else None
+
+  image, label = only(images, "image"), only(labels, "label")
   if image is None or label is None:
     raise UsageError(
         f"tfds:{name} has no single image feature and class label "
