@@ -88,6 +88,7 @@ class StopOnSignal:
     self.requested = False
     self.said = False
     self._reader = self._writer = None
+    self._thread = None
     self._previous = {}
     self._previous_fd = -1
 
@@ -99,8 +100,9 @@ class StopOnSignal:
       self._previous[signum] = signal.signal(signum, self._interrupt)
     self._previous_fd = signal.set_wakeup_fd(self._writer.fileno(),
                                              warn_on_full_buffer=False)
-    threading.Thread(target=self._watch, name="fastcifar-stop-watchdog",
-                     daemon=True).start()
+    self._thread = threading.Thread(
+        target=self._watch, name="fastcifar-stop-watchdog", daemon=True)
+    self._thread.start()
     _active = self
     return self
 
@@ -119,7 +121,11 @@ class StopOnSignal:
     signal.set_wakeup_fd(self._previous_fd)
     for signum, handler in self._previous.items():
       signal.signal(signum, handler)
-    self._writer.close()  # ends the watchdog
+    # Closing the writer ends the watchdog's wait; its socket is closed only
+    # once it has returned (a context left at once, as on a bad flag, must not
+    # close the socket under a watchdog that has not started waiting yet).
+    self._writer.close()
+    self._thread.join(timeout=1.0)
     self._reader.close()
 
   def _interrupt(self, signum, frame):
@@ -135,8 +141,8 @@ class StopOnSignal:
     while True:
       timeout = (None if deadline is None
                  else max(0.0, deadline - time.monotonic()))
-      self._reader.settimeout(timeout)
       try:
+        self._reader.settimeout(timeout)
         data = self._reader.recv(64)
       except socket.timeout:
         self._end(f"did not stop within {self._grace:.0f} s")

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
-from fastcifar import checkpointing, sources
+from fastcifar import checkpointing, sources, stopping
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
@@ -121,3 +122,14 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
     if after:
       assert f"resume after epoch {after} " in err, (where, err[-3000:])
   assert handled >= 12 and resumed >= 5
+
+
+def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
+  # A bad flag leaves the context before the watchdog first waits; closing
+  # its socket under it used to print a thread traceback.
+  errors = []
+  monkeypatch.setattr(threading, "excepthook", errors.append)
+  for _ in range(300):
+    with stopping.StopOnSignal(lambda: "hint"):
+      pass
+  assert not errors
