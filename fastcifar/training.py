@@ -23,106 +23,16 @@ import numpy as np
 import tensorflow as tf
 
 from fastcifar import (augment, checkpointing, distribute, input_pipeline,
-                       layers, models, optimizers, outputs, policy)
+                       optimizers, outputs, policy, recipes)
+from fastcifar.config import Config
 from fastcifar.errors import UsageError
+from fastcifar.recipes import make_optimizer, recipe
 from fastcifar.sources import ImageDataset
-
-
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """Everything that defines a training run (`recipe` fills in the defaults)."""
-
-  model: str = "seed"
-  epochs: int = 20
-  batch_size: int = 128
-  learning_rate: float = 2e-3
-  augment: bool = True
-  alternating_flip: bool = False
-  label_smoothing: float = 0.0
-  tta: bool = False
-  lookahead: bool = True
-  precision: str = "auto"
-  jit_compile: str = "auto"
-  seed: int = 0
-  train_examples: int = 0
-  eval_batch_size: int = 500
-  validation_freq: int = 1
-  deterministic: bool = False
-
-  def validate(self) -> None:
-    """Raises UsageError naming the first setting out of range."""
-    checks = [
-        ("model", self.model in models.MODELS,
-         f"one of {', '.join(models.MODELS)}"),
-        ("epochs", self.epochs >= 1, "at least 1"),
-        ("batch_size", self.batch_size >= 1, "at least 1"),
-        ("learning_rate", self.learning_rate > 0, "positive"),
-        ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
-        ("precision", self.precision in policy.PRECISIONS,
-         f"one of {', '.join(policy.PRECISIONS)}"),
-        ("jit_compile", self.jit_compile in policy.JIT_CHOICES,
-         f"one of {', '.join(policy.JIT_CHOICES)}"),
-        ("train_examples", self.train_examples >= 0, "0 (all) or more"),
-        ("eval_batch_size", self.eval_batch_size >= 1, "at least 1"),
-        ("validation_freq", self.validation_freq >= 1, "at least 1"),
-    ]
-    for field, ok, expected in checks:
-      if not ok:
-        raise UsageError(f"--{field}={getattr(self, field)} is out of range; "
-                         f"it must be {expected}")
-
-
-# How each model's recipe differs from `Config`'s defaults (the seed
-# recipe). fast: airbench94's hyperparameters (its learning rate is per 1,024
-# examples, for its optimizer); 10 epochs where airbench94 takes 9.9; the
-# test set evaluated only after the last epoch, since on a 2-core CPU each
-# evaluation costs about 8% of an epoch and only the final accuracy counts.
-RECIPE_DEFAULTS = {
-    "seed": {},
-    "fast": dict(epochs=10, batch_size=1024, learning_rate=11.5,
-                 alternating_flip=True, label_smoothing=0.2, tta=True,
-                 validation_freq=10),
-}
-
-
-def recipe(model: str = "seed", **settings) -> Config:
-  """The `Config` of `model`'s recipe, with `settings` (None: the default).
-
-  Args:
-    model: one of `models.MODELS`.
-    **settings: `Config` fields; those None take the recipe's value.
-
-  Returns:
-    The config (not yet validated).
-  """
-  if model not in RECIPE_DEFAULTS:
-    raise UsageError(f"--model={model} is unknown; it must be one of "
-                     f"{', '.join(models.MODELS)}")
-  chosen = {k: v for k, v in settings.items() if v is not None}
-  return Config(model=model, **{**RECIPE_DEFAULTS[model], **chosen})
-
-
-def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-  """The recipe's optimizer for the whole run.
-
-  fast: airbench94's Nesterov SGD with warm-up, linear decay and lookahead;
-  the whitening layer's bias trains for the first 3 epochs only, as there.
-  seed: Adam with cosine decay of the learning rate.
-  """
-  total_steps = config.epochs * steps_per_epoch
-  if config.model == "fast":
-    return optimizers.airbench_optimizer(
-        config.learning_rate, config.batch_size, total_steps,
-        lookahead=config.lookahead,
-        freeze_after={layers.WHITENING_BIAS: 3 * steps_per_epoch})
-  schedule = keras.optimizers.schedules.CosineDecay(
-      config.learning_rate, decay_steps=total_steps)
-  return keras.optimizers.Adam(schedule)
 
 
 def compile_model(model: keras.Model, config: Config,
                   steps_per_epoch: int) -> None:
-  """Compiles with the run's optimizer, a one-hot loss and accuracy.
+  """Compiles with the recipe's optimizer, a one-hot loss and accuracy.
 
   Under mixed_float16 Keras wraps the optimizer in a `LossScaleOptimizer`.
   The compiled loss and metrics are what a loaded `.keras` model evaluates
@@ -274,6 +184,38 @@ def _check_finite(loss_sum: float, epoch: int, step: int, kept: str) -> None:
         f"{kept}; lower --learning_rate (or check the data) and rerun")
 
 
+@dataclasses.dataclass
+class _Run:
+  """What the pieces of one run share once its model and state are ready."""
+
+  config: Config
+  dataset: ImageDataset
+  strategy: tf.distribute.Strategy
+  model: keras.Model
+  images: np.ndarray  # trained on
+  labels: np.ndarray
+  steps_per_epoch: int
+  device: str
+  precision: str
+  jit_compile: bool
+  start: float  # perf_counter when this process began the run
+  output_dir: str | None = None
+  checkpoint: checkpointing.RunCheckpoint | None = None
+  save_dir: str | None = None
+  first_epoch: int = 0
+  history: dict = dataclasses.field(default_factory=dict)
+  epoch_train_seconds: list[float] = dataclasses.field(default_factory=list)
+  elapsed_before: float = 0.0  # by the runs this one resumes
+
+  @property
+  def chief(self) -> bool:
+    return distribute.is_chief(self.strategy)
+
+  def elapsed(self) -> float:
+    """Time since training began, summed over resumes."""
+    return self.elapsed_before + time.perf_counter() - self.start
+
+
 def train_and_evaluate(config: Config, dataset: ImageDataset,
                        output_dir: str | None = None, *,
                        strategy: tf.distribute.Strategy | None = None,
@@ -320,98 +262,139 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   """
   config.validate()
   start = time.perf_counter()
+  strategy = strategy or distribute.make_strategy()
+  if output_dir:
+    _check_not_finished(output_dir, restart)
+  run = _build_run(config, dataset, strategy, start)
+  if output_dir:
+    _restore(run, output_dir, restart)
+  eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
+                                                    strategy)
+  test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
+                         eval_batch_size)
+  callback_list = keras.callbacks.CallbackList(
+      list(callbacks), add_history=True, add_progbar=verbose > 0,
+      model=run.model, verbose=verbose, epochs=config.epochs,
+      steps=run.steps_per_epoch)
+  if verbose:
+    _print_start(run)
+  _train_epochs(run, callback_list, test_data, data_service)
+  final = _final_evaluation(run, test_data)
+  results = _results(run, final)
+  if output_dir:
+    _write_outputs(run, results)
+  return results
+
+
+def _check_not_finished(output_dir: str, restart: bool) -> None:
+  """Raises AlreadyFinished if `output_dir` holds results (unless restart)."""
+  prepare_output_dir(output_dir)
+  results_path = os.path.join(output_dir, "results.json")
+  if os.path.exists(results_path) and not restart:
+    with open(results_path) as f:
+      raise AlreadyFinished(output_dir, json.load(f))
+
+
+def _build_run(config: Config, dataset: ImageDataset,
+               strategy: tf.distribute.Strategy, start: float) -> _Run:
+  """Picks the examples, seeds, and builds the compiled model."""
   device = policy.detect_device()
   precision = policy.resolve_precision(config.precision, device)
-  jit_compile = policy.resolve_jit_compile(config.jit_compile, device)
-  strategy = strategy or distribute.make_strategy()
-  chief = distribute.is_chief(strategy)
-  if output_dir:
-    prepare_output_dir(output_dir)
-    results_path = os.path.join(output_dir, "results.json")
-    if os.path.exists(results_path) and not restart:
-      with open(results_path) as f:
-        raise AlreadyFinished(output_dir, json.load(f))
   images, labels = input_pipeline.subset(
       dataset.train_images, dataset.train_labels, config.train_examples,
       config.seed)
   input_pipeline.check_batch_size(len(images), config.batch_size)
   steps_per_epoch = len(images) // config.batch_size
   mean, std = input_pipeline.channel_stats(images)
-
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
   with policy.precision_scope(precision), strategy.scope():
-    model = models.build_model(config.model, dataset.num_classes, mean, std,
-                               train_images=images, seed=config.seed)
+    model = recipes.build_model(config, dataset.num_classes, mean, std,
+                                images)
     compile_model(model, config, steps_per_epoch)
     model.optimizer.build(model.trainable_variables)
-  first_epoch, history = 0, {}
-  checkpoint = None
-  if output_dir:
-    if restart and chief:
-      checkpointing.delete_checkpoints(output_dir)
-      # The old run's outputs go now, so that a stop of this run resumes it
-      # rather than finding the old run "finished".
-      for name in FINAL_OUTPUTS:
-        if os.path.exists(os.path.join(output_dir, name)):
-          os.unlink(os.path.join(output_dir, name))
-    # Every worker saves (saving may need all of them), but only the chief
-    # into output_dir; all restore from the chief's checkpoints.
-    save_dir = output_dir if chief else tempfile.mkdtemp(prefix="fastcifar-")
-    checkpoint = checkpointing.RunCheckpoint(model, save_dir, {
-        **dataclasses.asdict(config), "dataset": dataset.name,
-        "num_classes": dataset.num_classes,
-        "num_train_examples": len(images)}, restore_from=output_dir)
-    first_epoch, history = checkpoint.restore()
-  train_step = make_train_step(model, strategy, config, dataset.num_classes,
-                               jit_compile, steps_per_epoch)
-  eval_step = make_eval_step(model, strategy, dataset.num_classes, jit_compile)
+  return _Run(config=config, dataset=dataset, strategy=strategy, model=model,
+              images=images, labels=labels, steps_per_epoch=steps_per_epoch,
+              device=device, precision=precision,
+              jit_compile=policy.resolve_jit_compile(config.jit_compile,
+                                                     device),
+              start=start)
+
+
+def _restore(run: _Run, output_dir: str, restart: bool) -> None:
+  """Sets up the run's checkpoint and resumes from the latest, if any."""
+  if restart and run.chief:
+    checkpointing.delete_checkpoints(output_dir)
+    # The old run's outputs go now, so that a stop of this run resumes it
+    # rather than finding the old run "finished".
+    for name in FINAL_OUTPUTS:
+      if os.path.exists(os.path.join(output_dir, name)):
+        os.unlink(os.path.join(output_dir, name))
+  # Every worker saves (saving may need all of them), but only the chief
+  # into output_dir; all restore from the chief's checkpoints.
+  run.output_dir = output_dir
+  run.save_dir = (output_dir if run.chief
+                  else tempfile.mkdtemp(prefix="fastcifar-"))
+  run.checkpoint = checkpointing.RunCheckpoint(run.model, run.save_dir, {
+      **dataclasses.asdict(run.config), "dataset": run.dataset.name,
+      "num_classes": run.dataset.num_classes,
+      "num_train_examples": len(run.images)}, restore_from=output_dir)
+  run.first_epoch, run.history = run.checkpoint.restore()
+  run.elapsed_before = (run.history.get("elapsed_seconds") or [0.0])[-1]
+
+
+def _eval_data(strategy: tf.distribute.Strategy, images: np.ndarray,
+               labels: np.ndarray, batch_size: int):
+  """A distributed evaluation dataset over every example once."""
+  return distribute.distribute(
+      strategy, functools.partial(input_pipeline.eval_dataset, images, labels,
+                                  batch_size), batch_size)
+
+
+def _print_start(run: _Run) -> None:
+  config = run.config
+  print(f"fastcifar: {config.model} model, {run.model.count_params():,} "
+        f"parameters; {len(run.images):,} training images, batch "
+        f"{config.batch_size}; device {run.device}, precision "
+        f"{run.precision}, jit_compile {run.jit_compile}"
+        f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
+        flush=True)
+  if run.first_epoch == config.epochs:
+    print(f"fastcifar: {run.checkpoint.directory} holds epoch "
+          f"{run.first_epoch} of {config.epochs}, nothing is left to train; "
+          "evaluating and writing the outputs", flush=True)
+  elif run.first_epoch:
+    print(f"fastcifar: resuming after epoch {run.first_epoch} from "
+          f"{run.checkpoint.directory}", flush=True)
+
+
+def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
+                  test_data, data_service: str | None) -> None:
+  """The epoch loop: train, evaluate when due, checkpoint, call callbacks.
+
+  Fills `run.history`, as `fit`'s History does, plus `val_epochs`,
+  `epoch_seconds` and `elapsed_seconds`.
+  """
+  config, history = run.config, run.history
+  train_step = make_train_step(run.model, run.strategy, config,
+                               run.dataset.num_classes, run.jit_compile,
+                               run.steps_per_epoch)
+  eval_step = make_eval_step(run.model, run.strategy, run.dataset.num_classes,
+                             run.jit_compile)
+
   def make_train_data(**shard):
-    ds = input_pipeline.train_dataset(images, labels, config.batch_size,
-                                      config.seed, config.epochs, first_epoch,
-                                      **shard)
+    ds = input_pipeline.train_dataset(run.images, run.labels,
+                                      config.batch_size, config.seed,
+                                      config.epochs, run.first_epoch, **shard)
     return (input_pipeline.through_data_service(ds, data_service)
             if data_service else ds)
 
-  train_data = distribute.distribute(strategy, make_train_data,
-                                     config.batch_size)
-  eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
-                                                    strategy)
-  test_data = distribute.distribute(
-      strategy, functools.partial(
-          input_pipeline.eval_dataset, dataset.test_images,
-          dataset.test_labels, eval_batch_size),
-      eval_batch_size)
-
-  callback_list = keras.callbacks.CallbackList(
-      list(callbacks), add_history=True, add_progbar=verbose > 0, model=model,
-      verbose=verbose, epochs=config.epochs, steps=steps_per_epoch)
-  if verbose:
-    print(f"fastcifar: {config.model} model, {model.count_params():,} "
-          f"parameters; {len(images):,} training images, batch "
-          f"{config.batch_size}; device {device}, precision {precision}, "
-          f"jit_compile {jit_compile}"
-          f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
-          flush=True)
-    if first_epoch == config.epochs:
-      print(f"fastcifar: {checkpoint.directory} holds epoch {first_epoch} "
-            f"of {config.epochs}, nothing is left to train; evaluating and "
-            "writing the outputs", flush=True)
-    elif first_epoch:
-      print(f"fastcifar: resuming after epoch {first_epoch} from "
-            f"{checkpoint.directory}", flush=True)
-  iterator = iter(train_data)
-  # Time since training began, summed over resumes, at each evaluation's end.
-  elapsed_before = (history.get("elapsed_seconds") or [0.0])[-1]
-
-  def elapsed() -> float:
-    return elapsed_before + time.perf_counter() - start
-
-  epoch_train_seconds = []
-  kept = ("nothing was saved" if not checkpoint else
+  iterator = iter(distribute.distribute(run.strategy, make_train_data,
+                                        config.batch_size))
+  kept = ("nothing was saved" if not run.checkpoint else
           f"the checkpoint of the last completed epoch is kept in "
-          f"{checkpoint.directory}")
+          f"{run.checkpoint.directory}")
 
   def test_logs() -> dict[str, float]:
     test = evaluate(eval_step, test_data)
@@ -419,11 +402,11 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
 
   callback_list.on_train_begin()
   logs = {}
-  for epoch in range(first_epoch, config.epochs):
+  for epoch in range(run.first_epoch, config.epochs):
     callback_list.on_epoch_begin(epoch)
     epoch_start = time.perf_counter()
     loss_sum = correct = 0.0
-    for batch in range(steps_per_epoch):
+    for batch in range(run.steps_per_epoch):
       callback_list.on_train_batch_begin(batch)
       step_loss, step_correct = train_step(iterator)
       step_loss = float(step_loss)
@@ -433,20 +416,21 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
       seen = (batch + 1) * config.batch_size
       logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
       callback_list.on_train_batch_end(batch, logs)
-    distribute.sync_on_read(strategy, model.non_trainable_variables)
-    epoch_train_seconds.append(time.perf_counter() - epoch_start)
-    if (model.stop_training or epoch + 1 == config.epochs
+    distribute.sync_on_read(run.strategy, run.model.non_trainable_variables)
+    run.epoch_train_seconds.append(time.perf_counter() - epoch_start)
+    if (run.model.stop_training or epoch + 1 == config.epochs
         or (epoch + 1) % config.validation_freq == 0):
       logs = {**logs, **test_logs()}
       history.setdefault("val_epochs", []).append(epoch + 1)
     for key, value in logs.items():
       history.setdefault(key, []).append(float(value))
-    history.setdefault("epoch_seconds", []).append(epoch_train_seconds[-1])
-    history.setdefault("elapsed_seconds", []).append(elapsed())
-    if checkpoint:
-      checkpoint.save(epoch + 1, history)
+    history.setdefault("epoch_seconds", []).append(
+        run.epoch_train_seconds[-1])
+    history.setdefault("elapsed_seconds", []).append(run.elapsed())
+    if run.checkpoint:
+      run.checkpoint.save(epoch + 1, history)
     callback_list.on_epoch_end(epoch, logs)
-    if model.stop_training:
+    if run.model.stop_training:
       break
   epochs_done = len(history["epoch_seconds"])
   if history.get("val_epochs", [0])[-1] != epochs_done:
@@ -454,57 +438,72 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     for key, value in test_logs().items():
       history.setdefault(key, []).append(value)
     history.setdefault("val_epochs", []).append(epochs_done)
-    history["elapsed_seconds"][-1] = elapsed()
+    history["elapsed_seconds"][-1] = run.elapsed()
   callback_list.on_train_end(logs)
 
-  final = {"accuracy": history["val_accuracy"][-1],
-           "loss": history["val_loss"][-1]}
+
+def _final_evaluation(run: _Run, test_data) -> dict[str, float]:
+  """The test set's loss and accuracy for the trained model (TTA if asked)."""
+  history = run.history
+  if not run.config.tta:
+    return {"accuracy": history["val_accuracy"][-1],
+            "loss": history["val_loss"][-1]}
+  return evaluate(make_eval_step(run.model, run.strategy,
+                                 run.dataset.num_classes, run.jit_compile,
+                                 tta=True), test_data)
+
+
+def _results(run: _Run, final: dict[str, float]) -> dict:
+  """The results dict `results.json` holds."""
+  config, history, model = run.config, run.history, run.model
   accuracies = history["val_accuracy"]
   times = [history["elapsed_seconds"][e - 1] for e in history["val_epochs"]]
   if config.tta:
-    final = evaluate(make_eval_step(model, strategy, dataset.num_classes,
-                                    jit_compile, tta=True), test_data)
     accuracies = accuracies + [final["accuracy"]]
-    times = times + [elapsed()]
+    times = times + [run.elapsed()]
   # This process's epochs after its first (which compiles the step); a run
   # resumed with nothing left to train has only the recorded ones.
-  steady = (epoch_train_seconds[1:] or epoch_train_seconds
+  steady = (run.epoch_train_seconds[1:] or run.epoch_train_seconds
             or history["epoch_seconds"][1:] or history["epoch_seconds"])
-  results = {
+  return {
       "test_accuracy": final["accuracy"],
       "test_loss": final["loss"],
       "test_accuracy_without_tta": history["val_accuracy"][-1],
       "tta": config.tta,
       "best_test_accuracy": max(accuracies),
       "seconds_to_accuracy": seconds_to_accuracy(accuracies, times),
-      "epochs": epochs_done,
+      "epochs": len(history["epoch_seconds"]),
       "train_seconds": sum(history["epoch_seconds"]),
-      "total_seconds": time.perf_counter() - start,
-      "resumed_after_epoch": first_epoch,
-      "images_per_second": steps_per_epoch * config.batch_size * len(steady)
-                           / sum(steady),
-      "precision": precision,
-      "jit_compile": jit_compile,
+      "total_seconds": time.perf_counter() - run.start,
+      "resumed_after_epoch": run.first_epoch,
+      "images_per_second": run.steps_per_epoch * config.batch_size
+                           * len(steady) / sum(steady),
+      "precision": run.precision,
+      "jit_compile": run.jit_compile,
       "model": config.model,
-      "dataset": dataset.name,
-      "num_train_examples": len(images),
-      "num_test_examples": len(dataset.test_images),
+      "dataset": run.dataset.name,
+      "num_train_examples": len(run.images),
+      "num_test_examples": len(run.dataset.test_images),
       "num_parameters": model.count_params(),
-      "device": device,
-      "num_replicas": strategy.num_replicas_in_sync,
+      "device": run.device,
+      "num_replicas": run.strategy.num_replicas_in_sync,
       "tensorflow_version": tf.__version__,
       "keras_version": keras.__version__,
       "config": dataclasses.asdict(config),
   }
-  if output_dir and chief:
-    outputs.save_model(model, os.path.join(output_dir, "model.keras"))
-    outputs.write_json(os.path.join(output_dir, "history.json"), history)
-    outputs.write_json(results_path, results)  # last: it marks the run done
-  if output_dir:
-    checkpointing.delete_checkpoints(save_dir)
-    if not chief:
-      shutil.rmtree(save_dir, ignore_errors=True)
-  return results
+
+
+def _write_outputs(run: _Run, results: dict) -> None:
+  """The chief writes model, history and results; checkpoints go."""
+  if run.chief:
+    outputs.save_model(run.model, os.path.join(run.output_dir, "model.keras"))
+    outputs.write_json(os.path.join(run.output_dir, "history.json"),
+                       run.history)
+    # Last: results.json marks the run done.
+    outputs.write_json(os.path.join(run.output_dir, "results.json"), results)
+  checkpointing.delete_checkpoints(run.save_dir)
+  if not run.chief:
+    shutil.rmtree(run.save_dir, ignore_errors=True)
 
 
 ACCURACY_TARGETS = (0.5, 0.75, 0.8, 0.85, 0.9, 0.905, 0.92, 0.94)
