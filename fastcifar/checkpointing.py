@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Sequence
 
 import keras
 import tensorflow as tf
@@ -28,7 +29,7 @@ class RunCheckpoint:
   """Saves and restores the training state of one run in `output_dir`."""
 
   def __init__(self, model: keras.Model, output_dir: str, settings: dict,
-               restore_from: str | None = None):
+               restore_from: str | None = None, controls: Sequence = ()):
     """Tracks the model's and optimizer's variables.
 
     Args:
@@ -39,6 +40,9 @@ class RunCheckpoint:
       restore_from: the output folder to resume from, if not `output_dir`
         (a non-chief worker saves to a folder of its own but resumes from
         the chief's).
+      controls: callbacks with `state()`, `resume(state)` and
+        `variables()` (`fastcifar.resumable`'s): their state is saved and
+        restored with the weights.
     """
     self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
     self._restore_directory = os.path.join(restore_from or output_dir,
@@ -48,13 +52,17 @@ class RunCheckpoint:
     self._history = tf.Variable("{}", dtype=tf.string, trainable=False)
     self._saved_settings = tf.Variable(self._settings, dtype=tf.string,
                                        trainable=False)
+    self._controls = list(controls)
+    self._control_states = tf.Variable("[]", dtype=tf.string,
+                                       trainable=False)
     # model.variables includes the dropout seed generators' state, so a
     # resumed run draws the same dropout masks as an uninterrupted one.
     checkpoint = tf.train.Checkpoint(
         model=list(model.variables),
         optimizer=list(model.optimizer.variables),
         epoch=self._epoch, history=self._history,
-        settings=self._saved_settings)
+        settings=self._saved_settings, control_states=self._control_states,
+        controls=[v for c in self._controls for v in c.variables()])
     self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
                                                max_to_keep=2)
 
@@ -82,12 +90,16 @@ class RunCheckpoint:
           f"{saved.get(key)}, not {wanted[key]}; rerun with the same settings "
           "to resume, or pass --restart to train anew")
     self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
+    states = json.loads(self._control_states.numpy().decode())
+    for control, state in zip(self._controls, states):
+      control.resume(state)
     return int(self._epoch.numpy()), json.loads(self._history.numpy().decode())
 
   def save(self, epochs_completed: int, history: dict) -> None:
     """Saves the state after `epochs_completed` epochs."""
     self._epoch.assign(epochs_completed)
     self._history.assign(json.dumps(history))
+    self._control_states.assign(json.dumps([c.state() for c in self._controls]))
     try:
       self._manager.save(checkpoint_number=epochs_completed)
     except distribute.LOST_PEER_ERRORS:

@@ -176,7 +176,9 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str,
     history: `history.json` as fastcifar.train writes it (Keras's
       `History.history`): lists per epoch under `loss`, `accuracy`,
       `val_loss`, `val_accuracy`, and `val_epochs` (after which epochs the
-      test set was evaluated, when not after each); any may be missing.
+      val_* set was evaluated, when not after each); any may be missing.
+      `num_validation_examples` [N > 0] says val_* is a validation split
+      held out of the training set, else the test set.
     path: the `.png` to write (atomically).
     title: the picture's title.
 
@@ -188,14 +190,16 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str,
              for key, _ in panels):
     raise UsageError("the history has no loss or accuracy per epoch; give "
                      "the history.json that fastcifar.train writes")
+  val_name = ("validation" if (history.get("num_validation_examples")
+                               or [0])[0] else "test")
   figure = _figure(HISTORY_FIGSIZE)
   axes_list = figure.subplots(1, 2)
   for axes, (key, label) in zip(axes_list, panels):
     for name, series, style in (("train", history.get(key), "-o"),
-                                ("test", history.get(f"val_{key}"), "-s")):
+                                (val_name, history.get(f"val_{key}"), "-s")):
       if series:
         epochs = np.arange(1, len(series) + 1)
-        if name == "test" and len(history.get("val_epochs", ())) == len(
+        if name == val_name and len(history.get("val_epochs", ())) == len(
             series):  # evaluated after these epochs only
           epochs = history["val_epochs"]
         axes.plot(epochs, series, style, markersize=3, label=name)
@@ -206,7 +210,7 @@ def plot_history(history: Mapping[str, Sequence[float]], path: str,
       axes.legend()
       axes.xaxis.get_major_locator().set_params(integer=True)
     if key == "accuracy" and axes.has_data():
-      split = "test" if history.get("val_accuracy") else "train"
+      split = val_name if history.get("val_accuracy") else "train"
       best = max(history.get("val_accuracy") or history["accuracy"])
       axes.set_title(f"best {split} accuracy {best:.2%}", fontsize=10)
   if title:

@@ -32,6 +32,46 @@ def subset(images: np.ndarray, labels: np.ndarray, num_examples: int,
   return images[keep], labels[keep]
 
 
+def validation_split(labels: np.ndarray, num_validation: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A seeded validation split, stratified by class: a function of its args.
+
+  Each class gives its share of `num_validation` (largest remainders round),
+  picked at random within the class, so resumed runs and every worker of a
+  run hold out the same examples.
+
+  Args:
+    labels: int labels of the whole training set.
+    num_validation: examples to hold out; 0 holds out none.
+    seed: picks them.
+
+  Returns:
+    `(train_indices, validation_indices)`: disjoint, together all of
+    `range(len(labels))`, each sorted.
+
+  Raises:
+    UsageError: `num_validation` leaves nothing to train on.
+  """
+  everything = np.arange(len(labels))
+  if num_validation <= 0:
+    return everything, everything[:0]
+  if num_validation >= len(labels):
+    raise UsageError(f"--validation_examples={num_validation} leaves none of "
+                     f"the {len(labels)} training examples to train on; "
+                     "hold out fewer")
+  classes, counts = np.unique(labels, return_counts=True)
+  quotas = num_validation * counts / len(labels)
+  takes = np.floor(quotas).astype(int)
+  short = num_validation - takes.sum()
+  takes[np.argsort(takes - quotas, kind="stable")[:short]] += 1
+  # A stream of its own: `subset` draws from the bare seed.
+  rng = np.random.default_rng([seed, 1])
+  held_out = np.sort(np.concatenate([
+      rng.permutation(np.flatnonzero(labels == c))[:take]
+      for c, take in zip(classes, takes)]))
+  return np.setdiff1d(everything, held_out), held_out
+
+
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
   """Per-channel mean and std of uint8 images, as fractions of 255.
 

@@ -1,17 +1,93 @@
-"""The fast model's optimizer: airbench's Nesterov SGD with lookahead.
+"""Optimizers and learning-rate schedules, by the names the flags use.
 
-airbench94 (Keller Jordan) trains with PyTorch's SGD: weight decay added to
-the gradient before momentum, Nesterov momentum, batch-norm offsets at a much
-higher learning rate, and every few steps the weights pulled towards (and
-replaced by) a running average. Keras's SGD differs in each of these, so this
-is the PyTorch update, written as a Keras optimizer so that it compiles,
-checkpoints and saves like any other.
+Keras's own where Keras has one (Adam, AdamW, SGD, RMSprop; cosine, step).
+The fast model's optimizer is airbench's: airbench94 (Keller Jordan) trains
+with PyTorch's SGD: weight decay added to the gradient before momentum,
+Nesterov momentum, batch-norm offsets at a much higher learning rate, and
+every few steps the weights pulled towards (and replaced by) a running
+average. Keras's SGD differs in each of these, so this is the PyTorch
+update, written as a Keras optimizer so that it compiles, checkpoints and
+saves like any other.
 """
 
 from __future__ import annotations
 
 import keras
 from keras import ops
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "nesterov", "rmsprop", "airbench")
+# plateau: a constant rate that `ReduceLROnPlateau` lowers.
+SCHEDULES = ("cosine", "constant", "step", "plateau", "onecycle")
+# Schedules that can start with a linear warm-up.
+WARMUP_SCHEDULES = ("cosine", "constant", "onecycle")
+# Optimizers that take a momentum, and theirs when none is given.
+DEFAULT_MOMENTUM = {"sgd": 0.9, "nesterov": 0.9, "rmsprop": 0.0,
+                    "airbench": 0.85}
+# The fraction of a one-cycle run spent warming up, as in airbench94.
+ONECYCLE_WARMUP = 0.23
+
+
+def make_schedule(name: str, peak: float, total_steps: int,
+                  warmup_steps: int | None = None):
+  """A learning rate by schedule name: a float or a Keras schedule.
+
+  Args:
+    name: one of `SCHEDULES`.
+    peak: the highest rate.
+    total_steps: the run's length (under --epochs=auto, --max_epochs').
+    warmup_steps: steps of linear rise first (`WARMUP_SCHEDULES` only);
+      None: none, or for onecycle 23% of the run.
+
+  Returns:
+    What a Keras optimizer takes as `learning_rate`.
+  """
+  warmup = warmup_steps or 0
+  if name == "cosine":
+    if not warmup:
+      return keras.optimizers.schedules.CosineDecay(peak, total_steps)
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, max(total_steps - warmup, 1), warmup_target=peak,
+        warmup_steps=warmup)
+  if name == "onecycle":
+    fraction = (ONECYCLE_WARMUP if warmup_steps is None
+                else warmup / max(total_steps, 1))
+    return WarmupLinearDecay(peak, total_steps, warmup=fraction)
+  if name == "step":  # a tenth at half the run, a hundredth at 3/4
+    return keras.optimizers.schedules.PiecewiseConstantDecay(
+        [total_steps // 2, 3 * total_steps // 4],
+        [peak, peak / 10, peak / 100])
+  if name == "constant" and warmup:
+    return WarmupLinearDecay(peak, total_steps, warmup=warmup / total_steps,
+                             start=0.0, end=1.0)
+  if name in ("constant", "plateau"):
+    return float(peak)
+  raise ValueError(f"unknown schedule {name!r}; choose one of {SCHEDULES}")
+
+
+def make_optimizer(name: str, learning_rate, *, momentum: float | None = None,
+                   weight_decay: float | None = None
+                   ) -> keras.optimizers.Optimizer:
+  """One of Keras's optimizers by name (airbench's: `airbench_optimizer`).
+
+  Args:
+    name: adam, adamw, sgd, nesterov or rmsprop.
+    learning_rate: a float or a schedule.
+    momentum: for sgd, nesterov and rmsprop; None: `DEFAULT_MOMENTUM`.
+    weight_decay: Keras's decoupled weight decay; None: the optimizer's
+      default (AdamW's 0.004, none for the others).
+  """
+  decay = {} if weight_decay is None else {"weight_decay": weight_decay}
+  momentum = DEFAULT_MOMENTUM.get(name) if momentum is None else momentum
+  if name == "adam":
+    return keras.optimizers.Adam(learning_rate, **decay)
+  if name == "adamw":
+    return keras.optimizers.AdamW(learning_rate, **decay)
+  if name in ("sgd", "nesterov"):
+    return keras.optimizers.SGD(learning_rate, momentum=momentum,
+                                nesterov=name == "nesterov", **decay)
+  if name == "rmsprop":
+    return keras.optimizers.RMSprop(learning_rate, momentum=momentum, **decay)
+  raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS}")
 
 
 @keras.saving.register_keras_serializable(package="fastcifar")
@@ -79,12 +155,15 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     lookahead_decay: the average's decay at the last step.
     freeze_after: `{variable name: steps}`: train those variables for that
       many steps only.
+    base_learning_rate: the rate the weight decay is given at; None: the
+      schedule's peak (a `WarmupLinearDecay`) or the constant rate.
   """
 
   def __init__(self, learning_rate, total_steps: int, momentum: float = 0.85,
                weight_decay: float = 0.0, bias_lr_multiplier: float = 1.0,
                lookahead_every: int = 5, lookahead_decay: float = 0.95**5,
                freeze_after: dict[str, int] | None = None,
+               base_learning_rate: float | None = None,
                name: str = "lookahead_sgd", **kwargs):
     super().__init__(learning_rate=learning_rate, name=name, **kwargs)
     self.total_steps = total_steps
@@ -94,9 +173,11 @@ class LookaheadSGD(keras.optimizers.Optimizer):
     self.lookahead_every = lookahead_every
     self.lookahead_decay = lookahead_decay
     self.freeze_after = dict(freeze_after or {})
-    self.base_learning_rate = (
-        learning_rate.peak if isinstance(learning_rate, WarmupLinearDecay)
-        else float(learning_rate))
+    if base_learning_rate is None:
+      base_learning_rate = (
+          learning_rate.peak if isinstance(learning_rate, WarmupLinearDecay)
+          else float(learning_rate))
+    self.base_learning_rate = base_learning_rate
 
   def build(self, variables):
     if self.built:
@@ -152,7 +233,8 @@ class LookaheadSGD(keras.optimizers.Optimizer):
             "bias_lr_multiplier": self.bias_lr_multiplier,
             "lookahead_every": self.lookahead_every,
             "lookahead_decay": self.lookahead_decay,
-            "freeze_after": self.freeze_after}
+            "freeze_after": self.freeze_after,
+            "base_learning_rate": self.base_learning_rate}
 
 
 def apply_and_count(optimizer: keras.optimizers.Optimizer, gradients,
@@ -179,8 +261,9 @@ def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
                        lookahead: bool = True, momentum: float = 0.85,
                        weight_decay_per_1024: float = 0.0153,
                        bias_lr_multiplier: float = 64.0,
-                       freeze_after: dict[str, int] | None = None
-                       ) -> LookaheadSGD:
+                       freeze_after: dict[str, int] | None = None,
+                       schedule: str = "onecycle",
+                       warmup_steps: int | None = None) -> LookaheadSGD:
   """airbench94's optimizer, its rates given per 1,024 examples.
 
   airbench sums the loss over the batch and divides its rates by
@@ -197,14 +280,18 @@ def airbench_optimizer(lr_per_1024: float, batch_size: int, total_steps: int,
     weight_decay_per_1024: airbench's `weight_decay`.
     bias_lr_multiplier: airbench's `bias_scaler` for batch-norm offsets.
     freeze_after: `{variable name: steps}` to train for that long only.
+    schedule, warmup_steps: as for `make_schedule`; airbench94's is
+      onecycle (a `WarmupLinearDecay`).
 
   Returns:
-    The optimizer, with a `WarmupLinearDecay` schedule.
+    The optimizer.
   """
   kilostep_scale = 1024 * (1 + 1 / (1 - momentum))
   peak = lr_per_1024 / kilostep_scale * batch_size
   return LookaheadSGD(
-      WarmupLinearDecay(peak, total_steps), total_steps, momentum=momentum,
+      make_schedule(schedule, peak, total_steps, warmup_steps), total_steps,
+      momentum=momentum,
       weight_decay=weight_decay_per_1024 * batch_size / kilostep_scale,
       bias_lr_multiplier=bias_lr_multiplier,
-      lookahead_every=5 if lookahead else 0, freeze_after=freeze_after)
+      lookahead_every=5 if lookahead else 0, freeze_after=freeze_after,
+      base_learning_rate=peak)

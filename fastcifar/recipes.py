@@ -8,7 +8,7 @@ its `Recipe` here and its layers to `fastcifar.models`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import keras
 import numpy as np
@@ -23,46 +23,36 @@ class Recipe:
   """How one model trains unless the user says otherwise.
 
   Attributes:
-    defaults: the `Config` fields whose values differ from `Config`'s.
-    make_optimizer: `(config, steps_per_epoch) -> optimizer` for the run.
+    defaults: the `Config` fields whose values differ from `Config`'s
+      (its optimizer and schedule among them).
+    learning_rates: the peak rate per optimizer when none is given; an
+      optimizer missing here needs --learning_rate with this model.
+    freeze_epochs: `{variable name: epochs}`: train those variables for
+      the first epochs only (airbench's optimizer applies it).
   """
 
   defaults: Mapping[str, Any]
-  make_optimizer: Callable[[Config, int], keras.optimizers.Optimizer]
-
-
-def _adam_with_cosine_decay(config: Config,
-                            steps_per_epoch: int) -> keras.optimizers.Optimizer:
-  """Adam with the learning rate decayed to 0 along a cosine over the run."""
-  schedule = keras.optimizers.schedules.CosineDecay(
-      config.learning_rate, decay_steps=config.epochs * steps_per_epoch)
-  return keras.optimizers.Adam(schedule)
-
-
-def _airbench(config: Config,
-              steps_per_epoch: int) -> keras.optimizers.Optimizer:
-  """airbench94's Nesterov SGD with warm-up, linear decay and lookahead.
-
-  The whitening layer's bias trains for the first 3 epochs only, as there.
-  """
-  return optimizers.airbench_optimizer(
-      config.learning_rate, config.batch_size,
-      config.epochs * steps_per_epoch, lookahead=config.lookahead,
-      freeze_after={layers.WHITENING_BIAS: 3 * steps_per_epoch})
+  learning_rates: Mapping[str, float]
+  freeze_epochs: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 RECIPES: Mapping[str, Recipe] = {
-    # The textbook Keras CNN: Config's defaults.
-    "seed": Recipe(defaults={}, make_optimizer=_adam_with_cosine_decay),
+    # The textbook Keras CNN with Adam and cosine decay: Config's defaults.
+    # The other optimizers' rates are usual starting points, not tuned here.
+    "seed": Recipe(defaults={}, learning_rates=dict(
+        adam=2e-3, adamw=2e-3, rmsprop=1e-3, sgd=0.05, nesterov=0.05)),
     # airbench94's hyperparameters (its learning rate is per 1,024 examples,
     # for its optimizer); 10 epochs where airbench94 takes 9.9; the test set
     # evaluated only after the last epoch, since on a 2-core CPU each
     # evaluation costs about 8% of an epoch and only the final accuracy counts.
     "fast": Recipe(
-        defaults=dict(epochs=10, batch_size=1024, learning_rate=11.5,
-                      alternating_flip=True, label_smoothing=0.2, tta=True,
-                      validation_freq=10),
-        make_optimizer=_airbench),
+        defaults=dict(epochs=10, batch_size=1024, alternating_flip=True,
+                      label_smoothing=0.2, tta=True, validation_freq=10,
+                      optimizer="airbench", lr_schedule="onecycle"),
+        # Per 1,024 examples, as airbench states it.
+        learning_rates=dict(airbench=11.5),
+        # As airbench94: the whitening bias trains for 3 epochs.
+        freeze_epochs={layers.WHITENING_BIAS: 3}),
 }
 assert set(RECIPES) == set(models.MODELS), "every model needs a recipe"
 
@@ -85,13 +75,65 @@ def recipe(model: str = "seed", **settings) -> Config:
     The config (not yet validated).
   """
   chosen = {k: v for k, v in settings.items() if v is not None}
-  return Config(model=model, **{**_recipe_of(model).defaults, **chosen})
+  model_recipe = _recipe_of(model)
+  merged = {**model_recipe.defaults, **_decision_defaults(chosen), **chosen}
+  optimizer = merged.get("optimizer", Config.optimizer)
+  if "learning_rate" not in merged and optimizer in optimizers.OPTIMIZERS:
+    if optimizer not in model_recipe.learning_rates:
+      raise UsageError(
+          f"--model={model} has no default learning rate for --optimizer="
+          f"{optimizer}; pass --learning_rate")
+    merged["learning_rate"] = model_recipe.learning_rates[optimizer]
+  return Config(model=model, **merged)
+
+
+# Held out under --epochs=auto unless --validation_examples says otherwise:
+# a tenth of CIFAR's training set, enough to read a loss change of ~0.01.
+AUTO_VALIDATION_EXAMPLES = 5000
+
+
+def _decision_defaults(chosen: Mapping[str, Any]) -> dict[str, Any]:
+  """What a run that decides by validation loss needs unless told otherwise.
+
+  The validation loss after every epoch; under --epochs=auto, a split. A
+  plateau schedule's split is left to the user to choose (it is refused
+  without one).
+  """
+  defaults = {}
+  if chosen.get("epochs") == "auto" or chosen.get("lr_schedule") == "plateau":
+    defaults["validation_freq"] = 1
+  if chosen.get("epochs") == "auto":
+    defaults["validation_examples"] = AUTO_VALIDATION_EXAMPLES
+  return defaults
 
 
 def make_optimizer(config: Config,
                    steps_per_epoch: int) -> keras.optimizers.Optimizer:
-  """The optimizer `config.model`'s recipe trains with, for the whole run."""
-  return _recipe_of(config.model).make_optimizer(config, steps_per_epoch)
+  """The run's optimizer and schedule, with the recipe's layer rules.
+
+  Schedules that need a run length span `config.epoch_limit` epochs (under
+  --epochs=auto, --max_epochs).
+  """
+  total_steps = config.epoch_limit * steps_per_epoch
+  warmup_steps = (None if config.warmup_epochs is None
+                  else round(config.warmup_epochs * steps_per_epoch))
+  if config.optimizer == "airbench":
+    freeze = _recipe_of(config.model).freeze_epochs
+    extra = {} if config.weight_decay is None else {
+        "weight_decay_per_1024": config.weight_decay}
+    return optimizers.airbench_optimizer(
+        config.learning_rate, config.batch_size, total_steps,
+        lookahead=config.lookahead,
+        momentum=optimizers.DEFAULT_MOMENTUM["airbench"]
+        if config.momentum is None else config.momentum,
+        freeze_after={name: epochs * steps_per_epoch
+                      for name, epochs in freeze.items()},
+        schedule=config.lr_schedule, warmup_steps=warmup_steps, **extra)
+  return optimizers.make_optimizer(
+      config.optimizer, optimizers.make_schedule(
+          config.lr_schedule, config.learning_rate, total_steps,
+          warmup_steps),
+      momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def build_model(config: Config, num_classes: int, mean: Sequence[float],

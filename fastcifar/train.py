@@ -14,8 +14,8 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import (cli, data_service, distribute, models, policy, sources,
-                       stopping)
+from fastcifar import (cli, data_service, distribute, models, optimizers,
+                       policy, sources, stopping)
 from fastcifar.errors import UsageError
 
 
@@ -26,14 +26,66 @@ _MODEL = flags.DEFINE_enum(
     "2e-3 with cosine decay). fast: airbench94's network and recipe "
     "(defaults: 10 epochs, batch 1024, Nesterov SGD with lookahead, label "
     "smoothing 0.2, alternating flips, test-time augmentation).")
-_EPOCHS = flags.DEFINE_integer("epochs", None,
-                               "Training epochs. Default: the model's.")
+_EPOCHS = flags.DEFINE_string(
+    "epochs", None, "Training epochs, or auto: train until the validation "
+    "loss stops improving (see --patience, --min_delta, --max_epochs) and "
+    "keep the best epoch's weights. Default: the model's.")
+_MAX_EPOCHS = flags.DEFINE_integer(
+    "max_epochs", 100, "With --epochs=auto: the most epochs to train; "
+    "schedules that need a run length (cosine, onecycle, step) span this "
+    "many epochs.")
+_PATIENCE = flags.DEFINE_integer(
+    "patience", 5, "With --epochs=auto: epochs without improvement before "
+    "stopping (Keras EarlyStopping's patience).")
+_MIN_DELTA = flags.DEFINE_float(
+    "min_delta", 0.0, "With --epochs=auto: the least fall of the validation "
+    "loss that counts as an improvement.")
+_VALIDATION_EXAMPLES = flags.DEFINE_integer(
+    "validation_examples", None, "Hold out N training examples (seeded, "
+    "stratified by class) for the per-epoch val_* metrics; the test set is "
+    "then evaluated once, after training. 0: none, and val_* is the test "
+    "set. Default: 5000 with --epochs=auto, else 0.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None,
                                    "Global batch size. Default: the model's.")
 _LEARNING_RATE = flags.DEFINE_float(
     "learning_rate", None,
-    "Peak learning rate. seed: Adam's (default 2e-3). fast: per 1,024 "
-    "examples, as airbench states it (default 11.5).")
+    "Peak learning rate. Default: the model's for the optimizer (seed: adam "
+    "and adamw 2e-3, rmsprop 1e-3, sgd and nesterov 0.05; fast: airbench "
+    "11.5 per 1,024 examples, as airbench states it).")
+_OPTIMIZER = flags.DEFINE_enum(
+    "optimizer", None, optimizers.OPTIMIZERS,
+    "Keras's Adam, AdamW, SGD with momentum, SGD with Nesterov momentum, "
+    "RMSprop, or airbench94's PyTorch-style Nesterov SGD with lookahead. "
+    "Default: the model's (seed adam, fast airbench).")
+_LR_SCHEDULE = flags.DEFINE_enum(
+    "lr_schedule", None, optimizers.SCHEDULES,
+    "cosine: decay to 0 along a cosine (Keras CosineDecay). constant. step: "
+    "a tenth of the rate from half the run, a hundredth from 3/4. plateau: "
+    "constant, times --plateau_factor whenever the validation loss has not "
+    "improved for --plateau_patience epochs (Keras ReduceLROnPlateau; needs "
+    "--validation_examples). onecycle: linear rise over --warmup_epochs "
+    "(default 23% of the run) from 0.2 of the peak, then linear fall to 0.07 "
+    "of it (airbench94's). Under --epochs=auto, the run's length is "
+    "--max_epochs. Default: the model's (seed cosine, fast onecycle).")
+_WARMUP_EPOCHS = flags.DEFINE_float(
+    "warmup_epochs", None, "Epochs of linear learning-rate warm-up (cosine, "
+    "constant, onecycle). Default: none; onecycle: 23% of the run.")
+_MOMENTUM = flags.DEFINE_float(
+    "momentum", None, "Momentum for sgd, nesterov, rmsprop, airbench. "
+    "Default: 0.9, 0.9, 0, 0.85.")
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", None, "Weight decay: Keras's decoupled decay per step "
+    "(adamw default 0.004, others none); airbench: per 1,024 examples, "
+    "default 0.0153.")
+_PLATEAU_FACTOR = flags.DEFINE_float(
+    "plateau_factor", 0.5, "--lr_schedule=plateau: the factor the rate is "
+    "multiplied by on a plateau.")
+_PLATEAU_PATIENCE = flags.DEFINE_integer(
+    "plateau_patience", 2, "--lr_schedule=plateau: epochs without "
+    "improvement of the validation loss before the rate is lowered.")
+_MIN_LR = flags.DEFINE_float(
+    "min_lr", 0.0, "--lr_schedule=plateau: the rate is never lowered below "
+    "this.")
 _LABEL_SMOOTHING = flags.DEFINE_float(
     "label_smoothing", None, "Label smoothing. Default: the model's "
     "(seed 0, fast 0.2).")
@@ -143,11 +195,23 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
   return callbacks
 
 
+def parse_epochs(epochs: str | None) -> int | str | None:
+  """--epochs as `Config` takes it: a number, "auto" or None (the model's)."""
+  if epochs is None or epochs == "auto":
+    return epochs
+  try:
+    return int(epochs)
+  except ValueError:
+    raise UsageError(f"--epochs={epochs} is neither a number of epochs nor "
+                     "auto; write e.g. --epochs=20 or --epochs=auto") from None
+
+
 def config_from_flags():
   """The `Config` the flags describe."""
   from fastcifar import training  # pylint: disable=g-import-not-at-top
   return training.recipe(
-      _MODEL.value, epochs=_EPOCHS.value, batch_size=_BATCH_SIZE.value,
+      _MODEL.value, epochs=parse_epochs(_EPOCHS.value),
+      batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       label_smoothing=_LABEL_SMOOTHING.value, augment=_AUGMENT.value,
       alternating_flip=_ALTERNATING_FLIP.value, tta=_TTA.value,
@@ -155,7 +219,14 @@ def config_from_flags():
       lookahead=_LOOKAHEAD.value, precision=_PRECISION.value,
       jit_compile=_JIT_COMPILE.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value,
-      deterministic=_DETERMINISTIC.value)
+      deterministic=_DETERMINISTIC.value,
+      validation_examples=_VALIDATION_EXAMPLES.value,
+      max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value,
+      min_delta=_MIN_DELTA.value, optimizer=_OPTIMIZER.value,
+      lr_schedule=_LR_SCHEDULE.value, warmup_epochs=_WARMUP_EPOCHS.value,
+      momentum=_MOMENTUM.value, weight_decay=_WEIGHT_DECAY.value,
+      plateau_factor=_PLATEAU_FACTOR.value,
+      plateau_patience=_PLATEAU_PATIENCE.value, min_lr=_MIN_LR.value)
 
 
 def main(argv: list[str]) -> int:
@@ -199,6 +270,9 @@ def main(argv: list[str]) -> int:
         f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
         f"training ({results['images_per_second']:,.0f} images/s, "
         f"{results['precision']}, {results['device']})"
+        + (f"; best epoch {results['best_epoch']} (validation loss "
+           f"{results['validation_loss']:.4f}) kept"
+           if "best_epoch" in results else "")
         + (f"; outputs in {_OUTPUT_DIR.value}"
            if _OUTPUT_DIR.value and distribute.is_chief(strategy) else ""))
   if _EXPORT.value and distribute.is_chief(strategy):

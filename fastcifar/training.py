@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from fastcifar import (augment, checkpointing, distribute, input_pipeline,
-                       optimizers, outputs, policy, recipes)
+                       optimizers, outputs, policy, recipes, resumable)
 from fastcifar.config import Config
 from fastcifar.errors import UsageError
 from fastcifar.recipes import make_optimizer, recipe
@@ -194,6 +194,8 @@ class _Run:
   model: keras.Model
   images: np.ndarray  # trained on
   labels: np.ndarray
+  val_images: np.ndarray  # held out for val_*; empty: val_* is the test set
+  val_labels: np.ndarray
   steps_per_epoch: int
   device: str
   precision: str
@@ -202,6 +204,9 @@ class _Run:
   output_dir: str | None = None
   checkpoint: checkpointing.RunCheckpoint | None = None
   save_dir: str | None = None
+  # Callbacks that decide by val_loss (early stopping, plateaus): they run
+  # before each checkpoint, which holds their state.
+  controls: list = dataclasses.field(default_factory=list)
   first_epoch: int = 0
   history: dict = dataclasses.field(default_factory=dict)
   epoch_train_seconds: list[float] = dataclasses.field(default_factory=list)
@@ -214,6 +219,15 @@ class _Run:
   def elapsed(self) -> float:
     """Time since training began, summed over resumes."""
     return self.elapsed_before + time.perf_counter() - self.start
+
+  @property
+  def validation_split(self) -> bool:
+    return len(self.val_images) > 0
+
+  @property
+  def stopped(self) -> bool:
+    """A control ended training (before a resume, perhaps)."""
+    return any(c.stopped for c in self.controls)
 
 
 def train_and_evaluate(config: Config, dataset: ImageDataset,
@@ -248,9 +262,14 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     data_service: a tf.data service dispatcher, `grpc://HOST:PORT`, to
       produce the training batches; None produces them in this process.
 
-  The test set is evaluated after every `config.validation_freq`-th epoch
-  (Keras's `validation_freq`) and after the last one; `history["val_epochs"]`
-  says after which.
+  The per-epoch `val_*` metrics are on `config.validation_examples` held
+  out of the training set; then the test set is evaluated once, after
+  training. Without a split, `val_*` are on the test set (a curve to look
+  at; nothing is decided by it). They are computed after every
+  `config.validation_freq`-th epoch (Keras's `validation_freq`) and after
+  the last one; `history["val_epochs"]` says after which. With
+  `config.epochs == "auto"` training stops as Keras's
+  `EarlyStopping(restore_best_weights=True)` says, on the validation loss.
 
   Returns:
     The results dict that `results.json` holds.
@@ -266,19 +285,23 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   if output_dir:
     _check_not_finished(output_dir, restart)
   run = _build_run(config, dataset, strategy, start)
+  run.controls = make_controls(config, run.model, verbose)
   if output_dir:
     _restore(run, output_dir, restart)
   eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
                                                     strategy)
   test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
                          eval_batch_size)
+  val_data = (_eval_data(strategy, run.val_images, run.val_labels,
+                         eval_batch_size)
+              if run.validation_split else test_data)
   callback_list = keras.callbacks.CallbackList(
       list(callbacks), add_history=True, add_progbar=verbose > 0,
-      model=run.model, verbose=verbose, epochs=config.epochs,
+      model=run.model, verbose=verbose, epochs=config.epoch_limit,
       steps=run.steps_per_epoch)
   if verbose:
     _print_start(run)
-  _train_epochs(run, callback_list, test_data, data_service)
+  _train_epochs(run, callback_list, val_data, data_service)
   final = _final_evaluation(run, test_data)
   results = _results(run, final)
   if output_dir:
@@ -297,12 +320,21 @@ def _check_not_finished(output_dir: str, restart: bool) -> None:
 
 def _build_run(config: Config, dataset: ImageDataset,
                strategy: tf.distribute.Strategy, start: float) -> _Run:
-  """Picks the examples, seeds, and builds the compiled model."""
+  """Picks the examples, seeds, and builds the compiled model.
+
+  The validation examples are held out first, so they do not depend on
+  `train_examples`; the channel statistics and any layer fitted to data (the
+  fast model's whitening) see only the examples trained on.
+  """
   device = policy.detect_device()
   precision = policy.resolve_precision(config.precision, device)
-  images, labels = input_pipeline.subset(
-      dataset.train_images, dataset.train_labels, config.train_examples,
-      config.seed)
+  images, labels = dataset.train_images, dataset.train_labels
+  train, held_out = input_pipeline.validation_split(
+      labels, config.validation_examples, config.seed)
+  if len(held_out):  # (indexing copies: not without a split)
+    images, labels = images[train], labels[train]
+  images, labels = input_pipeline.subset(images, labels,
+                                         config.train_examples, config.seed)
   input_pipeline.check_batch_size(len(images), config.batch_size)
   steps_per_epoch = len(images) // config.batch_size
   mean, std = input_pipeline.channel_stats(images)
@@ -315,7 +347,10 @@ def _build_run(config: Config, dataset: ImageDataset,
     compile_model(model, config, steps_per_epoch)
     model.optimizer.build(model.trainable_variables)
   return _Run(config=config, dataset=dataset, strategy=strategy, model=model,
-              images=images, labels=labels, steps_per_epoch=steps_per_epoch,
+              images=images, labels=labels,
+              val_images=dataset.train_images[held_out],
+              val_labels=dataset.train_labels[held_out],
+              steps_per_epoch=steps_per_epoch,
               device=device, precision=precision,
               jit_compile=policy.resolve_jit_compile(config.jit_compile,
                                                      device),
@@ -339,7 +374,8 @@ def _restore(run: _Run, output_dir: str, restart: bool) -> None:
   run.checkpoint = checkpointing.RunCheckpoint(run.model, run.save_dir, {
       **dataclasses.asdict(run.config), "dataset": run.dataset.name,
       "num_classes": run.dataset.num_classes,
-      "num_train_examples": len(run.images)}, restore_from=output_dir)
+      "num_train_examples": len(run.images)}, restore_from=output_dir,
+      controls=run.controls)
   run.first_epoch, run.history = run.checkpoint.restore()
   run.elapsed_before = (run.history.get("elapsed_seconds") or [0.0])[-1]
 
@@ -360,21 +396,52 @@ def _print_start(run: _Run) -> None:
         f"{run.precision}, jit_compile {run.jit_compile}"
         f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
         flush=True)
-  if run.first_epoch == config.epochs:
+  if run.first_epoch == config.epoch_limit or run.stopped:
+    of = "early stopping's last" if run.stopped else f"of {config.epoch_limit}"
     print(f"fastcifar: {run.checkpoint.directory} holds epoch "
-          f"{run.first_epoch} of {config.epochs}, nothing is left to train; "
+          f"{run.first_epoch} {of}, nothing is left to train; "
           "evaluating and writing the outputs", flush=True)
   elif run.first_epoch:
     print(f"fastcifar: resuming after epoch {run.first_epoch} from "
           f"{run.checkpoint.directory}", flush=True)
 
 
+def make_controls(config: Config, model: keras.Model,
+                  verbose: int = 0) -> list[keras.callbacks.Callback]:
+  """The callbacks that steer the run by its validation loss.
+
+  Args:
+    config: `epochs="auto"` adds early stopping, `lr_schedule="plateau"`
+      a rate lowered when the validation loss stalls.
+    model: the model they watch (and whose best weights are kept).
+    verbose: let them say what they decided.
+
+  Returns:
+    `fastcifar.resumable` callbacks, their model set.
+  """
+  controls = []
+  if config.auto_epochs:
+    early = resumable.EarlyStopping(config.patience, config.min_delta,
+                                   verbose=verbose)
+    early.track(model)
+    controls.append(early)
+  if config.lr_schedule == "plateau":
+    controls.append(resumable.ReduceLROnPlateau(
+        config.plateau_factor, config.plateau_patience, config.min_lr,
+        verbose=verbose))
+  for control in controls:
+    control.set_model(model)
+  return controls
+
+
 def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
-                  test_data, data_service: str | None) -> None:
-  """The epoch loop: train, evaluate when due, checkpoint, call callbacks.
+                  val_data, data_service: str | None) -> None:
+  """The epoch loop: train, validate when due, checkpoint, call callbacks.
 
   Fills `run.history`, as `fit`'s History does, plus `val_epochs`,
-  `epoch_seconds` and `elapsed_seconds`.
+  `epoch_seconds` and `elapsed_seconds`. The controls see each epoch's logs
+  before the checkpoint, so it holds their decisions; the caller's
+  callbacks see them after.
   """
   config, history = run.config, run.history
   train_step = make_train_step(run.model, run.strategy, config,
@@ -386,7 +453,8 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   def make_train_data(**shard):
     ds = input_pipeline.train_dataset(run.images, run.labels,
                                       config.batch_size, config.seed,
-                                      config.epochs, run.first_epoch, **shard)
+                                      config.epoch_limit, run.first_epoch,
+                                      **shard)
     return (input_pipeline.through_data_service(ds, data_service)
             if data_service else ds)
 
@@ -396,13 +464,17 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
           f"the checkpoint of the last completed epoch is kept in "
           f"{run.checkpoint.directory}")
 
-  def test_logs() -> dict[str, float]:
-    test = evaluate(eval_step, test_data)
-    return {"val_loss": test["loss"], "val_accuracy": test["accuracy"]}
+  def val_logs() -> dict[str, float]:
+    val = evaluate(eval_step, val_data)
+    return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
 
+  for control in run.controls:
+    control.on_train_begin()
   callback_list.on_train_begin()
   logs = {}
-  for epoch in range(run.first_epoch, config.epochs):
+  # A run killed after its early stop but before its outputs trains no more.
+  last = run.first_epoch if run.stopped else config.epoch_limit
+  for epoch in range(run.first_epoch, last):
     callback_list.on_epoch_begin(epoch)
     epoch_start = time.perf_counter()
     loss_sum = correct = 0.0
@@ -418,10 +490,12 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
       callback_list.on_train_batch_end(batch, logs)
     distribute.sync_on_read(run.strategy, run.model.non_trainable_variables)
     run.epoch_train_seconds.append(time.perf_counter() - epoch_start)
-    if (run.model.stop_training or epoch + 1 == config.epochs
+    if (run.model.stop_training or epoch + 1 == config.epoch_limit
         or (epoch + 1) % config.validation_freq == 0):
-      logs = {**logs, **test_logs()}
+      logs = {**logs, **val_logs()}
       history.setdefault("val_epochs", []).append(epoch + 1)
+    for control in run.controls:
+      control.on_epoch_end(epoch, logs)
     for key, value in logs.items():
       history.setdefault(key, []).append(float(value))
     history.setdefault("epoch_seconds", []).append(
@@ -435,32 +509,60 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   epochs_done = len(history["epoch_seconds"])
   if history.get("val_epochs", [0])[-1] != epochs_done:
     # A callback stopped training after an epoch that was not evaluated.
-    for key, value in test_logs().items():
+    for key, value in val_logs().items():
       history.setdefault(key, []).append(value)
     history.setdefault("val_epochs", []).append(epochs_done)
     history["elapsed_seconds"][-1] = run.elapsed()
+  for control in run.controls:
+    control.on_train_end(logs)  # early stopping restores the best weights
   callback_list.on_train_end(logs)
 
 
 def _final_evaluation(run: _Run, test_data) -> dict[str, float]:
-  """The test set's loss and accuracy for the trained model (TTA if asked)."""
+  """The test set's numbers for the model kept, each evaluated once.
+
+  Returns:
+    `loss` and `accuracy` (with TTA if asked) and `accuracy_without_tta`.
+    Without a validation split the last `val_*` already are the test set's.
+  """
   history = run.history
-  if not run.config.tta:
-    return {"accuracy": history["val_accuracy"][-1],
-            "loss": history["val_loss"][-1]}
-  return evaluate(make_eval_step(run.model, run.strategy,
-                                 run.dataset.num_classes, run.jit_compile,
-                                 tta=True), test_data)
+  if run.validation_split:
+    final = evaluate(make_eval_step(run.model, run.strategy,
+                                    run.dataset.num_classes, run.jit_compile),
+                     test_data)
+  else:
+    final = {"accuracy": history["val_accuracy"][-1],
+             "loss": history["val_loss"][-1]}
+  final["accuracy_without_tta"] = final["accuracy"]
+  if run.config.tta:
+    final.update(evaluate(make_eval_step(
+        run.model, run.strategy, run.dataset.num_classes, run.jit_compile,
+        tta=True), test_data))
+  return final
 
 
 def _results(run: _Run, final: dict[str, float]) -> dict:
-  """The results dict `results.json` holds."""
+  """The results dict `results.json` holds.
+
+  Each number's key says its set: `test_*` the test set, `validation_*` the
+  held-out split (present only with one).
+  """
   config, history, model = run.config, run.history, run.model
   accuracies = history["val_accuracy"]
   times = [history["elapsed_seconds"][e - 1] for e in history["val_epochs"]]
-  if config.tta:
-    accuracies = accuracies + [final["accuracy"]]
-    times = times + [run.elapsed()]
+  if run.validation_split:
+    kept = _kept_evaluation(run)
+    curve = {"validation_accuracy": history["val_accuracy"][kept],
+             "validation_loss": history["val_loss"][kept],
+             "best_validation_accuracy": max(accuracies),
+             "seconds_to_validation_accuracy": seconds_to_accuracy(
+                 accuracies, times)}
+  else:
+    if config.tta:
+      accuracies = accuracies + [final["accuracy"]]
+      times = times + [run.elapsed()]
+    curve = {"best_test_accuracy": max(accuracies),
+             "seconds_to_accuracy": seconds_to_accuracy(accuracies, times)}
   # This process's epochs after its first (which compiles the step); a run
   # resumed with nothing left to train has only the recorded ones.
   steady = (run.epoch_train_seconds[1:] or run.epoch_train_seconds
@@ -468,10 +570,12 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
   return {
       "test_accuracy": final["accuracy"],
       "test_loss": final["loss"],
-      "test_accuracy_without_tta": history["val_accuracy"][-1],
+      "test_accuracy_without_tta": final["accuracy_without_tta"],
       "tta": config.tta,
-      "best_test_accuracy": max(accuracies),
-      "seconds_to_accuracy": seconds_to_accuracy(accuracies, times),
+      **curve,
+      "num_validation_examples": len(run.val_images),
+      "val_metrics_from": "validation" if run.validation_split else "test",
+      **_stopping_results(run),
       "epochs": len(history["epoch_seconds"]),
       "train_seconds": sum(history["epoch_seconds"]),
       "total_seconds": time.perf_counter() - run.start,
@@ -493,17 +597,48 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
   }
 
 
+def _kept_evaluation(run: _Run) -> int:
+  """Which of the run's evaluations belongs to the weights it kept."""
+  for control in run.controls:
+    if isinstance(control, resumable.EarlyStopping):
+      return run.history["val_epochs"].index(control.best_epoch + 1)
+  return -1
+
+
+def _stopping_results(run: _Run) -> dict:
+  """best_epoch and stopped_epoch (1-based) for an --epochs=auto run."""
+  for control in run.controls:
+    if isinstance(control, resumable.EarlyStopping):
+      return {"best_epoch": control.best_epoch + 1,
+              "stopped_epoch": len(run.history["epoch_seconds"]),
+              "stopped_early": control.stopped}
+  return {}
+
+
 def _write_outputs(run: _Run, results: dict) -> None:
   """The chief writes model, history and results; checkpoints go."""
   if run.chief:
     outputs.save_model(run.model, os.path.join(run.output_dir, "model.keras"))
     outputs.write_json(os.path.join(run.output_dir, "history.json"),
-                       run.history)
+                       _history_with_sources(run, results))
     # Last: results.json marks the run done.
     outputs.write_json(os.path.join(run.output_dir, "results.json"), results)
   checkpointing.delete_checkpoints(run.save_dir)
   if not run.chief:
     shutil.rmtree(run.save_dir, ignore_errors=True)
+
+
+def _history_with_sources(run: _Run, results: dict) -> dict:
+  """The history, saying which set `val_*` is and with the test's numbers.
+
+  history.json holds only lists, as `fit`'s History does.
+  """
+  history = {**run.history,
+             "num_validation_examples": [results["num_validation_examples"]]}
+  if run.validation_split:
+    history["test_accuracy"] = [results["test_accuracy"]]
+    history["test_loss"] = [results["test_loss"]]
+  return history
 
 
 ACCURACY_TARGETS = (0.5, 0.75, 0.8, 0.85, 0.9, 0.905, 0.92, 0.94)

@@ -217,3 +217,35 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
     assert epoch >= 1 and history == {"epoch": [epoch]}
     for v in model.trainable_variables:
       assert np.all(v.numpy() == epoch)
+
+
+# Synthetic data's validation loss falls by less than 0.3 from epoch 3 on:
+# best epoch 2, two epochs' patience, stop after epoch 4 of at most 8.
+AUTO_RUN = ["--dataset=synthetic", "--epochs=auto", "--max_epochs=8",
+            "--patience=2", "--min_delta=0.3", "--validation_examples=256",
+            "--train_examples=1024", "--batch_size=64", "--deterministic",
+            "--nopreflight"]
+
+
+def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path):
+  whole = tmp_path / "whole"
+  code, _, err = finish(start_cli(*AUTO_RUN, f"--output_dir={whole}"))
+  assert code == 0, err[-2000:]
+  expected = json.loads((whole / "results.json").read_text())
+  assert expected["stopped_early"] and expected["stopped_epoch"] < 8
+  assert expected["best_epoch"] < expected["stopped_epoch"]
+
+  killed = tmp_path / "killed"
+  process = start_cli(*AUTO_RUN, f"--output_dir={killed}")
+  wait_for_checkpoint(killed, expected["best_epoch"], process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  code, out, err = finish(start_cli(*AUTO_RUN, f"--output_dir={killed}"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+  results = json.loads((killed / "results.json").read_text())
+  # The patience count, best loss and best weights came back with the rest.
+  assert comparable(results) == comparable(expected)
+  history = json.loads((killed / "history.json").read_text())
+  assert history["val_loss"] == json.loads(
+      (whole / "history.json").read_text())["val_loss"]

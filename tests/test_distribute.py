@@ -158,6 +158,34 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
                                           "results.json"]
 
 
+def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
+  # The validation loss is all-reduced, so every worker's early stopping
+  # sees the same number and decides the same; a worker that stopped alone
+  # would hang the other in its next all-reduce.
+  script = textwrap.dedent("""
+      import json, sys
+      from fastcifar import distribute, sources, training
+      strategy = distribute.make_strategy("multi_worker")
+      data = sources.load_synthetic(num_train=640, num_test=128, seed=1)
+      config = training.recipe(
+          "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
+          validation_examples=128, batch_size=64, precision="float32",
+          eval_batch_size=64)
+      results = training.train_and_evaluate(config, data, sys.argv[1],
+                                            strategy=strategy, verbose=0)
+      print(json.dumps([results[k] for k in (
+          "epochs", "best_epoch", "validation_loss", "test_accuracy")]))
+  """)
+  outs = finish_workers(start_workers(
+      [sys.executable, "-c", script, str(tmp_path)]))
+  first, second = [json.loads(out.strip().splitlines()[-1])
+                   for out, _ in outs]
+  assert first == second
+  assert first[0] < 6  # it did stop early
+  written = json.loads((tmp_path / "results.json").read_text())
+  assert written["stopped_early"] and written["epochs"] == first[0]
+
+
 @pytest.fixture
 def data_service_cluster():
   """An in-process tf.data service: `(dispatcher, workers)`."""

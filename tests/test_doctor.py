@@ -471,6 +471,7 @@ def test_watch_names_too_few_epochs_only_while_still_rising():
   feed_epochs(rising, [0.40, 0.50, 0.58, 0.64])
   assert rising.codes == ["too-few-epochs"]
   assert "epochs=8" in rising.findings[0].fix
+  assert "--epochs=auto" in rising.findings[0].fix
   level = doctor.Watch(print_fn=lambda _: None)
   level.set_model(model)
   feed_epochs(level, [0.70, 0.75, 0.76, 0.761, 0.758])

@@ -186,3 +186,36 @@ def test_channel_stats_in_chunks():
   as_float = images.reshape(-1, 3).astype(np.float64) / 255.0
   np.testing.assert_allclose(mean, as_float.mean(0), rtol=1e-9)
   np.testing.assert_allclose(std, as_float.std(0), rtol=1e-6)
+
+
+def test_validation_split_is_disjoint_stratified_and_a_function_of_its_args():
+  labels = np.repeat(np.arange(10, dtype=np.int32), [50, 60, 70, 80, 90,
+                                                     100, 110, 120, 130, 190])
+  labels = np.random.default_rng(0).permutation(labels)
+  train, held_out = input_pipeline.validation_split(labels, 100, seed=4)
+  assert len(held_out) == 100
+  assert np.intersect1d(train, held_out).size == 0
+  assert np.array_equal(np.union1d(train, held_out), np.arange(len(labels)))
+  # Each class gives its share: counts / 1,000 * 100.
+  assert np.array_equal(np.bincount(labels[held_out], minlength=10),
+                        [5, 6, 7, 8, 9, 10, 11, 12, 13, 19])
+  again = input_pipeline.validation_split(labels, 100, seed=4)
+  assert np.array_equal(again[1], held_out)
+  other = input_pipeline.validation_split(labels, 100, seed=5)[1]
+  assert not np.array_equal(other, held_out)
+
+
+def test_validation_split_rounds_to_the_exact_size():
+  labels = np.arange(30, dtype=np.int32) % 3  # 10 per class
+  for size in (1, 2, 4, 7, 29):
+    _, held_out = input_pipeline.validation_split(labels, size, seed=0)
+    counts = np.bincount(labels[held_out], minlength=3)
+    assert counts.sum() == size and counts.max() - counts.min() <= 1
+
+
+def test_no_validation_split_and_one_too_large():
+  labels = np.zeros(20, np.int32)
+  train, held_out = input_pipeline.validation_split(labels, 0, seed=0)
+  assert len(train) == 20 and len(held_out) == 0
+  with pytest.raises(UsageError, match="--validation_examples=20 leaves none"):
+    input_pipeline.validation_split(labels, 20, seed=0)

@@ -138,3 +138,72 @@ def test_a_step_the_loss_scaler_skips_still_counts():
   average = optimizer.inner_optimizer.averages[0]
   np.testing.assert_allclose(variable.numpy(), average.numpy())
   assert np.all(np.isfinite(variable.numpy()))
+
+
+@pytest.mark.parametrize("name,kind,settings", [
+    ("adam", keras.optimizers.Adam, {}),
+    ("adamw", keras.optimizers.AdamW, {"weight_decay": 0.004}),
+    ("sgd", keras.optimizers.SGD, {"momentum": 0.9, "nesterov": False}),
+    ("nesterov", keras.optimizers.SGD, {"momentum": 0.9, "nesterov": True}),
+    ("rmsprop", keras.optimizers.RMSprop, {"momentum": 0.0})])
+def test_optimizer_names_are_kerass_own_optimizers(name, kind, settings):
+  optimizer = optimizers.make_optimizer(name, 0.01)
+  assert type(optimizer) is kind  # pylint: disable=unidiomatic-typecheck
+  config = optimizer.get_config()
+  for key, value in settings.items():
+    assert config[key] == pytest.approx(value), key
+  chosen = optimizers.make_optimizer(name, 0.01, weight_decay=0.1,
+                                     **({"momentum": 0.5} if "momentum"
+                                        in settings else {}))
+  assert chosen.get_config()["weight_decay"] == pytest.approx(0.1)
+  if "momentum" in settings:
+    assert chosen.get_config()["momentum"] == pytest.approx(0.5)
+
+
+def _rates(schedule, steps):
+  return [float(schedule(s)) if callable(schedule) else schedule
+          for s in steps]
+
+
+def test_schedules_by_name():
+  peak, total = 0.1, 100
+  cosine = optimizers.make_schedule("cosine", peak, total)
+  assert cosine.get_config() == keras.optimizers.schedules.CosineDecay(
+      peak, total).get_config()  # the seed recipe's, unchanged
+  np.testing.assert_allclose(
+      _rates(optimizers.make_schedule("cosine", peak, total, 10),
+             [0, 5, 10, 55, 100]), [0.0, 0.05, 0.1, 0.05, 0.0], atol=1e-7)
+  np.testing.assert_allclose(
+      _rates(optimizers.make_schedule("step", peak, total),
+             [0, 50, 51, 75, 76, 100]),
+      [0.1, 0.1, 0.01, 0.01, 0.001, 0.001], rtol=1e-6)
+  np.testing.assert_allclose(
+      _rates(optimizers.make_schedule("constant", peak, total, 20),
+             [0, 10, 20, 60, 100]), [0.0, 0.05, 0.1, 0.1, 0.1], rtol=1e-6)
+  assert optimizers.make_schedule("constant", peak, total) == peak
+  assert optimizers.make_schedule("plateau", peak, total) == peak
+  onecycle = optimizers.make_schedule("onecycle", peak, total)
+  assert onecycle.get_config() == optimizers.WarmupLinearDecay(
+      peak, total).get_config()  # airbench94's shape
+  np.testing.assert_allclose(
+      _rates(optimizers.make_schedule("onecycle", peak, total, 10),
+             [0, 10, 100]), [0.02, 0.1, 0.007], rtol=1e-5)
+
+
+def test_recipes_keep_their_optimizers_and_auto_spans_max_epochs():
+  from fastcifar import training  # pylint: disable=g-import-not-at-top
+  seed = training.make_optimizer(training.recipe("seed"), 10)
+  assert isinstance(seed, keras.optimizers.Adam)
+  assert seed._learning_rate.get_config()["decay_steps"] == 200
+  auto = training.make_optimizer(
+      training.recipe("seed", epochs="auto", max_epochs=30), 10)
+  assert auto._learning_rate.get_config()["decay_steps"] == 300
+  fast = training.make_optimizer(training.recipe("fast"), 48)
+  assert isinstance(fast, optimizers.LookaheadSGD)
+  from fastcifar import layers  # pylint: disable=g-import-not-at-top
+  assert fast.get_config() == optimizers.airbench_optimizer(
+      11.5, 1024, 480, freeze_after={layers.WHITENING_BIAS: 144}).get_config()
+  sgd = training.make_optimizer(
+      training.recipe("seed", optimizer="nesterov", lr_schedule="onecycle",
+                      momentum=0.8), 10)
+  assert sgd.get_config()["nesterov"] and sgd.momentum == 0.8

@@ -346,3 +346,186 @@ def test_trains_on_64x64_and_mixed_size_image_folders(tmp_path, model, sizes):
   # 2 classes: 8 outputs fewer than test_models' 10-class counts at 64x64.
   assert results["num_parameters"] == {"seed": 6_493_738 - 8 * 513,
                                        "fast": 1_973_944 - 8 * 256}[model]
+
+
+# --- the validation split and --epochs=auto ----------------------------------
+
+
+def test_results_say_which_set_each_number_came_from(small_data, tmp_path):
+  results = training.train_and_evaluate(
+      tiny_config(epochs=1, validation_examples=200), small_data,
+      str(tmp_path), verbose=0)
+  assert results["num_validation_examples"] == 200
+  assert results["num_train_examples"] == 1024 - 200
+  assert results["val_metrics_from"] == "validation"
+  for key in ("validation_accuracy", "validation_loss",
+              "best_validation_accuracy", "seconds_to_validation_accuracy",
+              "test_accuracy", "test_loss"):
+    assert key in results, key
+  assert "best_test_accuracy" not in results
+  assert "seconds_to_accuracy" not in results
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert history["val_accuracy"] == [results["validation_accuracy"]]
+  assert history["test_accuracy"] == [results["test_accuracy"]]
+  assert history["num_validation_examples"] == [200]
+  # The test set (300 examples) and the split (200) are different sets.
+  assert results["test_accuracy"] * 300 == pytest.approx(
+      round(results["test_accuracy"] * 300))
+  assert results["validation_accuracy"] * 200 == pytest.approx(
+      round(results["validation_accuracy"] * 200))
+
+  plain = training.train_and_evaluate(tiny_config(epochs=1), small_data,
+                                      verbose=0)
+  assert plain["num_validation_examples"] == 0
+  assert plain["val_metrics_from"] == "test"
+  assert not any(k.startswith("validation_") for k in plain)
+
+
+def test_statistics_and_whitening_see_only_training_examples(
+    small_data, monkeypatch):
+  seen = {}
+  real_build = training.recipes.build_model
+
+  def spy(config, num_classes, mean, std, train_images):
+    seen["mean"], seen["images"] = mean, train_images
+    return real_build(config, num_classes, mean, std, train_images)
+
+  monkeypatch.setattr(training.recipes, "build_model", spy)
+  training.train_and_evaluate(
+      tiny_config(epochs=1, validation_examples=256), small_data, verbose=0)
+  _, held_out = training.input_pipeline.validation_split(
+      small_data.train_labels, 256, 3)
+  held = {small_data.train_images[i].tobytes() for i in held_out}
+  assert len(seen["images"]) == 1024 - 256
+  assert not held & {image.tobytes() for image in seen["images"]}
+  assert seen["mean"] == training.input_pipeline.channel_stats(
+      seen["images"])[0]
+
+
+class Recorder(keras.callbacks.Callback):
+  """Each epoch's end weights, and the weights training ends with."""
+
+  def __init__(self):
+    super().__init__()
+    self.weights, self.final = [], None
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.weights.append(self.model.get_weights())
+
+  def on_train_end(self, logs=None):
+    self.final = self.model.get_weights()
+
+
+def constructed_val_loss(monkeypatch, curve, recorder):
+  """Makes the loop's per-epoch validation loss follow `curve`."""
+  real = training.evaluate
+  calls = []
+
+  def evaluate(step, dataset):
+    result = real(step, dataset)
+    if recorder.final is None:  # training: a val_* evaluation
+      result["loss"] = curve[len(calls)]
+      calls.append(result)
+    return result
+
+  monkeypatch.setattr(training, "evaluate", evaluate)
+
+
+def test_auto_stops_on_the_constructed_curve_and_keeps_the_best_weights(
+    small_data, monkeypatch, tmp_path):
+  recorder = Recorder()
+  constructed_val_loss(monkeypatch, [1.0, 0.8, 0.9, 0.85, 0.7, 0.6],
+                       recorder)
+  config = training.recipe("seed", epochs="auto", max_epochs=6, patience=2,
+                           batch_size=64, precision="float32",
+                           eval_batch_size=128, seed=3,
+                           validation_examples=128)
+  results = training.train_and_evaluate(config, small_data, str(tmp_path),
+                                        callbacks=[recorder], verbose=0)
+  assert (results["best_epoch"], results["stopped_epoch"],
+          results["epochs"], results["stopped_early"]) == (2, 4, 4, True)
+  assert results["validation_loss"] == 0.8
+  for final, best in zip(recorder.final, recorder.weights[1]):
+    np.testing.assert_array_equal(final, best)
+  assert not np.array_equal(recorder.weights[3][-1], recorder.weights[1][-1])
+  # The saved model is the best epoch's.
+  saved = keras.saving.load_model(tmp_path / "model.keras")
+  np.testing.assert_array_equal(saved.get_weights()[-1],
+                                recorder.weights[1][-1])
+
+
+def test_a_run_killed_after_its_early_stop_resumes_to_the_same_results(
+    small_data, monkeypatch, tmp_path):
+  curve = [1.0, 0.8, 0.9, 0.85, 0.7, 0.6]
+  config = training.recipe("seed", epochs="auto", max_epochs=6, patience=2,
+                           batch_size=64, precision="float32",
+                           eval_batch_size=128, seed=3,
+                           validation_examples=128)
+
+  class KilledBeforeOutputs(Recorder):
+    def on_train_end(self, logs=None):
+      super().on_train_end(logs)
+      raise KeyboardInterrupt
+
+  killed = KilledBeforeOutputs()
+  constructed_val_loss(monkeypatch, curve, killed)
+  with pytest.raises(KeyboardInterrupt):
+    training.train_and_evaluate(config, small_data, str(tmp_path),
+                                callbacks=[killed], verbose=0)
+  resumed = Recorder()
+  constructed_val_loss(monkeypatch, [], resumed)  # no epoch may evaluate
+  results = training.train_and_evaluate(config, small_data, str(tmp_path),
+                                        callbacks=[resumed], verbose=0)
+  assert (results["best_epoch"], results["stopped_epoch"],
+          results["resumed_after_epoch"]) == (2, 4, 4)
+  for final, best in zip(resumed.final, killed.weights[1]):
+    np.testing.assert_array_equal(final, best)
+
+
+@pytest.mark.parametrize("settings,fragment", [
+    (dict(epochs="auto", validation_examples=0), "--validation_examples=N"),
+    (dict(epochs="auto", validation_examples=10, validation_freq=2),
+     "after every epoch"),
+    (dict(epochs="sometimes"), "--epochs=sometimes"),
+    (dict(validation_examples=-1), "--validation_examples=-1"),
+    (dict(max_epochs=0), "--max_epochs=0"),
+    (dict(patience=-1), "--patience=-1"),
+    (dict(min_delta=-0.1), "--min_delta=-0.1")])
+def test_decisions_without_a_validation_split_are_refused(settings, fragment):
+  with pytest.raises(UsageError, match=fragment):
+    training.Config(**settings).validate()
+
+
+def test_auto_defaults_to_a_5000_example_split_checked_every_epoch():
+  config = training.recipe("fast", epochs="auto")
+  assert (config.validation_examples, config.validation_freq,
+          config.epoch_limit) == (5000, 1, 100)
+  assert training.recipe("fast").validation_examples == 0
+  assert training.recipe("seed", epochs="auto",
+                         validation_examples=300).validation_examples == 300
+  plateau = training.recipe("fast", lr_schedule="plateau",
+                            validation_examples=300)
+  assert (plateau.validation_examples, plateau.validation_freq) == (300, 1)
+  plateau.validate()
+
+
+def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data,
+                                                           monkeypatch):
+  recorder = Recorder()
+  constructed_val_loss(monkeypatch, [1.0, 1.1, 1.2, 0.9, 1.0], recorder)
+  config = training.recipe("seed", epochs=5, lr_schedule="plateau",
+                           plateau_patience=2, plateau_factor=0.5,
+                           learning_rate=1e-3, batch_size=64,
+                           precision="float32", eval_batch_size=128, seed=3,
+                           validation_examples=128, train_examples=256)
+  rates = []
+
+  class Rate(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      rates.append(float(self.model.optimizer.learning_rate.numpy()))
+
+  training.train_and_evaluate(config, small_data, verbose=0,
+                              callbacks=[recorder, Rate()])
+  # Two epochs above 1.0 halve the rate after the third.
+  np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 5e-4, 5e-4],
+                             rtol=1e-6)

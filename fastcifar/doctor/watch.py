@@ -161,8 +161,10 @@ class Watch(keras.callbacks.Callback):
         "too-few-epochs", WARNING,
         f"accuracy was still rising when training ended ({100 * gain:+.1f} "
         "points per epoch at the end): more epochs will raise it",
-        f"train longer, e.g. epochs={2 * epochs} (fastcifar.train: "
-        f"--epochs={2 * epochs}), until validation accuracy levels off")])
+        "train until the validation loss stops improving: fastcifar.train "
+        "--epochs=auto (it holds out a validation split and keeps the best "
+        f"epoch; Keras: EarlyStopping(restore_best_weights=True)), or at "
+        f"least --epochs={2 * epochs}")])
 
   def _per_step(self, batch: int, loss: float, accuracy: float | None,
                 steps: int) -> tuple[float, float | None]:
