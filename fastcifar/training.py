@@ -24,9 +24,10 @@ import tensorflow as tf
 
 from fastcifar import (augment, checkpointing, distribute, input_pipeline,
                        optimizers, outputs, policy, recipes, resumable)
-from fastcifar.config import Config
+from fastcifar.config import Config  # also training.Config, as before
 from fastcifar.errors import UsageError
-from fastcifar.recipes import make_optimizer, recipe
+# recipe: re-exported, training.recipe as before.
+from fastcifar.recipes import make_optimizer, recipe  # noqa: F401
 from fastcifar.sources import ImageDataset
 
 
