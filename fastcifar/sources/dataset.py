@@ -9,6 +9,36 @@ import numpy as np
 from fastcifar.errors import UsageError
 
 CIFAR_SHAPE = (32, 32, 3)
+# TensorFlow's CPU tensors need buffers aligned to EIGEN_MAX_ALIGN_BYTES (64
+# with AVX-512): only then can it use a numpy array's memory without a copy.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
+  """An uninitialized C-contiguous array whose data starts 64-byte aligned.
+
+  numpy's own large arrays start 16 bytes past a page boundary; TensorFlow
+  copies (or, through DLPack, aborts on) such a buffer. Sources and input
+  pipelines allocate their big arrays here so the images exist once.
+
+  Args:
+    shape: the array's shape.
+    dtype: its numpy dtype.
+
+  Returns:
+    The array (a view into a slightly larger uint8 buffer).
+  """
+  dtype = np.dtype(dtype)
+  nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  buffer = np.empty(nbytes + ALIGNMENT, np.uint8)
+  start = -buffer.ctypes.data % ALIGNMENT
+  return buffer[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def is_aligned(array: np.ndarray) -> bool:
+  """Whether TensorFlow can use the array's memory as it is."""
+  return (array.flags.c_contiguous and array.flags.writeable
+          and array.ctypes.data % ALIGNMENT == 0)
 
 
 @dataclasses.dataclass(frozen=True)

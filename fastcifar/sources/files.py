@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tarfile
 import zlib
+from typing import Iterator
 
 from fastcifar.errors import UsageError
 
@@ -80,6 +81,65 @@ def list_files(path: str) -> list[str]:
                   for m in _tar_members(tar, path, with_dirs=True))
 
 
+def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
+  """Reads the named files of a folder or a tar archive one at a time.
+
+  Only the file at hand is in memory (a caller that decodes as it goes never
+  holds the whole archive); a tar is read in one streaming pass.
+
+  Args:
+    path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
+    names: relative names as `list_files` returns them.
+
+  Yields:
+    `(name, contents)` for every name asked for, each once: in the order
+    asked for from a folder, in the order stored from a tar.
+
+  Raises:
+    UsageError: a file is missing (raised after the others were yielded), too
+      large, or the archive is damaged.
+  """
+  wanted = set(names)
+  seen: set[str] = set()
+  total = 0
+
+  def check_size(name: str, size: int) -> None:
+    nonlocal total
+    total += size
+    if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+      raise UsageError(f"{path}: {name} is {size} bytes, larger than any CIFAR "
+                       "file; this is not a CIFAR dataset")
+
+  if os.path.isdir(path):
+    for name in dict.fromkeys(names):  # asked-for order, each once
+      full = os.path.join(path, *name.split("/"))
+      check_size(name, os.path.getsize(full))
+      with open(full, "rb") as f:
+        data = f.read()
+      seen.add(name)
+      yield name, data
+  else:
+    with _open_tar(path) as tar:
+      for member in _tar_members(tar, path):
+        name = _clean(member.name)
+        if name in wanted and name not in seen:
+          check_size(name, member.size)
+          try:
+            data = tar.extractfile(member).read()
+          except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+            raise UsageError(f"{path}: the archive is truncated or corrupt "
+                             f"({e}); download or repack it") from e
+          if len(data) != member.size:
+            raise UsageError(f"{path}: {name} is truncated; download or "
+                             "repack the archive")
+          seen.add(name)
+          yield name, data
+  missing = wanted - seen
+  if missing:
+    raise UsageError(f"{path}: missing {sorted(missing)[0]}; the archive or "
+                     "folder is incomplete")
+
+
 def read_files(path: str, names) -> dict[str, bytes]:
   """Reads the named files of a folder or a tar archive into memory.
 
@@ -93,40 +153,4 @@ def read_files(path: str, names) -> dict[str, bytes]:
   Raises:
     UsageError: a file is missing, too large, or the archive is damaged.
   """
-  wanted = set(names)
-  contents: dict[str, bytes] = {}
-  total = 0
-
-  def check_size(name: str, size: int) -> None:
-    nonlocal total
-    total += size
-    if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
-      raise UsageError(f"{path}: {name} is {size} bytes, larger than any CIFAR "
-                       "file; this is not a CIFAR dataset")
-
-  if os.path.isdir(path):
-    for name in sorted(wanted):
-      full = os.path.join(path, *name.split("/"))
-      check_size(name, os.path.getsize(full))
-      with open(full, "rb") as f:
-        contents[name] = f.read()
-  else:
-    with _open_tar(path) as tar:
-      for member in _tar_members(tar, path):
-        name = _clean(member.name)
-        if name in wanted and name not in contents:
-          check_size(name, member.size)
-          try:
-            data = tar.extractfile(member).read()
-          except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise UsageError(f"{path}: the archive is truncated or corrupt "
-                             f"({e}); download or repack it") from e
-          if len(data) != member.size:
-            raise UsageError(f"{path}: {name} is truncated; download or "
-                             "repack the archive")
-          contents[name] = data
-  missing = wanted - contents.keys()
-  if missing:
-    raise UsageError(f"{path}: missing {sorted(missing)[0]}; the archive or "
-                     "folder is incomplete")
-  return contents
+  return dict(iter_files(path, names))

@@ -16,10 +16,14 @@ import numpy as np
 
 from fastcifar.errors import UsageError
 from fastcifar.sources import files
-from fastcifar.sources.dataset import ImageDataset, make_dataset
+from fastcifar.sources.dataset import (ImageDataset, aligned_empty,
+                                       make_dataset)
 from fastcifar.sources.images import decode_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Files decoded per tf.data run: big enough to keep both cores busy, small
+# enough that the encoded bytes held at once stay a few MB.
+_CHUNK = 4096
 _SPLIT_RE = re.compile(r"^(?:(.*)/)?(train|test)/([^/]+)/([^/]*)$")
 
 
@@ -57,7 +61,8 @@ def load_image_folder(path: str, prefix: str, tree,
     path: the folder or tar archive.
     prefix, tree: as `find_image_folder` returned them.
     image_size: `(height, width)` to resize every image to; None: all must
-      have one size (the train split's first image's).
+      have one size, the first image's (the train split's first for a
+      folder; for a tar, the first one the archive stores).
     resize: how, one of `images.RESIZE_METHODS`.
 
   Returns:
@@ -73,20 +78,47 @@ def load_image_folder(path: str, prefix: str, tree,
     extra = set(tree["test"]) ^ set(class_names)
     raise UsageError(f"{path}: train and test have different class folders "
                      f"({sorted(extra)[0]!r} is in only one); they must match")
-  wanted = [n for split in ("train", "test") for c in class_names
-            for n in tree[split][c]]
-  contents = files.read_files(path, wanted)
+  # Each file's place: its split, and its row in that split's arrays (class
+  # by class, names sorted), whatever order the archive stores them in.
   names = {split: [n for c in class_names for n in sorted(tree[split][c])]
            for split in ("train", "test")}
-  # Both splits in one pass: one size check (or resize) for every image.
-  everything = names["train"] + names["test"]
-  labels = np.concatenate([np.full(len(tree[split][c]), i, np.int32)
-                           for split in ("train", "test")
-                           for i, c in enumerate(class_names)])
-  images = decode_images([contents.pop(n) for n in everything], labels,
-                         everything, path, image_size, resize)
-  train = len(names["train"])
-  arrays = [images[:train], labels[:train], images[train:], labels[train:]]
+  places = {n: (split, row) for split in ("train", "test")
+            for row, n in enumerate(names[split])}
+  images: dict[str, np.ndarray] = {}  # allocated once the size is known
+  first = None  # (name, size) of the first image decoded
+
+  def decode(chunk: list[tuple[str, bytes]]) -> None:
+    nonlocal first
+    if not chunk:
+      return
+    chunk_names = [name for name, _ in chunk]
+    decoded = decode_images([blob for _, blob in chunk],
+                            np.zeros(len(chunk), np.int64), chunk_names, path,
+                            image_size, resize, first)
+    if first is None:  # the first chunk fixes the size of all the others
+      first = (chunk_names[0], decoded.shape[1:3])
+      images.update((split, aligned_empty((len(names[split]),) +
+                                          decoded.shape[1:], np.uint8))
+                    for split in names)
+    for split in names:
+      mine = [i for i, name in enumerate(chunk_names)
+              if places[name][0] == split]
+      rows = [places[chunk_names[i]][1] for i in mine]
+      images[split][rows] = decoded[mine]
+
+  # Decoded a chunk at a time as the files stream in: only one chunk of
+  # encoded bytes is ever held, beside the decoded arrays themselves.
+  chunk: list[tuple[str, bytes]] = []
+  for name, blob in files.iter_files(path, places):
+    chunk.append((name, blob))
+    if len(chunk) == _CHUNK:
+      decode(chunk)
+      chunk = []
+  decode(chunk)
+  labels = {split: np.concatenate([np.full(len(tree[split][c]), i, np.int32)
+                                   for i, c in enumerate(class_names)])
+            for split in names}
+  arrays = [images["train"], labels["train"], images["test"], labels["test"]]
   base = posixpath.basename(prefix) or posixpath.basename(
       path.rstrip("/")).split(".")[0]
   return make_dataset(base or "images", *arrays, class_names, origin=path)

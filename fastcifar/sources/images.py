@@ -100,7 +100,8 @@ def _size(shape) -> str:
 def fit_images(examples, count: int, name_of: Callable[[int], str],
                origin: str, size: tuple[int, int] | None = None,
                resize: str = "crop",
-               on_error: Callable[[int, int], None] | None = None
+               on_error: Callable[[int, int], None] | None = None,
+               first: tuple[str, tuple[int, int]] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
   """Collects images of any size into one array of one size, with labels.
 
@@ -115,6 +116,9 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
     resize: one of `RESIZE_METHODS`.
     on_error: called with `(start, stop)` when producing images start..stop-1
       failed (e.g. a corrupt file), to raise a clearer error.
+    first: `(name, (height, width))` of the first image when these images
+      continue a set decoded chunk by chunk (size None: all must have its
+      size); None: the first image here.
 
   Returns:
     `(images, labels)`: uint8 `(count, height, width, 3)`, int64 `(count,)`.
@@ -126,14 +130,15 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
   check_resize(resize)
   if not count:  # make_dataset reports the empty split
     return np.zeros((0, *(size or (1, 1)), 3), np.uint8), np.zeros(0, np.int64)
-  if size is None:
+  if size is None and first is None:
     try:
-      first, _ = next(iter(examples.take(1)))
+      image, _ = next(iter(examples.take(1)))
     except tf.errors.InvalidArgumentError:
       if on_error:
         on_error(0, 1)
       raise
-  target = size or tuple(int(s) for s in first.shape[:2])
+    first = (name_of(0), tuple(int(s) for s in image.shape[:2]))
+  target = size or first[1]
   shape = (*target, 3)
 
   def fit(image, label):
@@ -166,7 +171,7 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
     if bad.size:
       i = int(bad[0])
       raise UsageError(
-          f"{origin}: images differ in size ({name_of(0)} is {_size(shape)}, "
+          f"{origin}: images differ in size ({first[0]} is {_size(shape)}, "
           f"{name_of(start + i)} is {_size(found[i].numpy())}); pass "
           "--image_size=H[,W] to resize them all (see --resize)")
     out[start:start + len(batch)] = batch.numpy()
@@ -178,7 +183,9 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
 def decode_images(blobs: Sequence[bytes], labels: np.ndarray,
                   names: Sequence[str], origin: str,
                   size: tuple[int, int] | None = None,
-                  resize: str = "crop") -> np.ndarray:
+                  resize: str = "crop",
+                  first: tuple[str, tuple[int, int]] | None = None
+                  ) -> np.ndarray:
   """Decodes PNG/JPEG/GIF/BMP bytes in parallel (tf.data) into one array.
 
   Args:
@@ -186,7 +193,7 @@ def decode_images(blobs: Sequence[bytes], labels: np.ndarray,
     labels: one per blob (they travel with the images).
     names: one per blob, to name a bad image in the error.
     origin: where they came from, for error messages.
-    size, resize: as for `fit_images`.
+    size, resize, first: as for `fit_images`.
 
   Returns:
     uint8 `(len(blobs), height, width, 3)`.
@@ -206,7 +213,7 @@ def decode_images(blobs: Sequence[bytes], labels: np.ndarray,
       blob, channels=3, expand_animations=False), label),
               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return fit_images(ds, len(blobs), names.__getitem__, origin, size, resize,
-                    on_error=name_undecodable)[0]
+                    on_error=name_undecodable, first=first)[0]
 
 
 def _decode(blob: bytes, name: str, origin: str):
