@@ -12,8 +12,14 @@ and each one's ratio to the recipe's.
 Conditions: every configuration runs in a process of its own, started from
 the command line users type, so none can hide in another's peak; the peak is
 the child's own `VmHWM`, written by `benchmarks.rss_probe` as the child ends
-(not `wait4`'s `ru_maxrss`, which on Linux includes the parent's high-water
-mark). Each run trains `--epochs` (1: the peak is reached in the first epoch
+(not this process's `wait4` `ru_maxrss`, which on Linux includes this
+process's own high-water mark). Where GNU time is installed, each child also
+runs under `/usr/bin/time -f %M`, the figure users take by hand: the child's
+`ru_maxrss` as GNU time's own small process reaps it, i.e. the largest peak
+of the child and of any process it started and waited for (the larger, not
+the sum). Both are high-water marks kept by the kernel, shared-library pages
+included, so on one machine they agree to a few MiB; `time_maxrss_*` and
+`time_ratio_to_recipe` report the second. Each run trains `--epochs` (1: the peak is reached in the first epoch
 and its evaluation; later epochs allocate nothing new) on the whole data, real
 with `--data_dir`, else 50,000 + 10,000 synthetic images. When the data is
 synthetic or sliced (`--train_examples`, `--test_examples`, `--quick`), this
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,31 +91,53 @@ def configurations(settings: list[harness.Setting], dataset: str,
   return runs
 
 
-def peak_rss_of(probe_args: list[str], workdir: str, timeout: float) -> dict:
+def gnu_time() -> str | None:
+  """The path of GNU time if it is installed (it takes `-f` and `-o`)."""
+  path = shutil.which("time")  # the program: a shell's `time` is a keyword
+  if not path:
+    return None
+  try:
+    probe = subprocess.run([path, "-f", "%M", "true"], capture_output=True,
+                           timeout=10, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  words = probe.stderr.decode(errors="replace").split()
+  gnu = probe.returncode == 0 and words and words[-1].isdigit()
+  return path if gnu else None  # BSD time has no -f
+
+
+def peak_rss_of(probe_args: list[str], workdir: str, timeout: float,
+                time_path: str | None = None) -> dict:
   """Runs one configuration in a child process and reads its peak RSS.
 
   Args:
     probe_args: what follows `python -m benchmarks.rss_probe OUT.json`.
     workdir: where the child's report and log go.
     timeout: seconds before the child is killed.
+    time_path: GNU time, to run the child under `time -f %M` too; None: not.
 
   Returns:
     `peak_rss_bytes` (None if the child wrote none), `rss_source`,
-    `exit_code`, `seconds`, and `log` (the tail of its output on failure).
+    `time_maxrss_bytes` (GNU time's `%M`; None without it), `exit_code`,
+    `seconds`, and `log` (the tail of its output on failure).
   """
   fd, report_path = tempfile.mkstemp(suffix=".json", dir=workdir)
   os.close(fd)
   log_path = report_path[:-len(".json")] + ".log"
+  maxrss_path = report_path[:-len(".json")] + ".maxrss"
   env = dict(os.environ)
   env["PYTHONPATH"] = os.pathsep.join(
       p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  command = [sys.executable, "-m", "benchmarks.rss_probe", report_path,
+             *probe_args]
+  if time_path:
+    command = [time_path, "-f", "%M", "-o", maxrss_path, *command]
   start = time.perf_counter()
   with open(log_path, "w") as log:
     try:
       exit_code = subprocess.run(
-          [sys.executable, "-m", "benchmarks.rss_probe", report_path,
-           *probe_args], cwd=ROOT, env=env, stdout=log,
-          stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+          command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+          timeout=timeout, check=False).returncode
     except subprocess.TimeoutExpired:
       exit_code = None
   seconds = time.perf_counter() - start
@@ -117,8 +146,15 @@ def peak_rss_of(probe_args: list[str], workdir: str, timeout: float) -> dict:
       probe = json.load(f)
   except (OSError, ValueError):
     probe = {}
+  time_maxrss = None
+  try:
+    with open(maxrss_path) as f:  # GNU time's last line: %M, in KiB
+      time_maxrss = int(f.read().split()[-1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
   result = {"peak_rss_bytes": probe.get("peak_rss_bytes"),
-            "rss_source": probe.get("source"), "exit_code": exit_code,
+            "rss_source": probe.get("source"),
+            "time_maxrss_bytes": time_maxrss, "exit_code": exit_code,
             "seconds": seconds}
   if exit_code != 0:
     with open(log_path, errors="replace") as f:
@@ -158,19 +194,22 @@ def main(argv):
       num_train = num_test = None  # all of --data_dir, as the programs load it
 
     runs = []
+    time_path = gnu_time()
     for name, setting, probe_args in configurations(
         settings, dataset_name, data_dir, FLAGS.epochs, FLAGS.seed):
-      measured = peak_rss_of(probe_args, workdir, FLAGS.timeout)
+      measured = peak_rss_of(probe_args, workdir, FLAGS.timeout, time_path)
       if measured["exit_code"] != 0 or measured["peak_rss_bytes"] is None:
         failures += 1
         print(f"memory: {name} failed (exit {measured['exit_code']}):\n"
               f"{measured.get('log', '')}", file=sys.stderr)
       runs.append((name, setting, probe_args, measured))
 
-  recipe_peak = next(m["peak_rss_bytes"] for n, _, _, m in runs
-                     if n == "recipe")
+  recipe = next(m for n, _, _, m in runs if n == "recipe")
+  recipe_peak, recipe_time = (recipe["peak_rss_bytes"],
+                              recipe["time_maxrss_bytes"])
   for name, setting, probe_args, measured in runs:
     peak = measured.pop("peak_rss_bytes")
+    by_time = measured.pop("time_maxrss_bytes")
     report.add(
         measurement="peak_rss", configuration=name,
         precision=setting.precision if setting else (
@@ -180,6 +219,10 @@ def main(argv):
         peak_rss_bytes=peak,
         peak_rss_mb=peak / 2**20 if peak else None,
         ratio_to_recipe=peak / recipe_peak if peak and recipe_peak else None,
+        time_maxrss_bytes=by_time,
+        time_maxrss_mb=by_time / 2**20 if by_time else None,
+        time_ratio_to_recipe=(by_time / recipe_time
+                              if by_time and recipe_time else None),
         epochs=FLAGS.epochs, num_train_examples=num_train,
         num_test_examples=num_test,
         command=["python", *probe_args[:1],
@@ -189,7 +232,8 @@ def main(argv):
   report.print_table(
       "Peak resident memory (each configuration in its own process)",
       ["configuration", "precision", "jit_compile", "fastcifar_default",
-       "peak_rss_mb", "ratio_to_recipe", "exit_code", "seconds"])
+       "peak_rss_mb", "ratio_to_recipe", "time_maxrss_mb",
+       "time_ratio_to_recipe", "exit_code", "seconds"])
   return 1 if failures else 0
 
 

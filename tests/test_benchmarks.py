@@ -19,7 +19,8 @@ from absl import flags
 import numpy as np
 import pytest
 
-from benchmarks import harness, rss_probe, run_all, time_to_accuracy
+from benchmarks import (harness, memory, rss_probe, run_all,
+                        time_to_accuracy)
 from fastcifar import sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,6 +125,9 @@ def test_memory_quick_as_a_script(tmp_path):
   for record in records:
     assert record["exit_code"] == 0
     assert record["peak_rss_bytes"] > 100 * 2**20  # TensorFlow alone is more
+    if memory.gnu_time():  # the same process's peak, by the kernel both ways
+      assert record["time_maxrss_bytes"] == pytest.approx(
+          record["peak_rss_bytes"], rel=0.05)
   assert records[1]["fastcifar_default"]
   assert records[2]["ratio_to_recipe"] == 1.0
   assert "--precision=auto" in records[1]["command"]
