@@ -252,12 +252,12 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
   check_divisible(batch_size, num_shards * replicas_per_shard)
   padded = -(-len(images) // batch_size) * batch_size
   arrays = []
-  for array, fill in ((images, 0), (labels, 0),
-                      (np.ones(len(images), np.float32), 0)):
-    # Padded straight into aligned memory: the one copy the padding needs.
+  for array in (images, labels, np.ones(len(images), np.float32)):
+    # Padded with zeros (weight 0) straight into aligned memory: the one
+    # copy the padding needs, which `host_tensor` then uses as it is.
     out = aligned_empty((padded,) + array.shape[1:], array.dtype)
     out[:len(array)] = array
-    out[len(array):] = fill
+    out[len(array):] = 0
     arrays.append(host_tensor(out))
   arrays = tuple(arrays)
   order = tf.reshape(tf.range(padded), [-1, batch_size])
