@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import tensorflow as tf
 
 from fastcifar import sources
 from fastcifar.errors import UsageError
-from fastcifar.sources import images
+from fastcifar.sources import image_folder, images
+from fastcifar.sources.dataset import is_aligned
 
 
 def write_sized_folder(root, sizes, classes=("a", "b"), per_class=(4, 2),
@@ -93,6 +95,39 @@ def test_a_folder_of_mixed_sizes_needs_and_takes_an_image_size(tmp_path,
   assert data.train_images.shape == (8, 48, 40, 3)
   assert data.test_images.shape == (4, 48, 40, 3)
   np.testing.assert_array_equal(data.test_labels, [0, 0, 1, 1])
+
+
+def test_a_tar_decoded_in_chunks_is_resized_like_a_folder_at_once(
+    tmp_path, monkeypatch):
+  # The tar streams in archive order, 3 files a chunk; the folder, read at
+  # once, is the reference: same rows, same resizing, aligned arrays.
+  root = tmp_path / "mixed"
+  write_sized_folder(str(root), [(64, 64), (40, 90), (120, 50), (48, 48)])
+  whole = sources.load_path(str(root), image_size=(48, 40))
+  archive = str(tmp_path / "mixed.tar.gz")
+  with tarfile.open(archive, "w:gz") as tar:
+    tar.add(str(root), arcname="mixed")
+  monkeypatch.setattr(image_folder, "_CHUNK", 3)
+  with pytest.raises(UsageError, match="images differ in size"):
+    sources.load_path(archive)
+  chunked = sources.load_path(archive, image_size=(48, 40))
+  for array in ("train_images", "train_labels", "test_images", "test_labels"):
+    np.testing.assert_array_equal(getattr(chunked, array),
+                                  getattr(whole, array))
+  assert is_aligned(chunked.train_images) and is_aligned(chunked.test_images)
+
+
+def test_a_later_chunk_of_another_size_names_the_first_image(tmp_path,
+                                                             monkeypatch):
+  write_sized_folder(str(tmp_path), [(24, 24)])
+  odd = tf.io.encode_png(np.zeros((16, 24, 3), np.uint8)).numpy()
+  (tmp_path / "test" / "b" / "001.png").write_bytes(odd)
+  monkeypatch.setattr(image_folder, "_CHUNK", 2)
+  with pytest.raises(UsageError) as error:
+    sources.load_path(str(tmp_path))
+  message = str(error.value)
+  assert "train/a/000.png is 24x24" in message
+  assert "test/b/001.png is 16x24" in message
 
 
 def test_array_sources_are_resized_at_load(tmp_path):

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from fastcifar.errors import UsageError
+from fastcifar.sources.dataset import aligned_empty
 
 RESIZE_METHODS = ("crop", "pad")
 _BATCH = 1024  # images decoded per step: bounds the float scratch of resizing
@@ -86,7 +87,7 @@ def resize_array(images: np.ndarray, size: tuple[int, int] | None,
   ds = tf.data.Dataset.from_tensor_slices(images).map(
       lambda image: _fit(image, size, resize),
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  out = np.empty((len(images), *size, images.shape[-1]), np.uint8)
+  out = aligned_empty((len(images), *size, images.shape[-1]), np.uint8)
   for start, batch in zip(range(0, len(images), _BATCH),
                           ds.batch(_BATCH).as_numpy_iterator()):
     out[start:start + len(batch)] = batch
@@ -155,7 +156,8 @@ def fit_images(examples, count: int, name_of: Callable[[int], str],
 
   ds = examples.map(fit, num_parallel_calls=tf.data.AUTOTUNE,
                   deterministic=True)
-  out, start = np.empty((count, *shape), np.uint8), 0
+  # Aligned: the input pipeline then uses these images without a copy.
+  out, start = aligned_empty((count, *shape), np.uint8), 0
   labels = np.empty(count, np.int64)
   iterator = iter(ds.batch(_BATCH))
   while True:
