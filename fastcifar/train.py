@@ -101,9 +101,9 @@ _TTA = flags.DEFINE_boolean(
     "averaged over the image, its mirror and one-pixel shifts. Default: on "
     "for fast, off for seed.")
 _VALIDATION_FREQ = flags.DEFINE_integer(
-    "validation_freq", None, "Evaluate on the test set after every N-th "
-    "epoch, and after the last. Default: the model's (seed 1, fast 10: only "
-    "after the last).")
+    "validation_freq", None, "Compute val_* (on the validation split, or on "
+    "the test set without one) after every N-th epoch, and after the last. "
+    "Default: the model's (seed 1, fast 10: only after the last).")
 _LOOKAHEAD = flags.DEFINE_boolean(
     "lookahead", True, "fast: every 5 steps, average the weights into a "
     "running average and continue from it.")
