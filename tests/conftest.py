@@ -12,6 +12,7 @@ from absl import flags
 import keras
 import pytest
 
+from fastcifar import sources
 from fastcifar.sources import download
 
 # Entry points' flags keep their defaults unless a test sets them with
@@ -28,6 +29,20 @@ def real_cifar10_path() -> str:
   if not os.path.isfile(REAL_CIFAR10):
     pytest.skip("real CIFAR-10 copy not found at ../shared/data")
   return REAL_CIFAR10
+
+
+@pytest.fixture(scope="session")
+def small_npz(tmp_path_factory) -> str:
+  """Synthetic data, 1,280 train and 256 test images, as a prepared .npz.
+
+  For runs in a process of their own whose point is not the data:
+  `--dataset=synthetic` generates all 60,000 images (seconds per process)
+  and validates on 10,000 after every epoch.
+  """
+  path = str(tmp_path_factory.mktemp("data") / "fastcifar-small.npz")
+  sources.save_prepared(sources.load_synthetic(num_train=1280, num_test=256,
+                                               seed=0), path)
+  return path
 
 
 @pytest.fixture(autouse=True)

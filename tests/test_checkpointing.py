@@ -19,8 +19,8 @@ from fastcifar import checkpointing, sources, training
 from fastcifar.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL_RUN = ["--dataset=synthetic", "--epochs=3", "--train_examples=1024",
-             "--batch_size=64", "--deterministic"]
+SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
+             "--deterministic"]
 
 
 def start_cli(*args: str) -> subprocess.Popen:
@@ -50,28 +50,36 @@ def comparable(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
+def small_run(small_npz) -> list[str]:
+  """SMALL_RUN on small synthetic data: these tests are not about the data."""
+  return [*SMALL_RUN, f"--data_dir={small_npz}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_run) -> dict:
   output_dir = tmp_path_factory.mktemp("uninterrupted")
-  code, _, err = finish(start_cli(*SMALL_RUN, f"--output_dir={output_dir}"))
+  code, _, err = finish(start_cli(*small_run, f"--output_dir={output_dir}"))
   assert code == 0, err[-2000:]
   return json.loads((output_dir / "results.json").read_text())
 
 
-def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path):
-  code, _, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path,
+                                                    small_run):
+  code, _, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
   assert code == 0, err[-2000:]
   again = json.loads((tmp_path / "results.json").read_text())
   assert comparable(again) == comparable(uninterrupted)
 
 
-def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path):
-  process = start_cli(*SMALL_RUN, f"--output_dir={tmp_path}")
+def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path,
+                                               small_run):
+  process = start_cli(*small_run, f"--output_dir={tmp_path}")
   wait_for_checkpoint(tmp_path, 1, process)
   process.send_signal(signal.SIGKILL)
   process.wait()
   assert not (tmp_path / "results.json").exists()
 
-  code, out, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  code, out, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
   assert code == 0, err[-2000:]
   assert "resuming after epoch" in out
   results = json.loads((tmp_path / "results.json").read_text())
@@ -84,24 +92,24 @@ def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path):
   assert comparable(results) == comparable(uninterrupted)
 
 
-def test_sigterm_stops_cleanly_and_resumes(tmp_path):
-  process = start_cli(*SMALL_RUN, f"--output_dir={tmp_path}")
+def test_sigterm_stops_cleanly_and_resumes(tmp_path, small_run):
+  process = start_cli(*small_run, f"--output_dir={tmp_path}")
   wait_for_checkpoint(tmp_path, 1, process)
   process.send_signal(signal.SIGTERM)
   code, _, err = finish(process)
   assert code == 130
   assert "Traceback" not in err
   assert "run the same command again to resume after epoch" in err
-  code, out, err = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  code, out, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
   assert code == 0, err[-2000:]
   assert "resuming after epoch" in out
 
 
-def test_finished_run_is_not_overwritten(uninterrupted, tmp_path):
+def test_finished_run_is_not_overwritten(uninterrupted, tmp_path, small_run):
   results = tmp_path / "results.json"
   results.write_text(json.dumps({"test_accuracy": 0.5}))
   before = results.stat().st_mtime_ns
-  code, out, _ = finish(start_cli(*SMALL_RUN, f"--output_dir={tmp_path}"))
+  code, out, _ = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
   assert code == 0
   assert "already holds a finished run" in out and "--restart" in out
   assert results.stat().st_mtime_ns == before
@@ -219,28 +227,30 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
       assert np.all(v.numpy() == epoch)
 
 
-# Synthetic data's validation loss falls by less than 0.3 from epoch 3 on:
-# best epoch 2, two epochs' patience, stop after epoch 4 of at most 8.
-AUTO_RUN = ["--dataset=synthetic", "--epochs=auto", "--max_epochs=8",
-            "--patience=2", "--min_delta=0.3", "--validation_examples=256",
+# The small synthetic data's validation loss falls by less than 0.3 after
+# epoch 3: best epoch 3, two epochs' patience, stop after epoch 5 of at most 8.
+AUTO_RUN = ["--epochs=auto", "--max_epochs=8", "--patience=2",
+            "--min_delta=0.3", "--validation_examples=256",
             "--train_examples=1024", "--batch_size=64", "--deterministic",
             "--nopreflight"]
 
 
-def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path):
+def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path,
+                                                               small_npz):
+  auto_run = [*AUTO_RUN, f"--data_dir={small_npz}"]
   whole = tmp_path / "whole"
-  code, _, err = finish(start_cli(*AUTO_RUN, f"--output_dir={whole}"))
+  code, _, err = finish(start_cli(*auto_run, f"--output_dir={whole}"))
   assert code == 0, err[-2000:]
   expected = json.loads((whole / "results.json").read_text())
   assert expected["stopped_early"] and expected["stopped_epoch"] < 8
   assert expected["best_epoch"] < expected["stopped_epoch"]
 
   killed = tmp_path / "killed"
-  process = start_cli(*AUTO_RUN, f"--output_dir={killed}")
+  process = start_cli(*auto_run, f"--output_dir={killed}")
   wait_for_checkpoint(killed, expected["best_epoch"], process)
   process.send_signal(signal.SIGKILL)
   process.wait()
-  code, out, err = finish(start_cli(*AUTO_RUN, f"--output_dir={killed}"))
+  code, out, err = finish(start_cli(*auto_run, f"--output_dir={killed}"))
   assert code == 0, err[-2000:]
   assert "resuming after epoch" in out
   results = json.loads((killed / "results.json").read_text())
