@@ -110,8 +110,8 @@ def _tensorflow_noise(output: str) -> list[str]:
           if line.startswith(_NOISE[:4]) or any(n in line for n in _NOISE[4:])]
 
 
-def test_verbose_brings_tensorflow_logging_back():
-  result = run_cli("--verbose", "--dataset=synthetic", "--epochs=1",
+def test_verbose_brings_tensorflow_logging_back(small_npz):
+  result = run_cli("--verbose", f"--data_dir={small_npz}", "--epochs=1",
                    "--train_examples=128", "--batch_size=64", "--nopreflight")
   assert result.returncode == 0, result.stderr[-2000:]
   # TensorFlow 2.21 logs at least its oneDNN notice while it loads.
