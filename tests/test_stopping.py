@@ -66,12 +66,18 @@ def test_a_second_ctrl_c_exits_at_once():
 def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
   """One run, stopped 20 times and started again each time.
 
-  Half the moments fall in the first 9 s (imports, data loading, model
-  building, the first steps), half in the 3 s after training has begun,
-  where with 4 steps per epoch and a checkpoint after each epoch, steps and
-  saves alternate quickly. A signal that comes while Python is still
-  importing ends the process by its default action, before anything is
-  written.
+  Half the moments fall in the 3 s after training has begun, where with 4
+  steps per epoch and a checkpoint after each epoch, steps and saves
+  alternate quickly; half in start-up (imports, data loading, model
+  building, the first steps), one in each tenth of a window 1.3 times the
+  time to the run's first line in the attempt before. The window spans
+  start-up as long as it takes on this machine, evenly (a fixed 9 s spent
+  most of its moments, where start-up is quick, in the training the other
+  half covers); the 3 s after the first line are the first steps. The last
+  two tenths fall after the first line (unless start-up slowed by a fifth
+  since), so at least 12 stops are handled by fastcifar rather than by the
+  default action. A signal that comes while Python is still importing ends
+  the process by its default action, before anything is written.
   """
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(sources.load_synthetic(num_train=256, num_test=64,
@@ -83,21 +89,25 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
           f"--output_dir={output_dir}"]
   rng = random.Random(15)
   resumed = handled = 0
+  start_up = [(tenth + rng.random()) / 10 for tenth in range(10)]
+  rng.shuffle(start_up)
+  to_first_line = 0.0  # the start-up window is 1.3 times the latest
   for attempt in range(20):
     before = checkpointing.latest_epoch(output_dir)
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
                                cwd=REPO_ROOT)
     started = time.monotonic()
-    if attempt % 2:  # after training has begun
+    if attempt % 2 == 0:  # after training has begun
       line = process.stdout.readline()
       assert line.startswith("fastcifar: seed model"), process.communicate()
+      to_first_line = time.monotonic() - started
       if before:
         assert f"resuming after epoch {before} " in process.stdout.readline()
         resumed += 1
       time.sleep(rng.uniform(0, 3))
     else:  # start-up: imports, data loading, model building, first steps
-      time.sleep(rng.uniform(0, 9))
+      time.sleep(start_up.pop() * 1.3 * to_first_line)
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     try:
