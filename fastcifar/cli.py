@@ -81,6 +81,8 @@ class DataFlags(NamedTuple):
   mirror: flags.FlagHolder
   image_size: flags.FlagHolder
   resize: flags.FlagHolder
+  cache: flags.FlagHolder
+  shuffle_buffer: flags.FlagHolder
 
 
 def _validate(name: str, check: Callable[[str], object]) -> None:
@@ -122,7 +124,8 @@ def data_flags() -> DataFlags:
           "data_dir", None,
           "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
           "extracted), an image folder ROOT/{train,test}/<class>/ or a "
-          ".tar.gz of one, or a .npz from tools/prepare_data.py. Default: "
+          ".tar.gz of one, or a .npz or shard folder from "
+          "tools/prepare_data.py. Default: "
           "TFDS's data dir, else Keras's cache ($KERAS_HOME/datasets, "
           "~/.keras/datasets), else a download into that cache."),
       download=flags.DEFINE_boolean(
@@ -141,7 +144,21 @@ def data_flags() -> DataFlags:
           "How --image_size resizes an image of another shape. crop: scale "
           "the shorter side to fit and crop the centre (nothing distorted, "
           "no borders). pad: scale the longer side to fit and pad with "
-          "black (nothing cut off)."))
+          "black (nothing cut off)."),
+      cache=flags.DEFINE_enum(
+          "cache", "auto", sources.CACHES,
+          "Where the training images are kept, for a shard folder from "
+          "tools/prepare_data.py --format=shards (other sources are always "
+          "in memory). memory: read them into memory once. disk: stream them "
+          "from the shards every epoch (interleaved reads, a seeded shuffle "
+          "buffer), for data larger than memory. auto: disk when the "
+          "decoded images would take more than half the memory available, "
+          "else memory."),
+      shuffle_buffer=flags.DEFINE_integer(
+          "shuffle_buffer", 10_000,
+          "Streamed training data (--cache=disk): examples in the shuffle "
+          "buffer. Larger mixes better and holds more memory (buffer x "
+          "image bytes: 123 MB at 64x64).", lower_bound=1))
 
 
 def load_data(data: DataFlags, seed: int,
@@ -164,7 +181,8 @@ def load_data(data: DataFlags, seed: int,
   dataset = sources.load(
       data.dataset.value, data.data_dir.value, download=data.download.value,
       mirror=data.mirror.value, seed=seed, image_size=size,
-      resize=data.resize.value)
+      resize=data.resize.value, cache=data.cache.value,
+      shuffle_buffer=data.shuffle_buffer.value)
   if dataset.test_split != "test":
     print(f"fastcifar: {data.dataset.value} tests on {dataset.test_split}",
           flush=True)

@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from fastcifar.errors import UsageError
+from fastcifar.sources import shards
 from fastcifar.sources.dataset import aligned_empty, is_aligned
 
 
@@ -82,16 +83,9 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
   Returns:
     `(mean, std)`, each a list of C floats.
   """
-  pixels = images.reshape(-1, images.shape[-1])
-  total = np.zeros(pixels.shape[1])
-  squares = np.zeros(pixels.shape[1])
-  for start in range(0, len(pixels), 1 << 20):  # chunks bound the float scratch
-    chunk = pixels[start:start + (1 << 20)].astype(np.float64)
-    total += chunk.sum(0)
-    squares += np.square(chunk).sum(0)
-  mean = total / len(pixels)
-  std = np.sqrt(np.maximum(squares / len(pixels) - mean**2, 1e-12))
-  return list(mean / 255.0), list(std / 255.0)
+  sums = shards.ChannelSums()
+  sums.add(images)
+  return sums.result()
 
 
 def host_tensor(array: np.ndarray) -> tf.Tensor:
@@ -197,7 +191,8 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
   together train on exactly the batches one device would.
 
   Args:
-    images: uint8 `(N, 32, 32, 3)`.
+    images: uint8 `(N, H, W, 3)`, or `shards.ShardedImages` to stream from
+      disk (`streamed_train_dataset`; `labels` are then the records' own).
     labels: int32 `(N,)`.
     batch_size: the global batch: examples per step over all replicas.
     seed: fixes the order of every epoch.
@@ -212,6 +207,11 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
   """
   check_batch_size(len(images), batch_size)
   check_divisible(batch_size, num_shards * replicas_per_shard)
+  if isinstance(images, shards.ShardedImages):
+    return streamed_train_dataset(
+        images, batch_size, seed, epochs, first_epoch,
+        shard_index=shard_index, num_shards=num_shards,
+        replicas_per_shard=replicas_per_shard)
   images_t = host_tensor(images)
   labels_t = host_tensor(labels)
   num_examples = len(images)
@@ -230,6 +230,91 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
               num_parallel_calls=tf.data.AUTOTUNE)
   return without_rewrites(ds.prefetch(tf.data.AUTOTUNE))
+
+
+def shuffle_block(block, seed: int, epoch, index):
+  """A block of examples in an order drawn from (seed, epoch, index).
+
+  Stateless, like `epoch_order`: no random state is kept, so the order is
+  the same in a resumed run and on every worker.
+
+  Args:
+    block: a tuple of tensors of one leading length.
+    seed, epoch, index: draw the order.
+
+  Returns:
+    The tuple, reordered.
+  """
+  key = tf.random.experimental.stateless_fold_in(
+      tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)]), index)
+  order = tf.argsort(tf.random.stateless_uniform(
+      tf.shape(block[0])[:1], seed=key))
+  return tuple(tf.gather(t, order) for t in block)
+
+
+def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
+                           seed: int, epochs: int, first_epoch: int = 0, *,
+                           shard_index: int = 0, num_shards: int = 1,
+                           replicas_per_shard: int = 1) -> tf.data.Dataset:
+  """`train_dataset` for images streamed from shard files, not held.
+
+  Each epoch reads the shards in an order drawn from (seed, epoch), eight
+  at once, record by record (`interleave`), keeps the examples in
+  `images.ids`, and shuffles each block of `images.shuffle_buffer`
+  consecutive examples in an order drawn from (seed, epoch, block): the
+  order is a function of (seed, epoch), as in memory, but an example only
+  meets the examples of its own block. (tf.data's `shuffle` takes no seed
+  that varies by epoch when Keras's global seed is 0, and keeps state.)
+  Every pipeline of a `tf.distribute` run reads the same stream and takes
+  its part of each global batch, so the replicas together train on the
+  batches one device would (each worker reads all the data).
+
+  Args:
+    images: the examples to train on, on disk.
+    batch_size, seed, epochs, first_epoch, shard_index, num_shards,
+    replicas_per_shard: as for `train_dataset`.
+
+  Returns:
+    `(images, labels)` batches of one static shape, `len(images) //
+    batch_size * replicas_per_shard` per epoch: only memory for the
+    buffer and a few batches is used.
+  """
+  shape = images.image_shape
+  files = tf.constant(images.files)
+  keep = None
+  if not images.is_everything:
+    mask = np.zeros(sum(images.counts), bool)
+    mask[images.ids] = True
+    keep = tf.constant(mask)
+  rows = shard_batches(tf.range(batch_size)[None], shard_index, num_shards,
+                       replicas_per_shard)
+
+  def epoch_batches(epoch):
+    order = epoch_order(len(images.files), seed, epoch)
+    ds = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
+    # Several shards at once, record by record: the buffer then starts
+    # from a mix of them; deterministic, so the order is the seed's.
+    ds = ds.interleave(tf.data.TFRecordDataset,
+                       cycle_length=min(len(images.files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=True)
+    ds = ds.batch(256).map(lambda s: shards.parse_batch(s, shape),
+                           num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.unbatch()
+    if keep is not None:
+      ds = ds.filter(lambda i, image, label: tf.gather(keep, i))
+    ds = ds.map(lambda i, image, label: (image, label))
+    ds = ds.batch(images.shuffle_buffer).enumerate().map(
+        lambda block, batch: shuffle_block(batch, seed, epoch, block))
+    ds = ds.unbatch()
+    # Whole global batches, this pipeline's rows of each, one per replica:
+    # the same parts `shard_batches` gives the in-memory pipeline.
+    ds = ds.batch(batch_size, drop_remainder=True)
+    return ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices(
+        (tf.gather(x, rows), tf.gather(y, rows))))
+
+  ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,

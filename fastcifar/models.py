@@ -186,8 +186,9 @@ def build_model(name: str, num_classes: int, mean: Sequence[float],
                                                * image_shape[1]))
   pick = np.sort(np.random.default_rng(seed).choice(
       len(train_images), min(count, len(train_images)), replace=False))
+  # np.asarray: streamed images (`sources.ShardedImages`) are read here.
   stack[0].adapt(ops.convert_to_numpy(
-      ops.cast(standardize(train_images[pick]), "float32")))
+      ops.cast(standardize(np.asarray(train_images[pick])), "float32")))
   return model
 
 

@@ -185,7 +185,9 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
         len(dataset.train_images), min(256, len(dataset.train_images)),
         replace=False)
     callbacks.append(doctor.Watch(
-        dataset.train_images[pick], dataset.train_labels[pick],
+        # np.asarray: streamed images are read here (256 of them).
+        np.asarray(dataset.train_images[pick]),
+        dataset.train_labels[pick],
         one_hot_on_device=True, stop=True,
         hint="--nopreflight skips this check"))
   if output_dir and chief and _TENSORBOARD.value:

@@ -28,6 +28,7 @@ from fastcifar.config import Config  # also training.Config, as before
 from fastcifar.errors import UsageError
 # recipe: re-exported, training.recipe as before.
 from fastcifar.recipes import make_optimizer, recipe  # noqa: F401
+from fastcifar import sources
 from fastcifar.sources import ImageDataset
 
 
@@ -193,7 +194,7 @@ class _Run:
   dataset: ImageDataset
   strategy: tf.distribute.Strategy
   model: keras.Model
-  images: np.ndarray  # trained on
+  images: np.ndarray | sources.ShardedImages  # trained on (maybe streamed)
   labels: np.ndarray
   val_images: np.ndarray  # held out for val_*; empty: val_* is the test set
   val_labels: np.ndarray
@@ -338,7 +339,12 @@ def _build_run(config: Config, dataset: ImageDataset,
                                          config.train_examples, config.seed)
   input_pipeline.check_batch_size(len(images), config.batch_size)
   steps_per_epoch = len(images) // config.batch_size
-  mean, std = input_pipeline.channel_stats(images)
+  if isinstance(images, sources.ShardedImages):
+    # Streamed: the statistics written with the shards (of the whole train
+    # split), not a pass over the data; indexing above only picked ids.
+    mean, std = images.mean, images.std
+  else:
+    mean, std = input_pipeline.channel_stats(images)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
@@ -349,7 +355,8 @@ def _build_run(config: Config, dataset: ImageDataset,
     model.optimizer.build(model.trainable_variables)
   return _Run(config=config, dataset=dataset, strategy=strategy, model=model,
               images=images, labels=labels,
-              val_images=dataset.train_images[held_out],
+              # (read into memory when streamed: a small split)
+              val_images=np.asarray(dataset.train_images[held_out]),
               val_labels=dataset.train_labels[held_out],
               steps_per_epoch=steps_per_epoch,
               device=device, precision=precision,

@@ -26,6 +26,9 @@ from fastcifar.sources.image_folder import find_image_folder, load_image_folder
 from fastcifar.sources.images import (RESIZE_METHODS, check_resize,
                                       parse_image_size, resize_array)
 from fastcifar.sources.prepared import load_prepared, prepared_path, save_prepared
+from fastcifar.sources.shards import (ShardedImages, array_chunks,
+                                      decoded_train_bytes, is_shards_dir,
+                                      load_shards, shards_path, write_shards)
 from fastcifar.sources.synthetic import load_synthetic
 from fastcifar.sources.tfds_source import (TFDS_NAMES, TFDS_PREFIX,
                                            default_tfds_dir, is_tfds_dir,
@@ -39,10 +42,16 @@ OFFICIAL_ARCHIVES = {
 EXPECTED = ("a TFDS data dir, a CIFAR archive (cifar-10-python.tar.gz, "
             "cifar-10-binary.tar.gz or their extracted folders), an image "
             "folder ROOT/{train,test}/<class>/*.png|jpg (or a .tar.gz of one), "
-            "or a .npz from tools/prepare_data.py")
+            "or a .npz or shard folder from tools/prepare_data.py")
+CACHES = ("auto", "memory", "disk")
+# --cache=auto streams when the decoded training set would take more than
+# this share of the memory available: the rest is for TensorFlow, the model
+# and the test split.
+AUTO_MEMORY_SHARE = 0.5
 
 __all__ = [
-    "CIFAR_SHAPE", "DATASETS", "ImageDataset", "RESIZE_METHODS",
+    "CACHES", "CIFAR_SHAPE", "DATASETS", "ShardedImages", "array_chunks",
+    "shards_path", "write_shards", "ImageDataset", "RESIZE_METHODS",
     "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_path",
     "load_synthetic", "make_dataset", "parse_image_size", "prepared_path",
     "resize_dataset", "save_prepared",
@@ -55,6 +64,49 @@ def check_dataset(dataset: str) -> None:
     raise UsageError(f"unknown dataset {dataset!r}; choose one of "
                      f"{', '.join(DATASETS)}, or tfds:NAME for a TFDS "
                      "dataset (e.g. tfds:svhn_cropped)")
+
+
+def check_cache(cache: str) -> None:
+  """UsageError unless `cache` is one of `CACHES`."""
+  if cache not in CACHES:
+    raise UsageError(f"--cache={cache}: choose one of {', '.join(CACHES)}")
+
+
+def available_memory() -> int | None:
+  """MemAvailable of /proc/meminfo in bytes; None where there is none."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
+def streams(folder: str, cache: str) -> bool:
+  """Whether a shard folder's training set is streamed under `cache`.
+
+  auto streams when its decoded images would take more than
+  `AUTO_MEMORY_SHARE` of the memory available now.
+  """
+  if cache != "auto":
+    return cache == "disk"
+  available = available_memory()
+  return (available is not None
+          and decoded_train_bytes(folder) > AUTO_MEMORY_SHARE * available)
+
+
+def _open_shards(folder: str, image_size: tuple[int, int] | None,
+                 cache: str, shuffle_buffer: int) -> ImageDataset:
+  """A shard folder, streamed or in memory as `cache` says."""
+  data = load_shards(folder, streams(folder, cache), shuffle_buffer)
+  if image_size is not None and tuple(image_size) != data.image_shape[:2]:
+    raise UsageError(
+        f"{folder} holds {data.image_shape[0]}x{data.image_shape[1]} images, "
+        f"not --image_size={image_size[0]},{image_size[1]}; drop "
+        "--image_size, or prepare the shards again at that size")
+  return data
 
 
 def resize_dataset(dataset: ImageDataset, image_size: tuple[int, int] | None,
@@ -72,7 +124,8 @@ def resize_dataset(dataset: ImageDataset, image_size: tuple[int, int] | None,
 def load(dataset: str = "cifar10", data_dir: str | None = None, *,
          download: bool = True, mirror: str | None = None,
          seed: int = 0, image_size: tuple[int, int] | None = None,
-         resize: str = "crop") -> ImageDataset:
+         resize: str = "crop", cache: str = "memory",
+         shuffle_buffer: int = 10_000) -> ImageDataset:
   """Loads a dataset from wherever it is, as `keras.datasets` would.
 
   Args:
@@ -89,6 +142,12 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
       data's own size, which must then be the same for every image.
     resize: how to resize, one of `RESIZE_METHODS` (see
       `fastcifar.sources.images`).
+    cache: for a shard folder (`tools/prepare_data.py --format=shards`):
+      "memory" reads the training images into memory, "disk" leaves them
+      there to be streamed (`ShardedImages`), "auto" streams when they would
+      not fit (`streams`). Other sources are always in memory; "disk" asks
+      for a shard folder.
+    shuffle_buffer: examples in the streamed training set's shuffle buffer.
 
   Returns:
     The `ImageDataset`.
@@ -98,6 +157,23 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
   """
   check_dataset(dataset)
   check_resize(resize)  # before any data is read
+  check_cache(cache)
+  if shuffle_buffer < 1:
+    raise UsageError(f"--shuffle_buffer={shuffle_buffer} must be at least 1")
+  found = _load(dataset, data_dir, download, mirror, seed, image_size, resize,
+                cache, shuffle_buffer)
+  if cache == "disk" and not isinstance(found.train_images, ShardedImages):
+    raise UsageError(
+        "--cache=disk streams a shard folder; write one with tools/"
+        "prepare_data.py --format=shards --source=... --data_dir=DIR and "
+        "train with --data_dir=DIR/fastcifar-NAME")
+  return found
+
+
+def _load(dataset, data_dir, download, mirror, seed, image_size, resize,
+          cache, shuffle_buffer) -> ImageDataset:
+  """`load` after its checks."""
+  caching = dict(cache=cache, shuffle_buffer=shuffle_buffer)
   if dataset == "synthetic":
     if data_dir is not None:
       raise UsageError("--data_dir is not used by --dataset=synthetic; drop "
@@ -108,7 +184,8 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
     return load_tfds(name, data_dir and os.path.expanduser(data_dir),
                      download=download, image_size=image_size, resize=resize)
   if data_dir is not None:
-    return load_path(data_dir, dataset, image_size=image_size, resize=resize)
+    return load_path(data_dir, dataset, image_size=image_size, resize=resize,
+                     **caching)
   default = default_tfds_dir()
   if os.path.isfile(prepared_path(default, dataset)):
     return resize_dataset(load_prepared(prepared_path(default, dataset)),
@@ -128,7 +205,8 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
 
 def load_path(path: str, dataset: str = "cifar10", *,
               download: bool = False, image_size: tuple[int, int] | None = None,
-              resize: str = "crop") -> ImageDataset:
+              resize: str = "crop", cache: str = "memory",
+              shuffle_buffer: int = 10_000) -> ImageDataset:
   """Loads whatever dataset `path` holds, detecting its format.
 
   Args:
@@ -137,12 +215,16 @@ def load_path(path: str, dataset: str = "cifar10", *,
       archives: another dataset's archive is refused, not loaded in its
       place. Image folders and `.npz` files carry no such name.
     download: let TFDS download into `path` when it holds nothing else.
-    image_size, resize: as for `load`.
+    image_size, resize, cache, shuffle_buffer: as for `load`.
 
   Returns:
     The `ImageDataset`.
   """
   sized = dict(image_size=image_size, resize=resize)
+  path = os.path.expanduser(path)
+  for folder in (path, shards_path(path, dataset)):
+    if os.path.isdir(folder) and is_shards_dir(folder):
+      return _open_shards(folder, image_size, cache, shuffle_buffer)
   return resize_dataset(_load_path(path, dataset, download, sized),
                         image_size, resize)
 
@@ -150,7 +232,6 @@ def load_path(path: str, dataset: str = "cifar10", *,
 def _load_path(path: str, dataset: str, download: bool,
                sized: dict) -> ImageDataset:
   """`load_path`; sources that decode images resize them as they do."""
-  path = os.path.expanduser(path)
   if not os.path.exists(path):
     raise UsageError(f"--data_dir {path} does not exist; expected {EXPECTED}")
   if os.path.isfile(path) and path.endswith(".npz"):
