@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastcifar import input_pipeline
+from fastcifar import input_pipeline, sources
+from fastcifar.sources import shards
 from fastcifar.errors import UsageError
-from fastcifar.sources.dataset import aligned_empty
+from fastcifar.sources.dataset import aligned_empty, is_aligned
 
 
 def _data(n: int, seed: int = 0):
@@ -265,3 +266,81 @@ def test_pipelines_read_the_images_array_itself():
   for last, _ in iterator:  # past whatever was prefetched before the write
     pass
   assert not last.numpy().any()
+
+
+# --- Streamed from shards -----------------------------------------------------
+
+
+def _shards(tmp_path, n: int, per_shard: int = 16):
+  """Random distinct images written as shards of `per_shard` examples."""
+  images, labels = _data(n)
+  path = str(tmp_path / "fastcifar-s")
+  shards.write_shards(path, "s", [str(c) for c in range(10)], (32, 32, 3),
+                      [("train", images, labels), ("test", images[:4],
+                                                   labels[:4])],
+                      shard_bytes=per_shard * 32 * 32 * 3)
+  stream = sources.load_shards(path, shuffle_buffer=24).train_images
+  return stream, images, labels
+
+
+def test_streamed_epochs_see_every_example_once_in_static_batches(tmp_path):
+  stream, images, labels = _shards(tmp_path, 100)
+  assert len(stream.files) == 7  # 16 a shard: 6 full, one of 4
+  ds = input_pipeline.train_dataset(stream, labels, 10, seed=3, epochs=2)
+  assert ds.element_spec[0].shape.as_list() == [10, 32, 32, 3]
+  assert ds.element_spec[0].dtype == tf.uint8
+  batches = _epochs(ds, images, labels, 10)
+  assert len(batches) == 20
+  first, second = (np.concatenate(batches[:10]), np.concatenate(batches[10:]))
+  np.testing.assert_array_equal(np.sort(first), np.arange(100))
+  np.testing.assert_array_equal(np.sort(second), np.arange(100))
+  assert not np.array_equal(first, second)  # each epoch its own order
+  assert not np.array_equal(first, np.arange(100))
+
+
+def test_streamed_order_is_a_function_of_seed_and_epoch(tmp_path):
+  stream, images, labels = _shards(tmp_path, 60)
+
+  def order(seed, epochs, first_epoch=0):
+    ds = input_pipeline.train_dataset(stream, labels, 6, seed, epochs,
+                                      first_epoch)
+    return np.concatenate(_epochs(ds, images, labels, 6))
+
+  np.testing.assert_array_equal(order(1, 3), order(1, 3))
+  np.testing.assert_array_equal(order(1, 3)[60:], order(1, 3, first_epoch=1))
+  assert not np.array_equal(order(1, 1), order(2, 1))
+
+
+def test_streamed_subset_keeps_only_its_ids_and_drops_the_remainder(tmp_path):
+  stream, images, labels = _shards(tmp_path, 50)
+  train, held_out = input_pipeline.validation_split(labels, 10, seed=0)
+  picked = stream[train]
+  assert len(picked) == 40 and len(stream) == 50
+  ds = input_pipeline.train_dataset(picked, labels[train], 16, seed=0,
+                                    epochs=1)
+  seen = np.concatenate(_epochs(ds, images, labels, 16))
+  assert len(seen) == 32 and len(set(seen)) == 32  # 40 // 16 batches
+  assert set(seen) <= set(train) and not set(seen) & set(held_out)
+  np.testing.assert_array_equal(np.asarray(stream[held_out]),
+                                images[held_out])
+
+
+def test_streamed_pipelines_of_a_strategy_split_each_global_batch(tmp_path):
+  stream, images, labels = _shards(tmp_path, 48)
+  whole = _epochs(input_pipeline.train_dataset(stream, labels, 8, 5, 1),
+                  images, labels, 8)
+  parts = [_epochs(input_pipeline.train_dataset(
+      stream, labels, 8, 5, 1, shard_index=i, num_shards=2,
+      replicas_per_shard=2), images, labels, 2) for i in range(2)]
+  for step, batch in enumerate(whole):
+    together = np.concatenate([parts[i][2 * step + r] for i in range(2)
+                               for r in range(2)])
+    np.testing.assert_array_equal(together, batch)
+
+
+def test_sharded_images_read_any_ids_in_order(tmp_path):
+  stream, images, _ = _shards(tmp_path, 40)
+  pick = np.array([39, 0, 17, 17, 5])
+  read = np.asarray(stream[pick])
+  np.testing.assert_array_equal(read, images[pick])
+  assert is_aligned(read)  # TensorFlow uses it without a copy

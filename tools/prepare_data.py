@@ -1,6 +1,7 @@
 """Prepares a dataset ahead of the first training run.
 
   python tools/prepare_data.py --source=PATH --data_dir=DIR [--name=NAME]
+  python tools/prepare_data.py --source=PATH --data_dir=DIR --format=shards
   python tools/prepare_data.py --download --dataset=cifar10 --data_dir=DIR
 
 (or `python -m tools.prepare_data ...` from the repository root).
@@ -14,6 +15,12 @@ archives, the folder's name for an image folder. Training with
 `--dataset=NAME --data_dir=DIR` finds the file when NAME is cifar10 or
 cifar100; pass --name=cifar10 to prepare an image folder under that name, or
 train with --data_dir=DIR/fastcifar-NAME.npz.
+
+With --format=shards it writes the folder DIR/fastcifar-NAME/ instead:
+TFRecord shards of the decoded images and a JSON manifest (classes, counts,
+per-channel statistics), for data larger than memory; training streams them
+with --data_dir=DIR/fastcifar-NAME (--cache=disk, or auto when they would
+not fit). See docs/data.md.
 
 With --download it lets TFDS download and prepare --dataset into DIR, for
 machines that will train offline later.
@@ -81,6 +88,11 @@ _RESIZE = flags.DEFINE_enum(
     "resize", "crop", sources.RESIZE_METHODS,
     "How --image_size resizes: crop (shorter side fits, centre cropped) or "
     "pad (longer side fits, black borders).", flag_values=FLAGS)
+_FORMAT = flags.DEFINE_enum(
+    "format", "npz", ("npz", "shards"),
+    "npz: one file of arrays, loaded into memory. shards: a folder of "
+    "TFRecord shards and a manifest, streamed when larger than memory.",
+    flag_values=FLAGS)
 _HELP = flags.DEFINE_boolean("help", False, "Show this help.",
                              flag_values=FLAGS)
 
@@ -98,8 +110,9 @@ def describe(dataset: sources.ImageDataset) -> str:
 def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
                    name: str | None = None,
                    image_size: tuple[int, int] | None = None,
-                   resize: str = "crop") -> tuple[sources.ImageDataset, str]:
-  """Loads `source` and writes it as DIR/fastcifar-NAME.npz.
+                   resize: str = "crop", file_format: str = "npz"
+                   ) -> tuple[sources.ImageDataset, str]:
+  """Loads `source` and writes it as DIR/fastcifar-NAME.npz (or shards).
 
   Args:
     source: a path `sources.load_path` understands.
@@ -107,9 +120,11 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
     dataset: which dataset to take from a source holding several.
     name: the NAME of the file; None for the source's dataset name.
     image_size, resize: as `sources.load_path` takes them.
+    file_format: "npz", or "shards" for the folder DIR/fastcifar-NAME/.
 
   Returns:
-    `(dataset, path)`: what was loaded and the file it was written to.
+    `(dataset, path)`: what was loaded and the file (or folder) it was
+    written to.
 
   Raises:
     UsageError: the source is unreadable or the name is not a file name.
@@ -129,9 +144,14 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
   if not NAME_RE.match(name):
     raise UsageError(f"the source's name {name!r} cannot be used in a file "
                      "name; choose one with --name")
-  path = sources.prepared_path(data_dir, name)
   try:
-    sources.save_prepared(data, path)
+    if file_format == "shards":
+      path = sources.shards_path(data_dir, name)
+      sources.write_shards(path, name, data.class_names, data.image_shape,
+                           sources.array_chunks(data), data.test_split)
+    else:
+      path = sources.prepared_path(data_dir, name)
+      sources.save_prepared(data, path)
   except OSError as e:
     raise UsageError(f"cannot write {path} ({e.strerror or e}); choose "
                      "another --data_dir") from e
@@ -146,6 +166,14 @@ def download(dataset: str, data_dir: str) -> sources.ImageDataset:
     raise UsageError(f"cannot create --data_dir {data_dir} ({e.strerror or e})"
                      ) from e
   return sources.load_path(data_dir, dataset, download=True)
+
+
+def disk_size(path: str) -> int:
+  """Bytes of a file, or of the files directly in a folder."""
+  if os.path.isdir(path):
+    return sum(os.path.getsize(os.path.join(path, f))
+               for f in os.listdir(path))
+  return os.path.getsize(path)
 
 
 def how_to_train(name: str, data_dir: str, path: str) -> str:
@@ -174,15 +202,16 @@ def run() -> str:
   if _SOURCE.value:
     data, path = prepare_source(
         _SOURCE.value, data_dir, _DATASET.value, _NAME.value,
-        sources.parse_image_size(_IMAGE_SIZE.value), _RESIZE.value)
-    size = os.path.getsize(path) / 2**20
+        sources.parse_image_size(_IMAGE_SIZE.value), _RESIZE.value,
+        _FORMAT.value)
+    size = disk_size(path) / 2**20
     name = _NAME.value or data.name
     return (f"{PROGRAM}: wrote {path} ({size:,.1f} MiB) in "
             f"{time.monotonic() - start:.1f} s: {describe(data)}. Train with "
             f"{how_to_train(name, data_dir, path)}")
   if _DOWNLOAD.value:
-    if _NAME.value:
-      raise UsageError("--name applies to --source only")
+    if _NAME.value or _FORMAT.value != "npz":
+      raise UsageError("--name and --format apply to --source only")
     data = download(_DATASET.value, data_dir)
     return (f"{PROGRAM}: {_DATASET.value} is in {data_dir} after "
             f"{time.monotonic() - start:.1f} s: {describe(data)}. Train with "
