@@ -529,3 +529,116 @@ def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data,
   # Two epochs above 1.0 halve the rate after the third.
   np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 5e-4, 5e-4],
                              rtol=1e-6)
+
+
+# --- Streamed from shards -----------------------------------------------------
+
+
+def _write_synthetic_shards(path: str, num_train: int, shape, seed: int = 0,
+                            chunk: int = 500) -> int:
+  """Random images written chunk by chunk (never all in memory at once).
+
+  Returns:
+    The decoded size of the train split in bytes.
+  """
+  rng = np.random.default_rng(seed)
+
+  def chunks():
+    for start in range(0, num_train, chunk):
+      n = min(chunk, num_train - start)
+      yield ("train", rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+             rng.integers(0, 10, n))
+    yield "test", rng.integers(0, 256, (64, *shape), dtype=np.uint8), \
+        rng.integers(0, 10, 64)
+
+  sources.write_shards(path, "big", [f"c{i}" for i in range(10)], shape,
+                       chunks())
+  return num_train * int(np.prod(shape))
+
+
+def test_streamed_shards_train_with_both_models(tmp_path):
+  small_data = sources.load_synthetic(num_train=320, num_test=64, seed=1)
+  path = sources.shards_path(str(tmp_path), "small")
+  sources.write_shards(path, "small", small_data.class_names,
+                       small_data.image_shape,
+                       sources.array_chunks(small_data))
+  streamed = sources.load_path(str(tmp_path), "small", cache="disk",
+                               shuffle_buffer=100)
+  assert isinstance(streamed.train_images, sources.ShardedImages)
+  in_memory = sources.load_path(path, cache="memory")
+  np.testing.assert_array_equal(in_memory.train_images,
+                                small_data.train_images)
+  for model in models.MODELS:
+    config = training.recipe(model, epochs=1, batch_size=32,
+                             eval_batch_size=64, validation_examples=64,
+                             precision="float32")
+    results = training.train_and_evaluate(config, streamed, verbose=0)
+    assert results["num_train_examples"] == 320 - 64
+    assert results["num_validation_examples"] == 64
+    assert np.isfinite(results["test_loss"])
+
+
+# Run in a child process: its peak resident memory is its own (VmHWM).
+_MEMORY_CHILD = textwrap.dedent("""
+    import json, sys
+    import keras
+    from fastcifar import recipes, sources, training
+
+    def tiny_model(config, num_classes, mean, std, train_images):
+      # The data path is under test, not a model: one cheap layer.
+      return keras.Sequential([
+          keras.Input(train_images.shape[1:], dtype="uint8"),
+          keras.layers.Rescaling(1 / 255),
+          keras.layers.AveragePooling2D(16),
+          keras.layers.Flatten(),
+          keras.layers.Dense(num_classes, activation="softmax")])
+
+    recipes.build_model = tiny_model
+    training.recipes.build_model = tiny_model
+
+    def status(field):
+      with open("/proc/self/status") as f:
+        return next(int(l.split()[1]) * 1024 for l in f
+                    if l.startswith(field + ":"))
+
+    def train(folder):
+      data = sources.load_path(folder, cache="disk", shuffle_buffer=256)
+      config = training.Config(epochs=1, batch_size=64, precision="float32",
+                               eval_batch_size=64, augment=False)
+      return training.train_and_evaluate(config, data, verbose=0)
+
+    small, big = sys.argv[1:3]
+    train(small)  # TensorFlow, the step and the pipeline warmed up
+    baseline = status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+      f.write("5")  # the peak starts again from here
+    results = train(big)
+    print(json.dumps({"baseline": baseline, "peak": status("VmHWM"),
+                      "trained": results["num_train_examples"],
+                      "epochs": results["epochs"]}))
+""")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
+                    reason="needs Linux's /proc/self/clear_refs")
+def test_streamed_training_holds_far_less_than_the_data(tmp_path):
+  # 96x96 images: 221 MB of decoded training data. The cap is half of
+  # that above the process's own memory after a warm-up run on 320 images
+  # of the same shape (TensorFlow alone is ~600 MB, more than the data,
+  # so a cap on the whole process could not tell streaming from holding).
+  shape = (96, 96, 3)
+  small, big = str(tmp_path / "small"), str(tmp_path / "big")
+  _write_synthetic_shards(small, 320, shape)
+  decoded = _write_synthetic_shards(big, 8000, shape, seed=1)
+  cap = decoded // 2  # measured: 48 MiB grown, for 211 MiB of data
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, small, big],
+                          capture_output=True, text=True, timeout=300,
+                          env=env, cwd=REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  report = json.loads(result.stdout.splitlines()[-1])
+  assert report["trained"] == 8000 and report["epochs"] == 1
+  grown = report["peak"] - report["baseline"]
+  print(f"baseline {report['baseline'] / 2**20:.0f} MiB, peak "
+        f"{report['peak'] / 2**20:.0f} MiB, data {decoded / 2**20:.0f} MiB")
+  assert grown < cap, (grown, cap, report)
