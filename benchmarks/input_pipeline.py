@@ -6,6 +6,13 @@ What it measures, in one process on the same arrays:
              uint8 images and int32 labels, whole-batch gathers, batch 128.
              The cast, normalization and one-hot run later, on the device,
              inside the training step.
+  fastcifar_streamed
+             the same function on the same images written as TFRecord
+             shards (`tools/prepare_data.py --format=shards`) on local
+             disk (`--shards_dir`), as training streams data larger than
+             memory (`--cache=disk`): shards read in a seeded order,
+             interleaved, parsed, block-shuffled (`--shuffle_buffer`),
+             batch 128. Its `prepare_seconds` is the writing of the shards.
   recipe     the textbook recipe's host-side preparation: float32 pixels
              (/255) and `to_categorical` labels, fed the way
              `model.fit(x, y, batch_size=64)` feeds them: by Keras's own
@@ -24,8 +31,8 @@ What it measures, in one process on the same arrays:
 Each rate is also given as a fraction of the memcpy ceiling. With
 `--training_step` (the default) the same run also times fastcifar's training
 step at its defaults (`benchmarks.training_throughput.measure_fastcifar`), and
-the fastcifar record says how many times over its pipeline covers what the
-step consumes (`pipeline_over_training_step`).
+the fastcifar records (in memory and streamed) say how many times over their
+pipeline covers what the step consumes (`pipeline_over_training_step`).
 
 Conditions: a pipeline's batches are taken by `next(iterator)` inside a
 `tf.function`, as a training step takes them, so Python's per-batch overhead
@@ -41,7 +48,9 @@ and the median is reported. Synthetic data unless `--data_dir`.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
@@ -63,16 +72,37 @@ import tensorflow as tf
 
 from benchmarks import harness, training_throughput
 from fastcifar import input_pipeline as fastcifar_pipeline
-from fastcifar import training
+from fastcifar import sources, training
 
 FLAGS = flags.FLAGS
 
 
-def fastcifar_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
+def fastcifar_dataset(images: np.ndarray | sources.ShardedImages,
+                      labels: np.ndarray, batch_size: int,
                       seed: int) -> tf.data.Dataset:
-  """fastcifar's training pipeline, for (practically) endless epochs."""
+  """fastcifar's training pipeline, for (practically) endless epochs.
+
+  Streamed when `images` are shards on disk, as training streams them.
+  """
   return fastcifar_pipeline.train_dataset(images, labels, batch_size, seed,
                                           epochs=1_000_000)
+
+
+def write_streamed(images: np.ndarray, labels: np.ndarray, folder: str,
+                   shuffle_buffer: int) -> sources.ShardedImages:
+  """The training images written as shards in `folder`, to be streamed.
+
+  Written as `tools/prepare_data.py --format=shards` writes them (the test
+  split is one placeholder image: only the training stream is measured).
+  """
+  dataset = sources.ImageDataset("bench", images, labels, images[:1],
+                                 labels[:1], tuple(map(str, range(
+                                     int(labels.max()) + 1))))
+  path = sources.shards_path(folder, "bench")
+  sources.write_shards(path, "bench", dataset.class_names,
+                       dataset.image_shape, sources.array_chunks(dataset))
+  return sources.load_path(path, cache="disk",
+                           shuffle_buffer=shuffle_buffer).train_images
 
 
 def recipe_dataset(x: np.ndarray, y: np.ndarray,
@@ -153,7 +183,8 @@ def memcpy_copier(images: np.ndarray, labels: np.ndarray):
 def measure_pipelines(images: np.ndarray, labels: np.ndarray, num_classes: int,
                       batch_size: int, recipe_batch_size: int, seed: int,
                       warmup_seconds: float, seconds: float,
-                      repeats: int) -> list[dict]:
+                      repeats: int, shards_dir: str,
+                      shuffle_buffer: int = 10_000) -> list[dict]:
   """Delivery rates of the ways of feeding, measured round-robin.
 
   Args:
@@ -164,6 +195,8 @@ def measure_pipelines(images: np.ndarray, labels: np.ndarray, num_classes: int,
     seed: the shuffles.
     warmup_seconds, seconds: warm-up, then timing, per pipeline and repeat.
     repeats: round-robin passes; the median is reported.
+    shards_dir: an empty folder on the disk to stream from.
+    shuffle_buffer: of the streamed pipeline.
 
   Returns:
     One dict per pipeline: `pipeline`, `batch_size`, `bytes_per_image`,
@@ -178,6 +211,14 @@ def measure_pipelines(images: np.ndarray, labels: np.ndarray, num_classes: int,
   candidates["fastcifar"] = (work, batch_size,
                              image_bytes + labels.itemsize,
                              time.perf_counter() - start)
+
+  start = time.perf_counter()
+  streamed = write_streamed(images, labels, shards_dir, shuffle_buffer)
+  prepare_seconds = time.perf_counter() - start
+  work = batch_taker(fastcifar_dataset(streamed, labels, batch_size, seed))
+  candidates["fastcifar_streamed"] = (work, batch_size,
+                                      image_bytes + labels.itemsize,
+                                      prepare_seconds)
 
   start = time.perf_counter()
   x = images.astype("float32") / 255.0  # the recipe's own two lines
@@ -236,6 +277,11 @@ def define_flags() -> None:
                        "step at its defaults, for pipeline_over_training_step.")
   flags.DEFINE_integer("step_warmup_steps", 20, "Training steps left out "
                        "before timing. --quick: 3.", lower_bound=1)
+  flags.DEFINE_string("shards_dir", None, "Where fastcifar_streamed writes "
+                      "its shards (removed afterwards); a local disk. "
+                      "Default: a temporary folder.")
+  flags.DEFINE_integer("shuffle_buffer", 10_000, "fastcifar_streamed's "
+                       "shuffle buffer, in examples.", lower_bound=1)
   flags.DEFINE_integer("step_steps", 100, "Training steps timed. --quick: 6.",
                        lower_bound=1)
 
@@ -253,10 +299,17 @@ def main(argv):
       FLAGS.dataset, FLAGS.data_dir, train_examples, test_examples=500,
       seed=FLAGS.seed)
   report = harness.Report("input_pipeline", FLAGS.output)
-  results = measure_pipelines(
-      dataset.train_images, dataset.train_labels, dataset.num_classes,
-      FLAGS.batch_size, FLAGS.recipe_batch_size, FLAGS.seed, warmup_seconds,
-      seconds, repeats)
+  if FLAGS.shards_dir:
+    os.makedirs(FLAGS.shards_dir, exist_ok=True)
+  shards_dir = tempfile.mkdtemp(prefix="fastcifar-bench-",
+                                dir=FLAGS.shards_dir)
+  try:
+    results = measure_pipelines(
+        dataset.train_images, dataset.train_labels, dataset.num_classes,
+        FLAGS.batch_size, FLAGS.recipe_batch_size, FLAGS.seed,
+        warmup_seconds, seconds, repeats, shards_dir, FLAGS.shuffle_buffer)
+  finally:
+    shutil.rmtree(shards_dir, ignore_errors=True)
 
   step = None
   if FLAGS.training_step:
@@ -266,7 +319,7 @@ def main(argv):
             "num_train_examples": len(dataset.train_images),
             "load_seconds": load_seconds}
   for result in results:
-    if step and result["pipeline"] == "fastcifar":
+    if step and result["pipeline"] in ("fastcifar", "fastcifar_streamed"):
       result["pipeline_over_training_step"] = (
           result["images_per_second"] / step["images_per_second"])
     report.add(**common, **result)

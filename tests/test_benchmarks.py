@@ -63,15 +63,22 @@ def test_input_pipeline_quick(tmp_path):
   result = run_benchmark(
       "benchmarks.input_pipeline", "--quick", f"--output={output}",
       "--train_examples=1024", "--warmup_seconds=0.05", "--seconds=0.2",
-      "--step_warmup_steps=1", "--step_steps=2")
+      "--step_warmup_steps=1", "--step_steps=2", f"--shards_dir={tmp_path}",
+      "--shuffle_buffer=256")
   records, _ = records_and_table(result, output)
+  assert os.listdir(tmp_path) == ["out.jsonl"]  # the shards were removed
   by_pipeline = {r["pipeline"]: r for r in records}
-  assert set(by_pipeline) == {"fastcifar", "recipe", "naive_map", "memcpy",
-                              "constant_batch", "fastcifar_training_step"}
+  assert set(by_pipeline) == {"fastcifar", "fastcifar_streamed", "recipe",
+                              "naive_map", "memcpy", "constant_batch",
+                              "fastcifar_training_step"}
   for record in records:
     assert record["images_per_second"] > 0
   assert by_pipeline["memcpy"]["fraction_of_ceiling"] == 1.0
   assert by_pipeline["fastcifar"]["pipeline_over_training_step"] > 0
+  streamed = by_pipeline["fastcifar_streamed"]
+  assert streamed["pipeline_over_training_step"] > 0
+  assert streamed["bytes_per_image"] == 32 * 32 * 3 + 4
+  assert streamed["prepare_seconds"] > 0  # the shards were written
   assert by_pipeline["fastcifar"]["bytes_per_image"] == 32 * 32 * 3 + 4
   assert by_pipeline["recipe"]["batch_size"] == 64
   assert by_pipeline["fastcifar"]["num_train_examples"] == 1024
