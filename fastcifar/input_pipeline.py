@@ -289,31 +289,36 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
   rows = shard_batches(tf.range(batch_size)[None], shard_index, num_shards,
                        replicas_per_shard)
 
+  def block(serialized, index, epoch):
+    ids, block_images, block_labels = shards.parse_batch(serialized, shape)
+    if keep is not None:
+      kept = tf.gather(keep, ids)
+      block_images = tf.boolean_mask(block_images, kept)
+      block_labels = tf.boolean_mask(block_labels, kept)
+    return shuffle_block((block_images, block_labels), seed, epoch, index)
+
   def epoch_batches(epoch):
     order = epoch_order(len(images.files), seed, epoch)
     ds = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
-    # Several shards at once, record by record: the buffer then starts
-    # from a mix of them; deterministic, so the order is the seed's.
+    # Several shards at once, record by record: a block then holds a mix
+    # of them; deterministic, so the order is the seed's.
     ds = ds.interleave(tf.data.TFRecordDataset,
                        cycle_length=min(len(images.files), 8),
                        num_parallel_calls=tf.data.AUTOTUNE,
                        deterministic=True)
-    ds = ds.batch(256).map(lambda s: shards.parse_batch(s, shape),
-                           num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.unbatch()
-    if keep is not None:
-      ds = ds.filter(lambda i, image, label: tf.gather(keep, i))
-    ds = ds.map(lambda i, image, label: (image, label))
+    # Blocks, not examples, from here on: one vectorized parse, filter and
+    # shuffle per block (per-example tf.data steps cost several times more).
     ds = ds.batch(images.shuffle_buffer).enumerate().map(
-        lambda block, batch: shuffle_block(batch, seed, epoch, block))
-    ds = ds.unbatch()
-    # Whole global batches, this pipeline's rows of each, one per replica:
-    # the same parts `shard_batches` gives the in-memory pipeline.
-    ds = ds.batch(batch_size, drop_remainder=True)
-    return ds.flat_map(lambda x, y: tf.data.Dataset.from_tensor_slices(
-        (tf.gather(x, rows), tf.gather(y, rows))))
+        lambda index, serialized: block(serialized, index, epoch),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.rebatch(batch_size, drop_remainder=True)
 
   ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  if rows.shape[0] > 1 or num_shards > 1:
+    # This pipeline's rows of each global batch, one batch per replica: the
+    # same parts `shard_batches` gives the in-memory pipeline.
+    ds = ds.map(lambda x, y: (tf.gather(x, rows), tf.gather(y, rows)))
+    ds = ds.unbatch()
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
