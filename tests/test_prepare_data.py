@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from absl.testing import flagsaver
 
-from fastcifar import sources
+from fastcifar import input_pipeline, sources
 from fastcifar.sources import tfds_source
 from tests.test_sources import (CIFAR10_NAMES, tar_gz, write_cifar10_python,
                                 write_image_folder)
@@ -230,3 +231,72 @@ def test_image_size_resizes_a_mixed_folder_once(tmp_path, capsys):
   assert _run(f"--source={tmp_path / 'photos'}", f"--data_dir={tmp_path}",
               "--image_size=big") == 2
   assert "--image_size=big" in _error(capsys)
+
+
+def test_shards_format_writes_a_folder_training_streams(tmp_path, capsys):
+  root = tmp_path / "cifar10-jpg"
+  expected = write_image_folder(str(root))
+  archive = tar_gz(str(root), str(tmp_path / "cifar10-jpg.tar.gz"))
+  out = tmp_path / "prepared"
+  assert _run(f"--source={archive}", f"--data_dir={out}", "--name=cifar10",
+              "--format=shards") == 0
+  path = sources.shards_path(str(out), "cifar10")
+  report = capsys.readouterr().out
+  assert f"wrote {path} (" in report
+  assert f"--dataset=cifar10 --data_dir={out}" in report
+  with open(os.path.join(path, "fastcifar-shards.json")) as f:
+    manifest = json.load(f)
+  assert manifest["class_names"] == ["bird", "cat", "dog"]
+  assert manifest["image_shape"] == list(expected["train"][0].shape[1:])
+  mean, std = input_pipeline.channel_stats(expected["train"][0])
+  np.testing.assert_allclose(manifest["mean"], mean)
+  np.testing.assert_allclose(manifest["std"], std)
+  assert sum(manifest["splits"]["train"]["counts"]) == len(
+      expected["train"][0])
+
+  streamed = sources.load("cifar10", str(out), cache="disk")
+  assert isinstance(streamed.train_images, sources.ShardedImages)
+  np.testing.assert_array_equal(np.asarray(streamed.train_images),
+                                expected["train"][0])
+  np.testing.assert_array_equal(streamed.train_labels, expected["train"][1])
+  np.testing.assert_array_equal(streamed.test_images, expected["test"][0])
+  in_memory = sources.load("cifar10", str(out), cache="memory")
+  np.testing.assert_array_equal(in_memory.train_images, expected["train"][0])
+
+  # A second run replaces the folder and leaves no temporary behind.
+  assert _run(f"--source={archive}", f"--data_dir={out}", "--name=cifar10",
+              "--format=shards") == 0
+  assert os.listdir(out) == ["fastcifar-cifar10"]
+
+
+def test_damaged_shards_fail_in_one_line(tmp_path):
+  root = tmp_path / "src"
+  write_image_folder(str(root))
+  out = tmp_path / "prepared"
+  assert _run(f"--source={root}", f"--data_dir={out}", "--format=shards") == 0
+  path = sources.shards_path(str(out), "src")
+  manifest = os.path.join(path, "fastcifar-shards.json")
+  with open(manifest) as f:
+    content = json.load(f)
+  content["splits"]["train"]["files"] = ["../../etc/passwd"]
+  content["splits"]["train"]["counts"] = [1]
+  with open(manifest, "w") as f:
+    json.dump(content, f)
+  with pytest.raises(sources.UsageError, match="prepare the shards again"):
+    sources.load("cifar10", path, cache="disk")
+  with open(manifest, "w") as f:
+    f.write("{not json")
+  with pytest.raises(sources.UsageError, match="unreadable"):
+    sources.load("cifar10", path)
+
+
+def test_cache_disk_needs_shards_and_shards_keep_their_size(tmp_path):
+  root = tmp_path / "src"
+  write_image_folder(str(root))
+  with pytest.raises(sources.UsageError, match="--format=shards"):
+    sources.load("cifar10", str(root), cache="disk")
+  out = tmp_path / "prepared"
+  assert _run(f"--source={root}", f"--data_dir={out}", "--format=shards") == 0
+  path = sources.shards_path(str(out), "src")
+  with pytest.raises(sources.UsageError, match="prepare the shards again at"):
+    sources.load("cifar10", path, image_size=(48, 48))

@@ -210,8 +210,11 @@ def run() -> str:
             f"{time.monotonic() - start:.1f} s: {describe(data)}. Train with "
             f"{how_to_train(name, data_dir, path)}")
   if _DOWNLOAD.value:
-    if _NAME.value or _FORMAT.value != "npz":
-      raise UsageError("--name and --format apply to --source only")
+    if _NAME.value:
+      raise UsageError("--name applies to --source only")
+    if _FORMAT.value != "npz":
+      raise UsageError("--format applies to --source only; TFDS keeps what "
+                       "it downloads in its own format")
     data = download(_DATASET.value, data_dir)
     return (f"{PROGRAM}: {_DATASET.value} is in {data_dir} after "
             f"{time.monotonic() - start:.1f} s: {describe(data)}. Train with "
