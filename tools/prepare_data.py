@@ -133,29 +133,38 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
     raise UsageError(f"--name={name!r} must be letters, digits, '.', '_' or "
                      "'-' (it becomes part of a file name)")
   try:
-    data = sources.load_path(source, dataset, image_size=image_size,
-                             resize=resize)
+    if file_format == "shards":
+      # A chunk at a time: an image folder larger than memory is never
+      # held whole.
+      found, class_names, test_split, chunks = sources.load_chunks(
+          source, dataset, image_size=image_size, resize=resize)
+      name = _checked_name(name or found)
+      path = sources.shards_path(data_dir, name)
+      sources.write_shards(path, name, class_names, None, chunks, test_split)
+      data = sources.load_path(path, cache="disk")
+    else:
+      data = sources.load_path(source, dataset, image_size=image_size,
+                               resize=resize)
+      name = _checked_name(name or data.name)
+      path = sources.prepared_path(data_dir, name)
+      sources.save_prepared(data, path)
   except UsageError as e:
     # load_path words its messages for training's --data_dir flag; here the
     # path came from --source.
     raise UsageError(str(e).replace(f"--data_dir {os.path.expanduser(source)}",
                                     f"--source={source}")) from e
-  name = name or data.name
-  if not NAME_RE.match(name):
-    raise UsageError(f"the source's name {name!r} cannot be used in a file "
-                     "name; choose one with --name")
-  try:
-    if file_format == "shards":
-      path = sources.shards_path(data_dir, name)
-      sources.write_shards(path, name, data.class_names, data.image_shape,
-                           sources.array_chunks(data), data.test_split)
-    else:
-      path = sources.prepared_path(data_dir, name)
-      sources.save_prepared(data, path)
   except OSError as e:
     raise UsageError(f"cannot write {path} ({e.strerror or e}); choose "
                      "another --data_dir") from e
   return data, path
+
+
+def _checked_name(name: str) -> str:
+  """`name`, if it can be part of a file name."""
+  if not NAME_RE.match(name):
+    raise UsageError(f"the source's name {name!r} cannot be used in a file "
+                     "name; choose one with --name")
+  return name
 
 
 def download(dataset: str, data_dir: str) -> sources.ImageDataset:

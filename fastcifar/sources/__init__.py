@@ -22,7 +22,9 @@ from fastcifar.sources import download as downloads
 from fastcifar.sources import files
 from fastcifar.sources.cifar_archives import find_layout, load_archive
 from fastcifar.sources.dataset import CIFAR_SHAPE, ImageDataset, make_dataset
-from fastcifar.sources.image_folder import find_image_folder, load_image_folder
+from fastcifar.sources.image_folder import (find_image_folder,
+                                            image_folder_chunks,
+                                            load_image_folder)
 from fastcifar.sources.images import (RESIZE_METHODS, check_resize,
                                       parse_image_size, resize_array)
 from fastcifar.sources.prepared import load_prepared, prepared_path, save_prepared
@@ -52,7 +54,8 @@ AUTO_MEMORY_SHARE = 0.5
 __all__ = [
     "CACHES", "CIFAR_SHAPE", "DATASETS", "ShardedImages", "array_chunks",
     "shards_path", "write_shards", "ImageDataset", "RESIZE_METHODS",
-    "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_path",
+    "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_chunks",
+    "load_path",
     "load_synthetic", "make_dataset", "parse_image_size", "prepared_path",
     "resize_dataset", "save_prepared",
 ]
@@ -267,6 +270,44 @@ def _load_path(path: str, dataset: str, download: bool,
     return load_tfds(dataset, path, download=True, **sized)
   what = "is empty" if not names else "holds no dataset I recognise"
   raise UsageError(f"--data_dir {path} {what}; expected {EXPECTED}")
+
+
+def load_chunks(path: str, dataset: str = "cifar10", *,
+                image_size: tuple[int, int] | None = None,
+                resize: str = "crop"):
+  """What `path` holds, a chunk at a time, for `write_shards`.
+
+  An image folder (or a tar of one) is decoded as its files stream in, so
+  one larger than memory can be written as shards; other sources are
+  loaded whole (`load_path`) and then cut into chunks.
+
+  Args:
+    path, dataset, image_size, resize: as for `load_path`.
+
+  Returns:
+    `(name, class_names, test_split, chunks)`, chunks as `write_shards`
+    takes them.
+  """
+  expanded = os.path.expanduser(path)
+  folder = None
+  if (files.is_tar_path(expanded) and os.path.isfile(expanded)) or (
+      os.path.isdir(expanded) and not is_shards_dir(expanded)
+      and not os.path.isdir(shards_path(expanded, dataset))
+      and not os.path.isfile(prepared_path(expanded, dataset))
+      and not is_tfds_dir(expanded, dataset)
+      and not any(os.path.isfile(os.path.join(expanded, a))
+                  for archives in OFFICIAL_ARCHIVES.values()
+                  for a in archives)):
+    names = files.list_files(expanded)
+    if not find_layout(names):
+      folder = find_image_folder(names)
+  if folder is None:
+    data = load_path(path, dataset, image_size=image_size, resize=resize)
+    return data.name, data.class_names, data.test_split, array_chunks(data)
+  check_resize(resize)
+  name, class_names, _, chunks = image_folder_chunks(
+      expanded, *folder, image_size=image_size, resize=resize)
+  return name, class_names, "test", chunks
 
 
 def _refuse_other_dataset(path: str, holds: str, where: str,

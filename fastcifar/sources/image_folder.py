@@ -68,6 +68,37 @@ def load_image_folder(path: str, prefix: str, tree,
   Returns:
     The `ImageDataset`, named after the folder.
   """
+  name, class_names, counts, chunks = image_folder_chunks(
+      path, prefix, tree, image_size, resize)
+  images: dict[str, np.ndarray] = {}  # allocated once the size is known
+  labels = {split: np.empty(count, np.int32) for split, count in counts.items()}
+  for split, rows, decoded, chunk_labels in chunks:
+    if not images:  # the first chunk fixes the size of all the others
+      images.update((s, aligned_empty((count,) + decoded.shape[1:], np.uint8))
+                    for s, count in counts.items())
+    images[split][rows] = decoded
+    labels[split][rows] = chunk_labels
+  arrays = [images["train"], labels["train"], images["test"], labels["test"]]
+  return make_dataset(name, *arrays, class_names, origin=path)
+
+
+def image_folder_chunks(path: str, prefix: str, tree,
+                        image_size: tuple[int, int] | None = None,
+                        resize: str = "crop"):
+  """An image folder decoded a chunk at a time, as its files stream in.
+
+  Only one chunk of encoded and decoded images is held at a time, so a
+  folder larger than memory can be written out as shards.
+
+  Args:
+    path, prefix, tree, image_size, resize: as for `load_image_folder`.
+
+  Returns:
+    `(name, class_names, {split: count}, chunks)`: `chunks` yields
+    `(split, rows, images, labels)`, rows being each image's place in its
+    split (class by class, names sorted), in the order the files are
+    stored.
+  """
   class_names = sorted(tree["train"])
   for split in ("train", "test"):
     empty = sorted(c for c, images in tree[split].items() if not images)
@@ -78,47 +109,45 @@ def load_image_folder(path: str, prefix: str, tree,
     extra = set(tree["test"]) ^ set(class_names)
     raise UsageError(f"{path}: train and test have different class folders "
                      f"({sorted(extra)[0]!r} is in only one); they must match")
-  # Each file's place: its split, and its row in that split's arrays (class
-  # by class, names sorted), whatever order the archive stores them in.
+  # Each file's place: its split, its row in that split's arrays (class by
+  # class, names sorted), whatever order the archive stores them in, and
+  # its label.
   names = {split: [n for c in class_names for n in sorted(tree[split][c])]
            for split in ("train", "test")}
+  label_of = {n: i for split in names for i, c in enumerate(class_names)
+              for n in tree[split][c]}
   places = {n: (split, row) for split in ("train", "test")
             for row, n in enumerate(names[split])}
-  images: dict[str, np.ndarray] = {}  # allocated once the size is known
-  first = None  # (name, size) of the first image decoded
 
-  def decode(chunk: list[tuple[str, bytes]]) -> None:
-    nonlocal first
-    if not chunk:
-      return
+  def decode(chunk: list[tuple[str, bytes]], first):
     chunk_names = [name for name, _ in chunk]
     decoded = decode_images([blob for _, blob in chunk],
                             np.zeros(len(chunk), np.int64), chunk_names, path,
                             image_size, resize, first)
-    if first is None:  # the first chunk fixes the size of all the others
-      first = (chunk_names[0], decoded.shape[1:3])
-      images.update((split, aligned_empty((len(names[split]),) +
-                                          decoded.shape[1:], np.uint8))
-                    for split in names)
     for split in names:
       mine = [i for i, name in enumerate(chunk_names)
               if places[name][0] == split]
-      rows = [places[chunk_names[i]][1] for i in mine]
-      images[split][rows] = decoded[mine]
+      if mine:
+        yield (split, np.array([places[chunk_names[i]][1] for i in mine]),
+               decoded[mine],
+               np.array([label_of[chunk_names[i]] for i in mine], np.int32))
 
-  # Decoded a chunk at a time as the files stream in: only one chunk of
-  # encoded bytes is ever held, beside the decoded arrays themselves.
-  chunk: list[tuple[str, bytes]] = []
-  for name, blob in files.iter_files(path, places):
-    chunk.append((name, blob))
-    if len(chunk) == _CHUNK:
-      decode(chunk)
-      chunk = []
-  decode(chunk)
-  labels = {split: np.concatenate([np.full(len(tree[split][c]), i, np.int32)
-                                   for i, c in enumerate(class_names)])
-            for split in names}
-  arrays = [images["train"], labels["train"], images["test"], labels["test"]]
+  def chunks():
+    first = None  # (name, size) of the first image decoded
+    chunk: list[tuple[str, bytes]] = []
+    for name, blob in files.iter_files(path, places):
+      chunk.append((name, blob))
+      if len(chunk) == _CHUNK:
+        for piece in decode(chunk, first):
+          first = first or (chunk[0][0], piece[2].shape[1:3])
+          yield piece
+        chunk = []
+    if chunk:
+      for piece in decode(chunk, first):
+        first = first or (chunk[0][0], piece[2].shape[1:3])
+        yield piece
+
   base = posixpath.basename(prefix) or posixpath.basename(
       path.rstrip("/")).split(".")[0]
-  return make_dataset(base or "images", *arrays, class_names, origin=path)
+  return (base or "images", class_names,
+          {split: len(names[split]) for split in names}, chunks())

@@ -12,8 +12,9 @@ a folder `fastcifar-NAME/`:
                           before any image is read.
   train-00000.tfrecord    `tf.train.Example`s of `image` (the raw H*W*3
   ...                     uint8 bytes), `label` and `id` (the example's row
-                          in the split), written in id order, so a shard
-                          holds one contiguous range of ids.
+                          in the split, as in memory), in the order the
+                          source stores them; the manifest gives each
+                          file's range of ids.
   test-*.tfrecord, test-labels.npy
                           the same for the test split.
 
@@ -100,20 +101,31 @@ class _SplitWriter:
     self.files: list[str] = []
     self.counts: list[int] = []
     self.labels: list[np.ndarray] = []
+    self.ids: list[np.ndarray] = []
+    self.id_ranges: list[list[int]] = []  # per file: its lowest, highest id
+    self.received = 0
     self.writer = None
 
-  def add(self, images: np.ndarray, labels: np.ndarray) -> None:
+  def add(self, images: np.ndarray, labels: np.ndarray,
+          ids: np.ndarray | None = None) -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    if ids is None:  # in the order received
+      ids = np.arange(self.received, self.received + len(images))
+    self.received += len(images)
+    self.ids.append(np.asarray(ids, np.int64))
     self.labels.append(np.asarray(labels, np.int32))
-    for image, label in zip(images, labels):
+    for image, label, index in zip(images, labels, ids):
       if self.writer is None or self.counts[-1] == self.per_shard:
         self.close()
         self.files.append(f"{self.split}-{len(self.files):05d}.tfrecord")
         self.counts.append(0)
+        self.id_ranges.append([int(index), int(index)])
         self.writer = tf.io.TFRecordWriter(
             os.path.join(self.folder, self.files[-1]))
-      self.writer.write(_example(image, label, sum(self.counts)))
+      self.writer.write(_example(image, label, int(index)))
       self.counts[-1] += 1
+      low, high = self.id_ranges[-1]
+      self.id_ranges[-1] = [min(low, int(index)), max(high, int(index))]
 
   def close(self) -> None:
     if self.writer is not None:
@@ -123,16 +135,22 @@ class _SplitWriter:
   def finish(self) -> dict:
     """Closes the last shard, writes the labels; the manifest's entry."""
     self.close()
-    labels = (np.concatenate(self.labels) if self.labels
-              else np.zeros(0, np.int32))
+    ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)
+    labels = np.zeros(len(ids), np.int32)
+    if not np.array_equal(np.sort(ids), np.arange(len(ids))):
+      raise ValueError(f"the {self.split} ids are not 0..{len(ids) - 1}, "
+                       "each once")
+    if len(ids):
+      labels[ids] = np.concatenate(self.labels)
     np.save(os.path.join(self.folder, f"{self.split}-labels.npy"), labels)
     return {"files": self.files, "counts": self.counts,
+            "id_ranges": self.id_ranges,
             "labels": f"{self.split}-labels.npy"}
 
 
 def write_shards(path: str, name: str, class_names: Sequence[str],
-                 image_shape: Sequence[int],
-                 chunks: Iterable[tuple[str, np.ndarray, np.ndarray]],
+                 image_shape: Sequence[int] | None,
+                 chunks: Iterable[tuple],
                  test_split: str = "test",
                  shard_bytes: int = SHARD_BYTES) -> dict:
   """Writes a dataset, chunk by chunk, as a shard folder at `path`.
@@ -145,9 +163,12 @@ def write_shards(path: str, name: str, class_names: Sequence[str],
     path: the folder to create or replace.
     name: the dataset's name.
     class_names: one per label.
-    image_shape: `(H, W, 3)` of every image.
-    chunks: `(split, images, labels)`, split "train" or "test", images uint8
-      `(n, H, W, 3)`, in any order; ids are given in the order received.
+    image_shape: `(H, W, 3)` of every image; None: the first chunk's.
+    chunks: `(split, images, labels)` or `(split, rows, images, labels)`,
+      split "train" or "test", images uint8 `(n, H, W, 3)`, in any order.
+      An example's id (its row in the split, which the validation split
+      and subsets pick by) is its row if given, else its place in the
+      order received.
     test_split: where the test examples came from (see `ImageDataset`).
     shard_bytes: image bytes per file.
 
@@ -157,21 +178,28 @@ def write_shards(path: str, name: str, class_names: Sequence[str],
   Raises:
     UsageError: a chunk of another shape, or a split left empty.
   """
-  image_shape = tuple(int(s) for s in image_shape)
-  per_shard = max(1, shard_bytes // int(np.prod(image_shape)))
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".fastcifar-shards-", dir=parent)
   try:
-    writers = {s: _SplitWriter(tmp, s, per_shard) for s in ("train", "test")}
+    writers = {}
     sums = ChannelSums()
-    for split, images, labels in chunks:
+    for split, *rows, images, labels in chunks:
+      if image_shape is None:
+        image_shape = images.shape[1:]
+      image_shape = tuple(int(s) for s in image_shape)
+      if not writers:
+        per_shard = max(1, shard_bytes // int(np.prod(image_shape)))
+        writers = {s: _SplitWriter(tmp, s, per_shard)
+                   for s in ("train", "test")}
       if images.shape[1:] != image_shape or images.dtype != np.uint8:
         raise UsageError(f"{name}: {split} images of shape {images.shape[1:]}"
                          f" {images.dtype}, expected {image_shape} uint8")
-      writers[split].add(images, labels)
+      writers[split].add(images, labels, *rows)
       if split == "train":
         sums.add(images)
+    if not writers:
+      raise UsageError(f"{name}: no images to write")
     splits = {s: w.finish() for s, w in writers.items()}
     for split, entry in splits.items():
       if not sum(entry["counts"]):
@@ -250,10 +278,12 @@ class ShardedImages:
 
   def __init__(self, folder: str, files: Sequence[str], counts: Sequence[int],
                image_shape: Sequence[int], ids: np.ndarray | None = None,
-               mean=None, std=None, shuffle_buffer: int = 10_000):
+               mean=None, std=None, shuffle_buffer: int = 10_000,
+               id_ranges: Sequence[Sequence[int]] | None = None):
     self.folder = folder
     self.files = [os.path.join(folder, f) for f in files]
     self.counts = [int(c) for c in counts]
+    self.id_ranges = id_ranges
     self.image_shape = tuple(int(s) for s in image_shape)
     self.ids = (np.arange(sum(self.counts)) if ids is None
                 else np.asarray(ids, np.int64))
@@ -281,7 +311,7 @@ class ShardedImages:
       raise TypeError("ShardedImages take an array or slice of indices")
     return ShardedImages(self.folder, [os.path.basename(f) for f in self.files],
                          self.counts, self.image_shape, ids, self.mean,
-                         self.std, self.shuffle_buffer)
+                         self.std, self.shuffle_buffer, self.id_ranges)
 
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     del copy  # always a new array
@@ -297,9 +327,8 @@ class ShardedImages:
     wanted, inverse = np.unique(self.ids, return_inverse=True)
     images = aligned_empty((len(wanted), *self.image_shape), np.uint8)
     labels = np.empty(len(wanted), np.int32)
-    starts = np.cumsum([0] + self.counts)
-    files = [f for f, start, stop in zip(self.files, starts, starts[1:])
-             if np.any((wanted >= start) & (wanted < stop))]
+    files = [f for f, (low, high) in zip(self.files, self.id_ranges)
+             if np.any((wanted >= low) & (wanted <= high))]
     if files and len(wanted):
       ds = tf.data.TFRecordDataset(files).batch(_READ_BATCH).map(
           lambda s: parse_batch(s, self.image_shape))
@@ -328,7 +357,8 @@ def _read_manifest(folder: str) -> dict:
                        f"reads {VERSION}")
     for split in ("train", "test"):
       entry = manifest["splits"][split]
-      if len(entry["files"]) != len(entry["counts"]):
+      if not len(entry["files"]) == len(entry["counts"]) == len(
+          entry["id_ranges"]):
         raise ValueError(f"{split} lists {len(entry['files'])} files but "
                          f"{len(entry['counts'])} counts")
       for name in entry["files"] + [entry["labels"]]:
@@ -384,7 +414,8 @@ def load_shards(folder: str, stream: bool = True,
     entry = manifest["splits"][split]
     images = ShardedImages(folder, entry["files"], entry["counts"], shape,
                            mean=manifest["mean"], std=manifest["std"],
-                           shuffle_buffer=shuffle_buffer)
+                           shuffle_buffer=shuffle_buffer,
+                           id_ranges=entry["id_ranges"])
     labels = _labels(folder, entry, split)
     splits[split] = (images if split == "train" and stream
                      else images.read()[0], labels)
