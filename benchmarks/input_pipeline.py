@@ -100,7 +100,8 @@ def write_streamed(images: np.ndarray, labels: np.ndarray, folder: str,
                                      int(labels.max()) + 1))))
   path = sources.shards_path(folder, "bench")
   sources.write_shards(path, "bench", dataset.class_names,
-                       dataset.image_shape, sources.array_chunks(dataset))
+                       sources.array_chunks(dataset),
+                       sources.array_counts(dataset))
   return sources.load_path(path, cache="disk",
                            shuffle_buffer=shuffle_buffer).train_images
 

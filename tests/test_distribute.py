@@ -421,10 +421,10 @@ def test_streamed_shards_through_the_data_service_once_per_epoch(
   images = np.zeros((400, 8, 8, 3), np.uint8)
   labels = np.arange(400, dtype=np.int32)  # a label per example: its id
   path = str(tmp_path / "shards")
-  sources.write_shards(path, "ids", [str(i) for i in range(400)], (8, 8, 3),
+  sources.write_shards(path, "ids", [str(i) for i in range(400)],
                        [("train", images, labels), ("test", images[:1],
                                                     labels[:1])],
-                       shard_bytes=64 * 8 * 8 * 3)
+                       {"train": 400, "test": 1}, shard_bytes=64 * 8 * 8 * 3)
   streamed = sources.load_path(path, cache="disk", shuffle_buffer=50)
   ds = input_pipeline.through_data_service(
       input_pipeline.train_dataset(streamed.train_images, labels, 20, seed=0,

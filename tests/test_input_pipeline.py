@@ -275,9 +275,10 @@ def _shards(tmp_path, n: int, per_shard: int = 16):
   """Random distinct images written as shards of `per_shard` examples."""
   images, labels = _data(n)
   path = str(tmp_path / "fastcifar-s")
-  shards.write_shards(path, "s", [str(c) for c in range(10)], (32, 32, 3),
+  shards.write_shards(path, "s", [str(c) for c in range(10)],
                       [("train", images, labels), ("test", images[:4],
                                                    labels[:4])],
+                      {"train": n, "test": 4},
                       shard_bytes=per_shard * 32 * 32 * 3)
   stream = sources.load_shards(path, shuffle_buffer=24).train_images
   return stream, images, labels
@@ -285,7 +286,7 @@ def _shards(tmp_path, n: int, per_shard: int = 16):
 
 def test_streamed_epochs_see_every_example_once_in_static_batches(tmp_path):
   stream, images, labels = _shards(tmp_path, 100)
-  assert len(stream.files) == 7  # 16 a shard: 6 full, one of 4
+  assert len(stream.files) == 7  # about 16 a shard
   ds = input_pipeline.train_dataset(stream, labels, 10, seed=3, epochs=2)
   assert ds.element_spec[0].shape.as_list() == [10, 32, 32, 3]
   assert ds.element_spec[0].dtype == tf.uint8
@@ -344,3 +345,22 @@ def test_sharded_images_read_any_ids_in_order(tmp_path):
   read = np.asarray(stream[pick])
   np.testing.assert_array_equal(read, images[pick])
   assert is_aligned(read)  # TensorFlow uses it without a copy
+
+
+def test_shards_mix_a_class_sorted_source(tmp_path):
+  images, _ = _data(200)
+  labels = np.repeat(np.arange(10), 20).astype(np.int32)  # sorted by class
+  path = str(tmp_path / "fastcifar-sorted")
+  shards.write_shards(path, "sorted", [str(c) for c in range(10)],
+                      [("train", images[i:i + 50], labels[i:i + 50])
+                       for i in range(0, 200, 50)]
+                      + [("test", images[:4], labels[:4])],
+                      {"train": 200, "test": 4}, shard_bytes=25 * 32 * 32 * 3)
+  stream = sources.load_shards(path).train_images
+  for file in stream.files:
+    parsed = [shards.parse_batch(s, (32, 32, 3))
+              for s in tf.data.TFRecordDataset(file).batch(1000)]
+    ids, _, file_labels = (t.numpy() for t in parsed[0])
+    assert len(set(file_labels)) >= 5  # not a class or two
+    assert not np.all(np.diff(ids) > 0)  # not in the source's order
+  np.testing.assert_array_equal(np.asarray(stream), images)  # ids kept

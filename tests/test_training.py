@@ -551,8 +551,8 @@ def _write_synthetic_shards(path: str, num_train: int, shape, seed: int = 0,
     yield "test", rng.integers(0, 256, (64, *shape), dtype=np.uint8), \
         rng.integers(0, 10, 64)
 
-  sources.write_shards(path, "big", [f"c{i}" for i in range(10)], shape,
-                       chunks())
+  sources.write_shards(path, "big", [f"c{i}" for i in range(10)], chunks(),
+                       {"train": num_train, "test": 64})
   return num_train * int(np.prod(shape))
 
 
@@ -560,8 +560,8 @@ def test_streamed_shards_train_with_both_models(tmp_path):
   small_data = sources.load_synthetic(num_train=320, num_test=64, seed=1)
   path = sources.shards_path(str(tmp_path), "small")
   sources.write_shards(path, "small", small_data.class_names,
-                       small_data.image_shape,
-                       sources.array_chunks(small_data))
+                       sources.array_chunks(small_data),
+                       sources.array_counts(small_data))
   streamed = sources.load_path(str(tmp_path), "small", cache="disk",
                                shuffle_buffer=100)
   assert isinstance(streamed.train_images, sources.ShardedImages)

@@ -136,11 +136,12 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
     if file_format == "shards":
       # A chunk at a time: an image folder larger than memory is never
       # held whole.
-      found, class_names, test_split, chunks = sources.load_chunks(
+      found, class_names, test_split, counts, chunks = sources.load_chunks(
           source, dataset, image_size=image_size, resize=resize)
       name = _checked_name(name or found)
       path = sources.shards_path(data_dir, name)
-      sources.write_shards(path, name, class_names, None, chunks, test_split)
+      sources.write_shards(path, name, class_names, chunks, counts,
+                           test_split)
       data = sources.load_path(path, cache="disk")
     else:
       data = sources.load_path(source, dataset, image_size=image_size,

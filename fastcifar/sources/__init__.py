@@ -29,6 +29,7 @@ from fastcifar.sources.images import (RESIZE_METHODS, check_resize,
                                       parse_image_size, resize_array)
 from fastcifar.sources.prepared import load_prepared, prepared_path, save_prepared
 from fastcifar.sources.shards import (ShardedImages, array_chunks,
+                                      array_counts,
                                       decoded_train_bytes, is_shards_dir,
                                       load_shards, shards_path, write_shards)
 from fastcifar.sources.synthetic import load_synthetic
@@ -53,6 +54,7 @@ AUTO_MEMORY_SHARE = 0.5
 
 __all__ = [
     "CACHES", "CIFAR_SHAPE", "DATASETS", "ShardedImages", "array_chunks",
+    "array_counts",
     "shards_path", "write_shards", "ImageDataset", "RESIZE_METHODS",
     "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_chunks",
     "load_path",
@@ -285,8 +287,8 @@ def load_chunks(path: str, dataset: str = "cifar10", *,
     path, dataset, image_size, resize: as for `load_path`.
 
   Returns:
-    `(name, class_names, test_split, chunks)`, chunks as `write_shards`
-    takes them.
+    `(name, class_names, test_split, {split: examples}, chunks)`, as
+    `write_shards` takes them.
   """
   expanded = os.path.expanduser(path)
   folder = None
@@ -303,11 +305,12 @@ def load_chunks(path: str, dataset: str = "cifar10", *,
       folder = find_image_folder(names)
   if folder is None:
     data = load_path(path, dataset, image_size=image_size, resize=resize)
-    return data.name, data.class_names, data.test_split, array_chunks(data)
+    return (data.name, data.class_names, data.test_split,
+            array_counts(data), array_chunks(data))
   check_resize(resize)
-  name, class_names, _, chunks = image_folder_chunks(
+  name, class_names, counts, chunks = image_folder_chunks(
       expanded, *folder, image_size=image_size, resize=resize)
-  return name, class_names, "test", chunks
+  return name, class_names, "test", counts, chunks
 
 
 def _refuse_other_dataset(path: str, holds: str, where: str,

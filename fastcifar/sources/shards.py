@@ -12,9 +12,9 @@ a folder `fastcifar-NAME/`:
                           before any image is read.
   train-00000.tfrecord    `tf.train.Example`s of `image` (the raw H*W*3
   ...                     uint8 bytes), `label` and `id` (the example's row
-                          in the split, as in memory), in the order the
-                          source stores them; the manifest gives each
-                          file's range of ids.
+                          in the split, as in memory). Each shard is a
+                          random sample of the split in a random order
+                          (seeded), whatever order the source had.
   test-*.tfrecord, test-labels.npy
                           the same for the test split.
 
@@ -36,7 +36,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -94,115 +94,125 @@ def _example(image: np.ndarray, label: int, index: int) -> bytes:
 
 
 class _SplitWriter:
-  """Writes one split's examples into shards of `per_shard` each."""
+  """Writes one split's examples, shuffled, into about `num_shards` files.
 
-  def __init__(self, folder: str, split: str, per_shard: int):
-    self.folder, self.split, self.per_shard = folder, split, per_shard
-    self.files: list[str] = []
-    self.counts: list[int] = []
-    self.labels: list[np.ndarray] = []
+  Sources store examples in an order (an image folder: class by class)
+  that a stream must not keep: a shard of one class, read with a few
+  others, would make batches of a few classes. So each example goes to a
+  random one of the split's staging files as it comes (only the files are
+  open, nothing is held), and each staging file is then read back (one
+  shard in memory), put in a random order, and written as a shard: every
+  shard is a random sample of the split, in a random order.
+  """
+
+  def __init__(self, folder: str, split: str, num_shards: int,
+               rng: np.random.Generator):
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    self.folder, self.split, self.rng = folder, split, rng
+    self.staged = [os.path.join(folder, f".stage-{split}-{k:05d}")
+                   for k in range(num_shards)]
+    self.writers = [tf.io.TFRecordWriter(f) for f in self.staged]
     self.ids: list[np.ndarray] = []
-    self.id_ranges: list[list[int]] = []  # per file: its lowest, highest id
+    self.labels: list[np.ndarray] = []
     self.received = 0
-    self.writer = None
 
   def add(self, images: np.ndarray, labels: np.ndarray,
           ids: np.ndarray | None = None) -> None:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     if ids is None:  # in the order received
       ids = np.arange(self.received, self.received + len(images))
     self.received += len(images)
     self.ids.append(np.asarray(ids, np.int64))
     self.labels.append(np.asarray(labels, np.int32))
-    for image, label, index in zip(images, labels, ids):
-      if self.writer is None or self.counts[-1] == self.per_shard:
-        self.close()
-        self.files.append(f"{self.split}-{len(self.files):05d}.tfrecord")
-        self.counts.append(0)
-        self.id_ranges.append([int(index), int(index)])
-        self.writer = tf.io.TFRecordWriter(
-            os.path.join(self.folder, self.files[-1]))
-      self.writer.write(_example(image, label, int(index)))
-      self.counts[-1] += 1
-      low, high = self.id_ranges[-1]
-      self.id_ranges[-1] = [min(low, int(index)), max(high, int(index))]
-
-  def close(self) -> None:
-    if self.writer is not None:
-      self.writer.close()
-      self.writer = None
+    for image, label, index, k in zip(
+        images, labels, ids, self.rng.integers(len(self.writers),
+                                               size=len(images))):
+      self.writers[k].write(_example(image, label, int(index)))
 
   def finish(self) -> dict:
-    """Closes the last shard, writes the labels; the manifest's entry."""
-    self.close()
+    """Writes the shards and the labels; the manifest's entry."""
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    for writer in self.writers:
+      writer.close()
+    entry = {"files": [], "counts": [], "id_ranges": [],
+             "labels": f"{self.split}-labels.npy"}
+    for staged in self.staged:
+      records = list(tf.data.TFRecordDataset(staged).as_numpy_iterator())
+      os.unlink(staged)
+      if not records:
+        continue
+      ids = tf.io.parse_example(records, {"id": tf.io.FixedLenFeature(
+          [], tf.int64)})["id"].numpy()
+      name = f"{self.split}-{len(entry['files']):05d}.tfrecord"
+      with tf.io.TFRecordWriter(os.path.join(self.folder, name)) as writer:
+        for i in self.rng.permutation(len(records)):
+          writer.write(records[i])
+      entry["files"].append(name)
+      entry["counts"].append(len(records))
+      entry["id_ranges"].append([int(ids.min()), int(ids.max())])
     ids = np.concatenate(self.ids) if self.ids else np.zeros(0, np.int64)
-    labels = np.zeros(len(ids), np.int32)
     if not np.array_equal(np.sort(ids), np.arange(len(ids))):
       raise ValueError(f"the {self.split} ids are not 0..{len(ids) - 1}, "
                        "each once")
+    labels = np.zeros(len(ids), np.int32)
     if len(ids):
       labels[ids] = np.concatenate(self.labels)
-    np.save(os.path.join(self.folder, f"{self.split}-labels.npy"), labels)
-    return {"files": self.files, "counts": self.counts,
-            "id_ranges": self.id_ranges,
-            "labels": f"{self.split}-labels.npy"}
+    np.save(os.path.join(self.folder, entry["labels"]), labels)
+    return entry
 
 
 def write_shards(path: str, name: str, class_names: Sequence[str],
-                 image_shape: Sequence[int] | None,
-                 chunks: Iterable[tuple],
-                 test_split: str = "test",
-                 shard_bytes: int = SHARD_BYTES) -> dict:
+                 chunks: Iterable[tuple], num_examples: Mapping[str, int],
+                 test_split: str = "test", shard_bytes: int = SHARD_BYTES,
+                 seed: int = 0) -> dict:
   """Writes a dataset, chunk by chunk, as a shard folder at `path`.
 
-  Only one chunk is held at a time, so a dataset larger than memory can be
-  written. The folder appears complete or not at all: it is written under a
-  temporary name, the manifest last, then renamed (replacing an old one).
+  Only one chunk (then one shard) is held at a time, so a dataset larger
+  than memory can be written. Each shard is a random sample of its split
+  in a random order (see `_SplitWriter`). The folder appears complete or
+  not at all: it is written under a temporary name, the manifest last,
+  then renamed (replacing an old one).
 
   Args:
     path: the folder to create or replace.
     name: the dataset's name.
     class_names: one per label.
-    image_shape: `(H, W, 3)` of every image; None: the first chunk's.
     chunks: `(split, images, labels)` or `(split, rows, images, labels)`,
-      split "train" or "test", images uint8 `(n, H, W, 3)`, in any order.
-      An example's id (its row in the split, which the validation split
-      and subsets pick by) is its row if given, else its place in the
-      order received.
+      split "train" or "test", images uint8 `(n, H, W, 3)` of one shape,
+      in any order. An example's id (its row in the split, which the
+      validation split and subsets pick by) is its row if given, else its
+      place in the order received.
+    num_examples: `{split: examples}`, to size the shards.
     test_split: where the test examples came from (see `ImageDataset`).
-    shard_bytes: image bytes per file.
+    shard_bytes: image bytes per file, about.
+    seed: which shard each example goes to, and the order within.
 
   Returns:
     The manifest written.
 
   Raises:
-    UsageError: a chunk of another shape, or a split left empty.
+    UsageError: images of another shape, or a split left empty.
   """
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".fastcifar-shards-", dir=parent)
   try:
-    writers = {}
-    sums = ChannelSums()
+    rng = np.random.default_rng(seed)
+    writers, image_shape, sums = {}, None, ChannelSums()
     for split, *rows, images, labels in chunks:
       if image_shape is None:
-        image_shape = images.shape[1:]
-      image_shape = tuple(int(s) for s in image_shape)
-      if not writers:
+        image_shape = tuple(int(s) for s in images.shape[1:])
         per_shard = max(1, shard_bytes // int(np.prod(image_shape)))
-        writers = {s: _SplitWriter(tmp, s, per_shard)
-                   for s in ("train", "test")}
+        writers = {s: _SplitWriter(tmp, s, -(-max(1, n) // per_shard), rng)
+                   for s, n in num_examples.items()}
       if images.shape[1:] != image_shape or images.dtype != np.uint8:
         raise UsageError(f"{name}: {split} images of shape {images.shape[1:]}"
                          f" {images.dtype}, expected {image_shape} uint8")
       writers[split].add(images, labels, *rows)
       if split == "train":
         sums.add(images)
-    if not writers:
-      raise UsageError(f"{name}: no images to write")
     splits = {s: w.finish() for s, w in writers.items()}
-    for split, entry in splits.items():
-      if not sum(entry["counts"]):
+    for split in ("train", "test"):
+      if split not in splits or not sum(splits[split]["counts"]):
         raise UsageError(f"{name}: the {split} split is empty")
     mean, std = sums.result()
     manifest = {"format": FORMAT, "version": VERSION, "name": name,
@@ -229,6 +239,12 @@ def _replace_folder(new: str, path: str) -> None:
   os.rename(new, path)
   if old:
     shutil.rmtree(old, ignore_errors=True)
+
+
+def array_counts(dataset: ImageDataset) -> dict[str, int]:
+  """`write_shards`' num_examples of an in-memory dataset."""
+  return {"train": len(dataset.train_images),
+          "test": len(dataset.test_images)}
 
 
 def array_chunks(dataset: ImageDataset, chunk: int = 4096):
