@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Prepares a dataset ahead of the first training run.
 
   python tools/prepare_data.py --source=PATH --data_dir=DIR [--name=NAME]
