@@ -29,18 +29,24 @@ class Recipe:
       optimizer missing here needs --learning_rate with this model.
     freeze_epochs: `{variable name: epochs}`: train those variables for
       the first epochs only (airbench's optimizer applies it).
+    auto_defaults: the `Config` fields that differ under --epochs=auto,
+      where the run's length is not known in advance.
   """
 
   defaults: Mapping[str, Any]
   learning_rates: Mapping[str, float]
   freeze_epochs: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  auto_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 RECIPES: Mapping[str, Recipe] = {
     # The textbook Keras CNN with Adam and cosine decay: Config's defaults.
     # The other optimizers' rates are usual starting points, not tuned here.
+    # Under --epochs=auto its cosine decay would span --max_epochs and barely
+    # decay before the run stops; a plateau schedule needs no run length.
     "seed": Recipe(defaults={}, learning_rates=dict(
-        adam=2e-3, adamw=2e-3, rmsprop=1e-3, sgd=0.05, nesterov=0.05)),
+        adam=2e-3, adamw=2e-3, rmsprop=1e-3, sgd=0.05, nesterov=0.05),
+                   auto_defaults=dict(lr_schedule="plateau")),
     # airbench94's hyperparameters (its learning rate is per 1,024 examples,
     # for its optimizer); 10 epochs where airbench94 takes 9.9; the test set
     # evaluated only after the last epoch, since on a 2-core CPU each
@@ -76,7 +82,9 @@ def recipe(model: str = "seed", **settings) -> Config:
   """
   chosen = {k: v for k, v in settings.items() if v is not None}
   model_recipe = _recipe_of(model)
-  merged = {**model_recipe.defaults, **_decision_defaults(chosen), **chosen}
+  auto = model_recipe.auto_defaults if chosen.get("epochs") == "auto" else {}
+  merged = {**model_recipe.defaults, **auto, **_decision_defaults(chosen),
+            **chosen}
   optimizer = merged.get("optimizer", Config.optimizer)
   if "learning_rate" not in merged and optimizer in optimizers.OPTIMIZERS:
     if optimizer not in model_recipe.learning_rates:

@@ -66,7 +66,8 @@ _LR_SCHEDULE = flags.DEFINE_enum(
     "--validation_examples). onecycle: linear rise over --warmup_epochs "
     "(default 23% of the run) from 0.2 of the peak, then linear fall to 0.07 "
     "of it (airbench94's). Under --epochs=auto, the run's length is "
-    "--max_epochs. Default: the model's (seed cosine, fast onecycle).")
+    "--max_epochs. Default: the model's (seed cosine, or plateau under "
+    "--epochs=auto; fast onecycle).")
 _WARMUP_EPOCHS = flags.DEFINE_float(
     "warmup_epochs", None, "Epochs of linear learning-rate warm-up (cosine, "
     "constant, onecycle). Default: none; onecycle: 23% of the run.")

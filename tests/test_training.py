@@ -509,6 +509,16 @@ def test_auto_defaults_to_a_5000_example_split_checked_every_epoch():
   plateau.validate()
 
 
+def test_the_seed_recipe_decays_on_plateaus_under_auto_unless_told():
+  # Its cosine decay would span --max_epochs, hardly decaying before a stop.
+  assert training.recipe("seed").lr_schedule == "cosine"
+  assert training.recipe("seed", epochs="auto").lr_schedule == "plateau"
+  assert training.recipe("seed", epochs="auto",
+                         lr_schedule="cosine").lr_schedule == "cosine"
+  assert training.recipe("fast", epochs="auto").lr_schedule == "onecycle"
+  training.recipe("seed", epochs="auto").validate()
+
+
 def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data,
                                                            monkeypatch):
   recorder = Recorder()
