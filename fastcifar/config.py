@@ -46,7 +46,7 @@ class Config:
   momentum: float | None = None  # None: the optimizer's default
   weight_decay: float | None = None  # None: the optimizer's default
   # lr_schedule="plateau": Keras's ReduceLROnPlateau on val_loss.
-  plateau_factor: float = 0.5
+  plateau_factor: float = 0.2
   plateau_patience: int = 2
   min_lr: float = 0.0
 

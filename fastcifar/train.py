@@ -79,7 +79,7 @@ _WEIGHT_DECAY = flags.DEFINE_float(
     "(adamw default 0.004, others none); airbench: per 1,024 examples, "
     "default 0.0153.")
 _PLATEAU_FACTOR = flags.DEFINE_float(
-    "plateau_factor", 0.5, "--lr_schedule=plateau: the factor the rate is "
+    "plateau_factor", 0.2, "--lr_schedule=plateau: the factor the rate is "
     "multiplied by on a plateau.")
 _PLATEAU_PATIENCE = flags.DEFINE_integer(
     "plateau_patience", 2, "--lr_schedule=plateau: epochs without "
