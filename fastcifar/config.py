@@ -32,6 +32,9 @@ class Config:
   eval_batch_size: int = 500
   validation_freq: int = 1
   deterministic: bool = False
+  # Training steps per call into TensorFlow (`fastcifar.step_loop`), or
+  # "auto". It changes when Python hears back, not what is computed.
+  steps_per_loop: int | str = "auto"
   # Held out of the training examples; 0: none, and the per-epoch curve is
   # the test set's (nothing may then be decided by it).
   validation_examples: int = 0
@@ -77,6 +80,9 @@ class Config:
         ("train_examples", self.train_examples >= 0, "0 (all) or more"),
         ("eval_batch_size", self.eval_batch_size >= 1, "at least 1"),
         ("validation_freq", self.validation_freq >= 1, "at least 1"),
+        ("steps_per_loop", self.steps_per_loop == "auto" or (
+            isinstance(self.steps_per_loop, int)
+            and self.steps_per_loop >= 1), "at least 1, or auto"),
         ("validation_examples", self.validation_examples >= 0,
          "0 (none) or more"),
         ("max_epochs", self.max_epochs >= 1, "at least 1"),

@@ -75,6 +75,22 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
           and not has_chief)
 
 
+def compiles_update(strategy: tf.distribute.Strategy) -> bool:
+  """Whether XLA can compile the optimizer's update with the rest of a step.
+
+  On one device nothing leaves the device, and a TPU compiles all that
+  `strategy.run` runs anyway. Mirrored and multi-worker updates all-reduce
+  the gradients in a cross-replica `merge_call`, which XLA cannot compile.
+  """
+  if isinstance(strategy, (tf.distribute.OneDeviceStrategy,
+                           tf.distribute.TPUStrategy,
+                           tf.distribute.experimental.TPUStrategy)):
+    return True
+  # The default strategy (no `scope()`): one device.
+  return (not tf.distribute.has_strategy()
+          and strategy is tf.distribute.get_strategy())
+
+
 def round_up_to_replicas(batch_size: int,
                          strategy: tf.distribute.Strategy) -> int:
   """`batch_size` rounded up to a multiple of the strategy's replica count.

@@ -115,6 +115,13 @@ _PRECISION = flags.DEFINE_enum(
 _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", policy.JIT_CHOICES,
     "XLA. auto: on for GPUs and TPUs, off on CPUs (measured slower there).")
+_STEPS_PER_LOOP = flags.DEFINE_string(
+    "steps_per_loop", "auto",
+    "Training steps per call into TensorFlow: they run in a loop on the "
+    "device, and the loss check, progress bar and callbacks run once per "
+    "loop (as Keras's steps_per_execution). Same batches and numbers for "
+    "every N. auto: about 4,096 examples per loop on CPUs, a whole epoch (at "
+    "most 500 steps) on GPUs and TPUs. --profile_steps then counts loops.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds data order, init, dropout, "
                              "augmentation and the synthetic data.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
@@ -198,15 +205,27 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
   return callbacks
 
 
+def parse_count_or_auto(name: str, value: str | None, example: int
+                        ) -> int | str | None:
+  """A flag that is a count or "auto", as `Config` takes it (None: default).
+
+  Args:
+    name: the flag, for the error.
+    value: what was given.
+    example: a count to show in the error.
+  """
+  if value is None or value == "auto":
+    return value
+  try:
+    return int(value)
+  except ValueError:
+    raise UsageError(f"--{name}={value} is neither a number nor auto; write "
+                     f"e.g. --{name}={example} or --{name}=auto") from None
+
+
 def parse_epochs(epochs: str | None) -> int | str | None:
   """--epochs as `Config` takes it: a number, "auto" or None (the model's)."""
-  if epochs is None or epochs == "auto":
-    return epochs
-  try:
-    return int(epochs)
-  except ValueError:
-    raise UsageError(f"--epochs={epochs} is neither a number of epochs nor "
-                     "auto; write e.g. --epochs=20 or --epochs=auto") from None
+  return parse_count_or_auto("epochs", epochs, 20)
 
 
 def config_from_flags():
@@ -223,6 +242,8 @@ def config_from_flags():
       jit_compile=_JIT_COMPILE.value, seed=_SEED.value,
       train_examples=_TRAIN_EXAMPLES.value,
       deterministic=_DETERMINISTIC.value,
+      steps_per_loop=parse_count_or_auto("steps_per_loop",
+                                         _STEPS_PER_LOOP.value, 64),
       validation_examples=_VALIDATION_EXAMPLES.value,
       max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value,
       min_delta=_MIN_DELTA.value, optimizer=_OPTIMIZER.value,

@@ -23,7 +23,8 @@ import numpy as np
 import tensorflow as tf
 
 from fastcifar import (augment, checkpointing, distribute, input_pipeline,
-                       optimizers, outputs, policy, recipes, resumable)
+                       optimizers, outputs, policy, recipes, resumable,
+                       step_loop)
 from fastcifar.config import Config  # also training.Config, as before
 from fastcifar.errors import UsageError
 # recipe: re-exported, training.recipe as before.
@@ -50,19 +51,20 @@ def compile_model(model: keras.Model, config: Config,
 
 def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
                     config: Config, num_classes: int, jit_compile: bool,
-                    steps_per_epoch: int) -> Callable:
-  """Builds the distributed training step.
+                    steps_per_epoch: int) -> step_loop.TrainLoop:
+  """Builds the distributed training step, run in loops of steps.
 
   Args:
     model: a compiled model, built under `strategy.scope()`.
     strategy: where the step runs.
     config: supplies seed, augmentation and label smoothing.
     num_classes: for the on-device one-hot.
-    jit_compile: compile the per-replica computation with XLA.
+    jit_compile: compile the step with XLA: all of it where the strategy
+      allows (`distribute.compiles_update`), else all but the update.
     steps_per_epoch: for the epoch number that alternating flips need.
 
   Returns:
-    `step(iterator) -> (loss_sum, correct)` over the global batch.
+    `loop(iterator, num_steps, sums)`, a `step_loop.TrainLoop`.
   """
   optimizer = model.optimizer
   global_batch = config.batch_size
@@ -88,6 +90,12 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
         tf.float32))
     return grads, tf.reduce_sum(per_example), correct
 
+  whole_step = jit_compile and distribute.compiles_update(strategy)
+  if jit_compile and not whole_step:
+    # The update's cross-replica all-reduce cannot run inside XLA: it
+    # compiles the forward and backward pass, the update runs outside.
+    gradients = tf.function(gradients, jit_compile=True)
+
   def replica_step(images, labels):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     step_seed = tf.stack([
@@ -95,23 +103,13 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
         tf.cast(optimizer.iterations, tf.int64) * replicas + tf.cast(
             replica, tf.int64)])
     epoch = tf.cast(optimizer.iterations, tf.int64) // steps_per_epoch
-    grads, loss_sum, correct = compiled_gradients(images, labels, step_seed,
-                                                  epoch)
+    grads, loss_sum, correct = gradients(images, labels, step_seed, epoch)
     optimizers.apply_and_count(optimizer, grads, model.trainable_variables)
     return loss_sum, correct
 
-  # XLA compiles the forward and backward pass; the update stays outside it
-  # because the optimizer's cross-replica all-reduce cannot run inside XLA.
-  compiled_gradients = tf.function(gradients, jit_compile=jit_compile)
-
-  @tf.function
-  def step(iterator):
-    images, labels = next(iterator)
-    loss_sum, correct = strategy.run(replica_step, args=(images, labels))
-    return (strategy.reduce("SUM", loss_sum, axis=None),
-            strategy.reduce("SUM", correct, axis=None))
-
-  return step
+  if whole_step:
+    replica_step = tf.function(replica_step, jit_compile=True)
+  return step_loop.TrainLoop(replica_step, strategy)
 
 
 def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy,
@@ -179,13 +177,6 @@ class TrainingDiverged(UsageError):
   """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _check_finite(loss_sum: float, epoch: int, step: int, kept: str) -> None:
-  if not np.isfinite(loss_sum):
-    raise TrainingDiverged(
-        f"the loss became {loss_sum} at epoch {epoch + 1}, step {step + 1}; "
-        f"{kept}; lower --learning_rate (or check the data) and rerun")
-
-
 @dataclasses.dataclass
 class _Run:
   """What the pieces of one run share once its model and state are ready."""
@@ -199,6 +190,7 @@ class _Run:
   val_images: np.ndarray  # held out for val_*; empty: val_* is the test set
   val_labels: np.ndarray
   steps_per_epoch: int
+  steps_per_loop: int
   device: str
   precision: str
   jit_compile: bool
@@ -359,6 +351,9 @@ def _build_run(config: Config, dataset: ImageDataset,
               val_images=np.asarray(dataset.train_images[held_out]),
               val_labels=dataset.train_labels[held_out],
               steps_per_epoch=steps_per_epoch,
+              steps_per_loop=step_loop.resolve(
+                  config.steps_per_loop, device, steps_per_epoch,
+                  config.batch_size),
               device=device, precision=precision,
               jit_compile=policy.resolve_jit_compile(config.jit_compile,
                                                      device),
@@ -379,8 +374,12 @@ def _restore(run: _Run, output_dir: str, restart: bool) -> None:
   run.output_dir = output_dir
   run.save_dir = (output_dir if run.chief
                   else tempfile.mkdtemp(prefix="fastcifar-"))
+  # steps_per_loop is left out: it changes no number, so a run may resume
+  # with another (and runs saved before it existed resume too).
+  settings = dataclasses.asdict(run.config)
+  del settings["steps_per_loop"]
   run.checkpoint = checkpointing.RunCheckpoint(run.model, run.save_dir, {
-      **dataclasses.asdict(run.config), "dataset": run.dataset.name,
+      **settings, "dataset": run.dataset.name,
       "num_classes": run.dataset.num_classes,
       "num_train_examples": len(run.images)}, restore_from=output_dir,
       controls=run.controls)
@@ -402,7 +401,8 @@ def _print_start(run: _Run) -> None:
         f"parameters; {len(run.images):,} training images, batch "
         f"{config.batch_size}; device {run.device}, precision "
         f"{run.precision}, jit_compile {run.jit_compile}"
-        f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}",
+        f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}, "
+        f"{run.steps_per_loop} steps per loop",
         flush=True)
   if run.first_epoch == config.epoch_limit or run.stopped:
     of = "early stopping's last" if run.stopped else f"of {config.epoch_limit}"
@@ -485,17 +485,8 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   for epoch in range(run.first_epoch, last):
     callback_list.on_epoch_begin(epoch)
     epoch_start = time.perf_counter()
-    loss_sum = correct = 0.0
-    for batch in range(run.steps_per_epoch):
-      callback_list.on_train_batch_begin(batch)
-      step_loss, step_correct = train_step(iterator)
-      step_loss = float(step_loss)
-      _check_finite(step_loss, epoch, batch, kept)
-      loss_sum += step_loss
-      correct += float(step_correct)
-      seen = (batch + 1) * config.batch_size
-      logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
-      callback_list.on_train_batch_end(batch, logs)
+    logs = _train_one_epoch(run, train_step, iterator, callback_list, epoch,
+                            kept)
     distribute.sync_on_read(run.strategy, run.model.non_trainable_variables)
     run.epoch_train_seconds.append(time.perf_counter() - epoch_start)
     if (run.model.stop_training or epoch + 1 == config.epoch_limit
@@ -524,6 +515,37 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   for control in run.controls:
     control.on_train_end(logs)  # early stopping restores the best weights
   callback_list.on_train_end(logs)
+
+
+def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
+                     callback_list: keras.callbacks.CallbackList, epoch: int,
+                     kept: str) -> dict[str, float]:
+  """One epoch's steps, in loops of `run.steps_per_loop`.
+
+  Python hears from the device once per loop: then it checks the loss,
+  and calls the batch callbacks with the running means, as `fit` does with
+  `steps_per_execution` (`batch` is a loop's first step at its begin, its
+  last at its end).
+
+  Returns:
+    The epoch's `loss` and `accuracy` logs.
+  """
+  sums = step_loop.zero_sums()
+  logs = {}
+  for first, count in step_loop.loops(run.steps_per_epoch,
+                                      run.steps_per_loop):
+    callback_list.on_train_batch_begin(first)
+    sums, first_nonfinite = train_step(iterator, count, sums)
+    loss_sum, correct = (float(x) for x in sums.numpy())  # the loop's read
+    if int(first_nonfinite) >= 0:
+      raise TrainingDiverged(
+          f"the loss became {loss_sum} at epoch {epoch + 1}, step "
+          f"{first + int(first_nonfinite) + 1}; {kept}; lower "
+          "--learning_rate (or check the data) and rerun")
+    seen = (first + count) * run.config.batch_size
+    logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
+    callback_list.on_train_batch_end(first + count - 1, logs)
+  return logs
 
 
 def _final_evaluation(run: _Run, test_data) -> dict[str, float]:
@@ -592,6 +614,7 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
                            * len(steady) / sum(steady),
       "precision": run.precision,
       "jit_compile": run.jit_compile,
+      "steps_per_loop": run.steps_per_loop,
       "model": config.model,
       "dataset": run.dataset.name,
       "num_train_examples": len(run.images),
