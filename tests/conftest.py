@@ -53,6 +53,21 @@ def _restore_keras_policy():
   keras.mixed_precision.set_global_policy(before)
 
 
+@pytest.fixture(autouse=True)
+def _restore_op_determinism():
+  """A test's deterministic run does not make the tests after it so.
+
+  (TensorFlow's op determinism has no public switch back: a run turns it
+  on for good, and XLA, for one, refuses some ops under it.)
+  """
+  # pylint: disable=g-import-not-at-top
+  from tensorflow.python.framework import config as tf_config
+  before = tf_config.is_op_determinism_enabled()
+  yield
+  if not before and tf_config.is_op_determinism_enabled():
+    tf_config.disable_op_determinism()
+
+
 # --- A loopback mirror of the CIFAR page --------------------------------------
 
 _CIFAR10_ARCHIVE = download.ARCHIVES["cifar10"][0]

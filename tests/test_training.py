@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastcifar import augment, models, sources, training
+from fastcifar import (augment, distribute, models, sources, step_loop,
+                       training)
 from fastcifar.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -75,12 +76,56 @@ def test_mixed_precision_trains_and_restores_policy(precision):
   assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_xla_step_runs(small_data):
-  results = training.train_and_evaluate(
-      tiny_config(epochs=1, jit_compile="true", train_examples=128),
-      small_data, verbose=0)
-  assert results["jit_compile"] is True
-  assert np.isfinite(results["test_loss"])
+def test_every_loop_length_trains_the_same_run(small_data):
+  # 640 examples, batch 64: 10 steps an epoch; 3 per loop leaves a loop of 1.
+  histories = {}
+  for steps_per_loop in (1, 3, "auto"):
+    results = training.train_and_evaluate(
+        tiny_config(train_examples=640, deterministic=True,
+                    steps_per_loop=steps_per_loop), small_data, verbose=0,
+        callbacks=[history := keras.callbacks.History()])
+    histories[results["steps_per_loop"]] = (history.history, results)
+  assert sorted(histories) == [1, 3, 10]  # auto: the whole (short) epoch
+  (first, first_results), *others = histories.values()
+  for history, results in others:
+    assert history == first  # the same numbers, bit for bit
+    assert results["test_loss"] == first_results["test_loss"]
+
+
+def train_tiny_model(jit_compile: bool, steps: int = 4) -> list[np.ndarray]:
+  """A few steps of a tiny model from fixed weights; its weights after."""
+  keras.utils.set_random_seed(0)
+  model = keras.Sequential([
+      keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+      keras.layers.Conv2D(4, 3, activation="relu"),
+      keras.layers.GlobalAveragePooling2D(),
+      keras.layers.Dense(10, activation="softmax")])
+  # No augmentation and no dropout: XLA's random numbers differ (its
+  # stateless RNG is another algorithm), the arithmetic should not.
+  config = tiny_config(augment=False, batch_size=16)
+  training.compile_model(model, config, steps_per_epoch=4)
+  model.optimizer.build(model.trainable_variables)
+  step = training.make_train_step(model, tf.distribute.get_strategy(), config,
+                                  10, jit_compile, 4)
+  data = sources.load_synthetic(num_train=64, num_test=16, seed=1)
+  iterator = iter(tf.data.Dataset.from_tensor_slices(
+      (data.train_images, data.train_labels)).batch(16))
+  if steps:
+    step(iterator, steps, step_loop.zero_sums())
+  return [w.numpy() for w in model.weights]
+
+
+def test_xla_over_the_whole_step_trains_as_without(monkeypatch):
+  whole = train_tiny_model(jit_compile=True)  # update compiled with the rest
+  monkeypatch.setattr(distribute, "compiles_update", lambda strategy: False)
+  split = train_tiny_model(jit_compile=True)  # as mirrored: update outside
+  monkeypatch.undo()
+  plain = train_tiny_model(jit_compile=False)
+  start = train_tiny_model(jit_compile=False, steps=0)
+  for w_whole, w_split, w_plain, w_start in zip(whole, split, plain, start):
+    assert not np.allclose(w_whole, w_start)  # it trained
+    np.testing.assert_allclose(w_whole, w_split, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(w_whole, w_plain, rtol=1e-4, atol=1e-5)
 
 
 def test_fast_model_step_under_xla_with_augmentation_and_tta():
@@ -215,12 +260,15 @@ def test_unwritable_output_dir(small_data, tmp_path):
                                 str(blocker / "out"), verbose=0)
 
 
-def test_nan_loss_stops_at_once_and_keeps_last_checkpoint(small_data,
-                                                          tmp_path):
+@pytest.mark.parametrize("steps_per_loop,poisoned,step", [
+    (1, 2, 3),
+    (3, 3, 4)])  # the check runs once per loop, and names the step
+def test_nan_loss_stops_at_once_and_keeps_last_checkpoint(
+    small_data, tmp_path, steps_per_loop, poisoned, step):
   # A weight turned NaN stands in for a diverging run.
   class PoisonSecondEpoch(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
-      if self.params and batch == 2 and self.epoch == 1:
+      if self.params and batch == poisoned and self.epoch == 1:
         self.model.layers[-1].kernel.assign(
             tf.fill(self.model.layers[-1].kernel.shape, float("nan")))
 
@@ -228,8 +276,10 @@ def test_nan_loss_stops_at_once_and_keeps_last_checkpoint(small_data,
       self.epoch = epoch
 
   with pytest.raises(training.TrainingDiverged,
-                     match=r"nan at epoch 2, step 3.*checkpoint"):
-    training.train_and_evaluate(tiny_config(epochs=3), small_data,
+                     match=rf"nan at epoch 2, step {step}\b.*checkpoint"):
+    training.train_and_evaluate(tiny_config(epochs=3,
+                                            steps_per_loop=steps_per_loop),
+                                small_data,
                                 str(tmp_path), verbose=0,
                                 callbacks=[PoisonSecondEpoch()])
   from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
@@ -252,15 +302,21 @@ def test_a_skipped_float16_step_still_advances_the_step_count():
   step = training.make_train_step(model, strategy, config, 10, False, 4)
   iterator = iter(tf.data.Dataset.from_tensor_slices(
       (tiny.train_images, tiny.train_labels)).batch(16).repeat())
+  sums = step_loop.zero_sums()
   for forced_overflow in (False, True, False):
     scale = float(optimizer.dynamic_scale)
     if forced_overflow:  # the scaled loss overflows float16's gradients
       optimizer.dynamic_scale.assign(2.0**100)
-    step(iterator)
+    sums, _ = step(iterator, 1, sums)
     if forced_overflow:
       assert float(optimizer.dynamic_scale) == 2.0**99  # skipped: halved
       optimizer.dynamic_scale.assign(scale)
   assert int(optimizer.iterations) == 3
+  # Inside one loop too: two skipped steps (the scale halves twice) count.
+  optimizer.dynamic_scale.assign(2.0**100)
+  step(iterator, 2, sums)
+  assert float(optimizer.dynamic_scale) == 2.0**98
+  assert int(optimizer.iterations) == 5
 
 
 def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
