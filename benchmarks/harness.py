@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from benchmarks import environment
-from fastcifar import input_pipeline, policy, quiet, sources
+from fastcifar import input_pipeline, policy, quiet, sources, step_loop
 
 FLAGS = flags.FLAGS
 
@@ -207,38 +207,89 @@ def sweep(precisions: Iterable[str] = (), jit_choices: Iterable[str] = (),
 
 
 class BatchClock(keras.callbacks.Callback):
-  """The wall time at the end of each training batch.
+  """The wall time at the end of each call of the training step.
 
   Both training paths call `on_train_batch_end` after the step's results
-  reached the host (fastcifar reads its loss each step; Keras `fit` converts
-  its logs for a callback that defines this hook), so the times are those of
-  finished steps.
+  reached the host (fastcifar reads its sums once per loop of
+  `--steps_per_loop` steps; Keras `fit` converts its logs for a callback
+  that defines this hook, once per `steps_per_execution` steps), with the
+  index of the last step the call ran: `steps` counts steps, not calls.
   """
 
   def __init__(self):
     super().__init__()
     self.times: list[float] = []
+    self.steps: list[int] = []  # steps done when each time was taken
+    self._epoch_start = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._epoch_start = self.steps[-1] if self.steps else 0
 
   def on_train_batch_end(self, batch, logs=None):
     self.times.append(time.perf_counter())
+    self.steps.append(self._epoch_start + batch + 1)
+
+  def _first_timed(self, warmup_steps: int) -> int:
+    """The record timing starts from: the first after the warm-up."""
+    warmup_steps = max(1, warmup_steps)
+    first = next((i for i, s in enumerate(self.steps) if s >= warmup_steps),
+                 len(self.steps))
+    if first >= len(self.steps) - 1:
+      raise ValueError(f"{self.steps[-1] if self.steps else 0} steps ran in "
+                       f"{len(self.steps)} calls; need a call after the "
+                       f"{warmup_steps} warm-up steps")
+    return first
+
+  def steps_timed(self, warmup_steps: int) -> int:
+    """Steps after the call that ended the warm-up (at least 1 step)."""
+    return self.steps[-1] - self.steps[self._first_timed(warmup_steps)]
+
+  def seconds_per_step(self, warmup_steps: int) -> float:
+    """Mean wall time of a step over the steps after the warm-up."""
+    first = self._first_timed(warmup_steps)
+    return ((self.times[-1] - self.times[first])
+            / (self.steps[-1] - self.steps[first]))
 
   def images_per_second(self, batch_size: int, warmup_steps: int) -> float:
     """Throughput over the steps after the first `warmup_steps`.
 
     Args:
       batch_size: images per step.
-      warmup_steps: steps left out, at least 1 (the first traces and compiles).
+      warmup_steps: steps left out, at least 1 (the first traces and
+        compiles); timing starts at the first call that ends at or after it.
 
     Returns:
       Images per second of the timed steps.
     """
-    warmup_steps = max(1, warmup_steps)
-    timed = len(self.times) - warmup_steps
-    if timed < 1:
-      raise ValueError(f"{len(self.times)} steps ran; need more than the "
-                       f"{warmup_steps} warm-up steps")
-    seconds = self.times[-1] - self.times[warmup_steps - 1]
-    return timed * batch_size / seconds
+    return batch_size / self.seconds_per_step(warmup_steps)
+
+
+def whole_calls(warmup_steps: int, steps: int,
+                per_call: int) -> tuple[int, int]:
+  """Warm-up and timed steps rounded up to whole calls of `per_call` steps.
+
+  Python hears of steps only when a call ends (a loop of fastcifar's, an
+  execution of Keras's): both counts become multiples of it, at least one
+  call each.
+  """
+  return tuple(-(-max(1, n) // per_call) * per_call
+               for n in (warmup_steps, steps))
+
+
+def whole_loops(config, warmup_steps: int, steps: int) -> tuple[int, int]:
+  """`whole_calls` for fastcifar's loops under `config` on this device.
+
+  Args:
+    config: a `fastcifar.config.Config`; its `steps_per_loop` and batch.
+    warmup_steps, steps: at least these many.
+
+  Returns:
+    `(warmup_steps, steps)`, each a multiple of the loop length that
+    `config` resolves to (an epoch of their sum has it too).
+  """
+  per_loop = step_loop.resolve(config.steps_per_loop, policy.detect_device(),
+                               2**31, config.batch_size)
+  return whole_calls(warmup_steps, steps, per_loop)
 
 
 def timed_rate(work: Callable[[], int], warmup_seconds: float,

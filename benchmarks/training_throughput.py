@@ -66,22 +66,25 @@ def measure_fastcifar(dataset: ImageDataset, config: training.Config,
       from a seeded subset of its training split.
     config: the run's settings; `epochs` and `train_examples` are replaced.
     warmup_steps: steps left out of the timing (at least 1).
-    steps: steps timed.
+    steps: steps timed. Both are rounded up to whole loops of the config's
+      `steps_per_loop` (Python hears of steps only at a loop's end).
 
   Returns:
-    `images_per_second`, `steps_timed`, and the resolved `precision` and
-    `jit_compile`.
+    `images_per_second`, `steps_timed`, and the resolved `steps_per_loop`,
+    `precision` and `jit_compile`.
   """
+  warmup_steps, steps = harness.whole_loops(config, warmup_steps, steps)
   config = dataclasses.replace(
       config, epochs=1,
-      train_examples=config.batch_size * (max(1, warmup_steps) + steps))
+      train_examples=config.batch_size * (warmup_steps + steps))
   clock = harness.BatchClock()
   results = training.train_and_evaluate(config, dataset, callbacks=[clock],
                                         verbose=0)
   return {
       "images_per_second": clock.images_per_second(config.batch_size,
                                                    warmup_steps),
-      "steps_timed": len(clock.times) - max(1, warmup_steps),
+      "steps_timed": clock.steps_timed(warmup_steps),
+      "steps_per_loop": results["steps_per_loop"],
       "precision": results["precision"],
       "jit_compile": results["jit_compile"],
   }
@@ -110,7 +113,7 @@ def measure_recipe(dataset: ImageDataset, warmup_steps: int, steps: int,
                              verbose=0, callbacks=[clock])
   return {
       "images_per_second": clock.images_per_second(batch_size, warmup_steps),
-      "steps_timed": len(clock.times) - max(1, warmup_steps),
+      "steps_timed": clock.steps_timed(warmup_steps),
       "precision": "float32",
       "jit_compile": result["jit_compile"],
   }

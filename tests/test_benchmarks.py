@@ -99,8 +99,40 @@ def test_training_throughput_quick_as_a_script(tmp_path):
   assert len(fastcifar) == 1 and fastcifar[0]["fastcifar_default"]
   for record in records:
     assert record["images_per_second"] > 0
-    assert record["steps_timed"] == 2
+  assert recipe[0]["steps_timed"] == 2
+  # fastcifar's steps are timed in whole loops (Python hears of no other).
+  loop = fastcifar[0]["steps_per_loop"]
+  assert fastcifar[0]["steps_timed"] == loop >= 2
   assert records[0]["flags"]["steps"] == 2  # given flags beat --quick's
+
+
+def test_step_overhead_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  # The seed CNN at batch 64: loops of 64 steps on CPUs (512 at batch 8).
+  result = run_benchmark(
+      "benchmarks.step_overhead", "--quick", f"--output={output}",
+      "--cnn_batch_size=64")
+  records, _ = records_and_table(result, output)
+  rows = {(r["part"], r["system"], r["steps_per_loop_setting"], r["augment"]):
+          r for r in records}
+  assert set(rows) == {
+      ("tiny", "fastcifar", "1", True), ("tiny", "fastcifar", "auto", True),
+      ("tiny", "fastcifar", "auto", False), ("tiny", "keras_fit", "1", False),
+      ("tiny", "keras_fit", "64", False),
+      ("tiny", "bare_tf_function", "64", False),
+      ("seed_cnn", "fastcifar", "auto", False),
+      ("seed_cnn", "keras_fit", "64", False)}
+  for record in records:
+    assert record["milliseconds_per_step"] > 0
+    # Whole loops only: one of each after the warm-up, in quick mode.
+    assert record["steps_timed"] == record["steps_per_loop"]
+    assert record["images_per_second"] == pytest.approx(
+        1000 * record["batch_size"] / record["milliseconds_per_step"])
+  assert rows[("tiny", "fastcifar", "1", True)]["steps_per_loop"] == 1
+  if records[0]["device"] == "CPU":  # auto: 4,096 examples per loop
+    assert rows[("tiny", "fastcifar", "auto", True)]["steps_per_loop"] == 64
+  assert rows[("seed_cnn", "keras_fit", "64", False)][
+      "ratio_to_keras_best"] == 1
 
 
 def test_time_to_accuracy_quick(tmp_path):
@@ -161,7 +193,7 @@ def test_recipe_cli_as_a_script(tmp_path):
 def test_importing_the_benchmarks_defines_no_flags():
   # Flags come only with running a script, so scripts can import one another.
   for name in ("input_pipeline", "training_throughput", "time_to_accuracy",
-               "memory", "run_all", "recipe", "harness"):
+               "memory", "run_all", "recipe", "harness", "step_overhead"):
     importlib.import_module(f"benchmarks.{name}")
   defining = [module for module in flags.FLAGS.flags_by_module_dict()
               if "benchmarks" in module]
@@ -187,6 +219,25 @@ def test_sweep_covers_what_applies_default_first(device, bf16, capability,
   assert [(s.precision, s.jit_compile, s.default) for s in settings] == expected
 
 
+def test_batch_clock_counts_steps_not_calls():
+  clock = harness.BatchClock()
+  clock.on_epoch_begin(0)
+  for last_step, time in ((31, 10.0), (63, 11.0), (95, 12.0)):
+    clock.on_train_batch_end(last_step)  # loops of 32 steps
+    clock.times[-1] = time
+  clock.on_epoch_begin(1)
+  clock.on_train_batch_end(15)  # a second epoch's first loop of 16
+  clock.times[-1] = 12.5
+  assert clock.steps == [32, 64, 96, 112]
+  # Timing starts at the first call that ends the warm-up: step 64.
+  assert clock.steps_timed(warmup_steps=40) == 48
+  assert clock.seconds_per_step(warmup_steps=40) == pytest.approx(1.5 / 48)
+  assert clock.images_per_second(8, 40) == pytest.approx(8 * 48 / 1.5)
+  with pytest.raises(ValueError, match="need a call after"):
+    clock.steps_timed(warmup_steps=100)
+  assert harness.whole_calls(3, 65, 32) == (32, 96)
+
+
 def test_run_all_passes_the_common_flags_on():
   commands = run_all.commands(list(run_all.BENCHMARKS), quick=True,
                               data_dir="/data/x.tar.gz", dataset="cifar10",
@@ -208,6 +259,7 @@ def test_sweep_keeps_the_default_when_narrowed():
 def test_batch_clock_leaves_out_the_warmup():
   clock = harness.BatchClock()
   clock.times = [10.0, 10.5, 11.0, 11.5, 12.0]  # the first step compiled
+  clock.steps = [1, 2, 3, 4, 5]  # a call per step
   assert clock.images_per_second(batch_size=64, warmup_steps=2) == 3 * 64 / 1.5
   with pytest.raises(ValueError):
     clock.images_per_second(batch_size=64, warmup_steps=5)

@@ -163,6 +163,8 @@ def assert_one_line_error(result, *fragments: str) -> str:
     (["--weight_decay=-1"], ["--weight_decay=-1"]),
     (["--model=fast", "--optimizer=adam"], ["--learning_rate"]),
     (["--plateau_factor=2"], ["--plateau_factor=2"]),
+    (["--steps_per_loop=0"], ["--steps_per_loop=0", "at least 1, or auto"]),
+    (["--steps_per_loop=many"], ["--steps_per_loop=many", "auto"]),
 ])
 def test_bad_flags_get_one_line(args, fragments, capsys):
   # A small valid run first, so a flag that is wrongly accepted ends quickly;
