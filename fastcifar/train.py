@@ -163,7 +163,9 @@ _EXPORT = flags.DEFINE_boolean(
 _PROFILE_STEPS = flags.DEFINE_string(
     "profile_steps", "",
     "Profile training steps FIRST,LAST (e.g. 10,15) into the TensorBoard "
-    "logs. Empty: no profile.")
+    "logs; with --steps_per_loop above 1 they count loops, as Keras's "
+    "TensorBoard counts steps_per_execution calls (--steps_per_loop=1 "
+    "profiles single steps). Empty: no profile.")
 
 
 def profile_batches(steps: str) -> tuple[int, int] | int:

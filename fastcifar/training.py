@@ -4,7 +4,8 @@ The step is our own (`strategy.run`), because Keras 3's `fit` fails under
 `MultiWorkerMirroredStrategy` (keras-team/keras#20585); what users get from
 `fit` is kept: Keras callbacks and progress bar, a compiled model, `.keras`
 files. Inside the step, on the device: augmentation on uint8, the model's own
-cast and normalization, one-hot labels, the loss and the update.
+cast and normalization, one-hot labels, the loss and the update; the steps
+run in loops of `--steps_per_loop` on the device (`fastcifar.step_loop`).
 """
 
 from __future__ import annotations
