@@ -74,6 +74,12 @@ def measure_fastcifar(dataset: ImageDataset, config: training.Config,
     `precision` and `jit_compile`.
   """
   warmup_steps, steps = harness.whole_loops(config, warmup_steps, steps)
+  available = len(dataset.train_images) // config.batch_size
+  if warmup_steps + steps > available:
+    # Too few images for two loops of the default length: two shorter
+    # loops (the record's steps_per_loop says how long).
+    config = dataclasses.replace(config, steps_per_loop=max(1, available // 2))
+    warmup_steps, steps = harness.whole_loops(config, 1, 1)
   config = dataclasses.replace(
       config, epochs=1,
       train_examples=config.batch_size * (warmup_steps + steps))
@@ -193,10 +199,14 @@ def main(argv):
   warmup_steps = harness.setting("warmup_steps", 3)
   steps = harness.setting("steps", 8)
   repeats = harness.setting("repeats", 1)
-  # Synthetic data is generated only as large as the largest run needs.
-  largest = max(training.recipe(m, batch_size=FLAGS.batch_size).batch_size
-                for m in FLAGS.models)
-  needed = max(largest, RECIPE_BATCH_SIZE) * (warmup_steps + steps)
+  # Synthetic data is generated only as large as the largest run needs:
+  # fastcifar's in whole loops.
+  configs = [training.recipe(m, batch_size=FLAGS.batch_size)
+             for m in FLAGS.models]
+  needed = max(RECIPE_BATCH_SIZE * (warmup_steps + steps),
+               *(c.batch_size * sum(harness.whole_loops(c, warmup_steps,
+                                                         steps))
+                 for c in configs))
   dataset, _ = harness.load_data(
       FLAGS.dataset, FLAGS.data_dir,
       train_examples=0 if FLAGS.data_dir else needed,
