@@ -17,7 +17,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from fastcifar import distribute
+from fastcifar import distribute, stopping
 from fastcifar.errors import UsageError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -101,7 +101,10 @@ class RunCheckpoint:
     self._history.assign(json.dumps(history))
     self._control_states.assign(json.dumps([c.state() for c in self._controls]))
     try:
-      self._manager.save(checkpoint_number=epochs_completed)
+      # A stop request waits for the save's end: TensorFlow's saver calls
+      # back into Python, where a KeyboardInterrupt would be swallowed.
+      with stopping.deferred():
+        self._manager.save(checkpoint_number=epochs_completed)
     except distribute.LOST_PEER_ERRORS:
       raise  # a lost worker, not a full disk: the entry point says which
     except (OSError, tf.errors.OpError) as e:

@@ -17,6 +17,7 @@ worker) end it the same way, with `exit_now`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,6 +60,30 @@ def exit_now(line: str, status: int) -> NoReturn:
     os._exit(status)  # pylint: disable=protected-access
 
 
+@contextlib.contextmanager
+def deferred():
+  """Holds a stop request's KeyboardInterrupt until the block has ended.
+
+  For blocks in which TensorFlow calls back from C++ into Python (a
+  checkpoint's save): an exception raised in such a callback is printed
+  and swallowed, the run goes on, and only the watchdog ends it. Without
+  an active `StopOnSignal`, or off the main thread, it does nothing.
+  """
+  active = _active
+  if (active is None
+      or threading.current_thread() is not threading.main_thread()):
+    yield
+    return
+  active.deferring += 1
+  try:
+    yield
+  finally:
+    active.deferring -= 1
+    if not active.deferring and active.pending:
+      active.pending = False
+      raise KeyboardInterrupt
+
+
 class StopOnSignal:
   """Context manager: SIGTERM and SIGINT stop the process within seconds.
 
@@ -87,6 +112,8 @@ class StopOnSignal:
     self._status = status
     self.requested = False
     self.said = False
+    self.deferring = 0  # inside `deferred()` blocks
+    self.pending = False  # a stop request those blocks held
     self._reader = self._writer = None
     self._thread = None
     self._previous = {}
@@ -132,6 +159,9 @@ class StopOnSignal:
     """The Python-level handler: runs when the main thread can stop."""
     del signum, frame
     self.requested = True
+    if self.deferring:
+      self.pending = True
+      return
     raise KeyboardInterrupt
 
   def _watch(self) -> None:
