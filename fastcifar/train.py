@@ -56,7 +56,8 @@ _OPTIMIZER = flags.DEFINE_enum(
     "optimizer", None, optimizers.OPTIMIZERS,
     "Keras's Adam, AdamW, SGD with momentum, SGD with Nesterov momentum, "
     "RMSprop, or airbench94's PyTorch-style Nesterov SGD with lookahead. "
-    "Default: the model's (seed adam, fast airbench).")
+    "Default: the model's (seed adam, or rmsprop under --epochs=auto; fast "
+    "airbench).")
 _LR_SCHEDULE = flags.DEFINE_enum(
     "lr_schedule", None, optimizers.SCHEDULES,
     "cosine: decay to 0 along a cosine (Keras CosineDecay). constant. step: "

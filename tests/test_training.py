@@ -565,12 +565,16 @@ def test_auto_defaults_to_a_5000_example_split_checked_every_epoch():
   plateau.validate()
 
 
-def test_the_seed_recipe_decays_on_plateaus_under_auto_unless_told():
+def test_the_seed_recipe_uses_rmsprop_on_plateaus_under_auto_unless_told():
   # Its cosine decay would span --max_epochs, hardly decaying before a stop.
   assert training.recipe("seed").lr_schedule == "cosine"
-  assert training.recipe("seed", epochs="auto").lr_schedule == "plateau"
-  assert training.recipe("seed", epochs="auto",
-                         lr_schedule="cosine").lr_schedule == "cosine"
+  auto = training.recipe("seed", epochs="auto")
+  assert (auto.optimizer, auto.lr_schedule, auto.learning_rate) == (
+      "rmsprop", "plateau", 1e-3)
+  told = training.recipe("seed", epochs="auto", optimizer="adam",
+                         lr_schedule="cosine")
+  assert (told.optimizer, told.lr_schedule, told.learning_rate) == (
+      "adam", "cosine", 2e-3)
   assert training.recipe("fast", epochs="auto").lr_schedule == "onecycle"
   training.recipe("seed", epochs="auto").validate()
 
