@@ -170,7 +170,7 @@ def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
       config = training.recipe(
           "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
           validation_examples=128, batch_size=64, precision="float32",
-          eval_batch_size=64)
+          eval_batch_size=64, optimizer="adam", lr_schedule="cosine")
       results = training.train_and_evaluate(config, data, sys.argv[1],
                                             strategy=strategy, verbose=0)
       print(json.dumps([results[k] for k in (

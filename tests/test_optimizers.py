@@ -196,7 +196,8 @@ def test_recipes_keep_their_optimizers_and_auto_spans_max_epochs():
   assert isinstance(seed, keras.optimizers.Adam)
   assert seed._learning_rate.get_config()["decay_steps"] == 200
   auto = training.make_optimizer(
-      training.recipe("seed", epochs="auto", max_epochs=30), 10)
+      training.recipe("seed", epochs="auto", max_epochs=30,
+                      lr_schedule="cosine"), 10)
   assert auto._learning_rate.get_config()["decay_steps"] == 300
   fast = training.make_optimizer(training.recipe("fast"), 48)
   assert isinstance(fast, optimizers.LookaheadSGD)
