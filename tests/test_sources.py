@@ -462,8 +462,11 @@ def test_image_folder_tar_is_decoded_as_it_streams(tmp_path, monkeypatch):
   # 50, at 1.65x (the rest: names and places, the chunk, tarfile's buffers).
   monkeypatch.setattr(image_folder, "_CHUNK", 50)
   root = tmp_path / "noise"
+  # Enough images that the loader's fixed costs (and any other thread's
+  # allocations, which tracemalloc also counts) stay small beside the data:
+  # at 250 images a CI run once peaked at 2.13x.
   expected = write_image_folder(str(root), classes=("a", "b"),
-                                per_class=(200, 50))
+                                per_class=(800, 200))
   archive = tar_gz(str(root), str(tmp_path / "noise.tar.gz"))
   sources.load_path(archive)  # TensorFlow's one-off allocations happen here
   tracemalloc.start()
@@ -474,7 +477,7 @@ def test_image_folder_tar_is_decoded_as_it_streams(tmp_path, monkeypatch):
     tracemalloc.stop()
   _assert_arrays(data, (*expected["train"], *expected["test"]))
   decoded = data.train_images.nbytes + data.test_images.nbytes
-  assert peak < 2.0 * decoded
+  assert peak < 2.0 * decoded, peak / decoded
 
 
 def test_image_folder_with_jpegs(tmp_path):
