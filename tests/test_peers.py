@@ -85,12 +85,16 @@ def test_trains_and_reports_one_json_record(torch_python, tmp_path):
     assert record[field], field
 
 
-def test_augmentation_is_a_flip_and_a_reflected_shift(torch_python,
-                                                      tmp_path):
-  # Every augmented image must be one of the 2 x 5 x 5 flips and shifts of
-  # its own image (reflection padded), and more than one must occur.
+@pytest.fixture(scope="module")
+def helper_outputs(torch_python, tmp_path_factory) -> dict[str, np.ndarray]:
+  """The script's augmentation and channel statistics on seeded images.
+
+  One process for both: each spends seconds importing torch.
+  """
+  folder = tmp_path_factory.mktemp("peer")
   images = np.random.default_rng(0).integers(0, 256, (64, 8, 9, 3), np.uint8)
-  np.save(tmp_path / "images.npy", images)
+  images[:, :, :, 2] //= 4  # channels with different statistics
+  np.save(folder / "images.npy", images)
   code = textwrap.dedent(f"""
       import sys
       import numpy as np
@@ -98,13 +102,23 @@ def test_augmentation_is_a_flip_and_a_reflected_shift(torch_python,
       sys.path.insert(0, {os.path.dirname(SCRIPT)!r})
       import pytorch_seed_cnn as peer
       torch.manual_seed(0)
-      images = torch.from_numpy(np.load({str(tmp_path / 'images.npy')!r}))
-      np.save({str(tmp_path / 'out.npy')!r},
-              peer.flip_and_translate(images).numpy())
+      images = np.load({str(folder / 'images.npy')!r})
+      mean, std = peer.channel_stats(images, chunk=5)
+      np.savez({str(folder / 'out.npz')!r},
+               augmented=peer.flip_and_translate(
+                   torch.from_numpy(images)).numpy(),
+               mean=mean.numpy(), std=std.numpy())
   """)
   result = run(torch_python, "-c", code)
   assert result.returncode == 0, result.stderr[-3000:]
-  augmented = np.load(tmp_path / "out.npy")
+  with np.load(folder / "out.npz") as out:
+    return {"images": images, **out}
+
+
+def test_augmentation_is_a_flip_and_a_reflected_shift(helper_outputs):
+  # Every augmented image must be one of the 2 x 5 x 5 flips and shifts of
+  # its own image (reflection padded), and more than one must occur.
+  images, augmented = helper_outputs["images"], helper_outputs["augmented"]
   assert augmented.shape == images.shape and augmented.dtype == np.uint8
   seen = set()
   for image, out in zip(images, augmented):
@@ -116,6 +130,15 @@ def test_augmentation_is_a_flip_and_a_reflected_shift(torch_python,
     assert matches, "not a flip and shift of its image"
     seen.add(matches[0])
   assert len(seen) > 10
+
+
+def test_channel_stats_in_chunks_equal_numpy_over_all(helper_outputs):
+  pixels = helper_outputs["images"].reshape(-1, 3).astype(np.float64)
+  assert helper_outputs["mean"].shape == (1, 3, 1, 1)
+  np.testing.assert_allclose(helper_outputs["mean"].ravel(), pixels.mean(0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(helper_outputs["std"].ravel(), pixels.std(0),
+                             rtol=1e-5)
 
 
 # Two cases only: each process spends seconds importing torch.

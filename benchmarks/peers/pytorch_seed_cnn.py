@@ -122,10 +122,12 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
       if missing:
         raise UsageError(f"{path}: no '{missing[0]}' array; {fix}")
       arrays = {k: npz[k] for k in NPZ_KEYS}
-      labels = np.concatenate([arrays["train_labels"].ravel(),
-                               arrays["test_labels"].ravel()])
-      arrays["class_names"] = (npz["class_names"] if "class_names" in
-                               npz.files else np.arange(labels.max() + 1))
+      # Files from tools/prepare_data.py have class names; others get one
+      # class per label up to the largest.
+      arrays["class_names"] = (
+          npz["class_names"] if "class_names" in npz.files else
+          np.arange(max(arrays["train_labels"].max(initial=0),
+                        arrays["test_labels"].max(initial=0)) + 1))
   except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
     raise UsageError(f"{path}: unreadable ({e}); {fix}") from e
   for split in ("train", "test"):
@@ -133,9 +135,15 @@ def load_npz(path: str) -> dict[str, np.ndarray]:
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
       raise UsageError(f"{path}: {split}_images are {images.dtype} "
                        f"{images.shape}, expected uint8 (N, H, W, 3); {fix}")
-    if len(images) != arrays[f"{split}_labels"].size:
-      raise UsageError(f"{path}: {split} images and labels differ in "
-                       f"number; {fix}")
+    labels = arrays[f"{split}_labels"]
+    if not len(images) or len(images) != labels.size:
+      raise UsageError(f"{path}: {len(images)} {split} images and "
+                       f"{labels.size} labels; {fix}")
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise UsageError(f"{path}: {split}_labels are {labels.dtype}, "
+                       f"expected integers; {fix}")
+  labels = np.concatenate([arrays["train_labels"].ravel(),
+                           arrays["test_labels"].ravel()])
   if (labels.min() < 0 or labels.max() >= len(arrays["class_names"])
       or arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]):
     raise UsageError(f"{path}: labels out of range or train and test images "
@@ -244,7 +252,8 @@ def channel_stats(images: np.ndarray, chunk: int = 1000
     sums += (pixels.sum(0), np.square(pixels).sum(0))
   count = images.size // images.shape[-1]
   mean = sums[0] / count
-  std = np.sqrt(np.maximum(sums[1] / count - np.square(mean), 0))
+  # A floor, as fastcifar's: a constant channel divides 0 by it, not by 0.
+  std = np.sqrt(np.maximum(sums[1] / count - np.square(mean), 1e-12))
   return tuple(torch.tensor(s, dtype=torch.float32).view(1, -1, 1, 1)
                for s in (mean, std))
 
