@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Callable, Iterable, Sequence
 
@@ -24,6 +30,7 @@ from benchmarks import environment
 from fastcifar import input_pipeline, policy, quiet, sources, step_loop
 
 FLAGS = flags.FLAGS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Names of the flags the running script defined, for every record, and the
 # values `--quick` put in force for some of them.
@@ -360,6 +367,145 @@ class Report:
     print(f"\n### {title}{quick}\n\n{env['device']}: {where}; TensorFlow "
           f"{env['tensorflow_version']}, Keras {env['keras_version']}\n")
     print(environment.markdown_table(self.rows, columns), flush=True)
+
+
+# --- Child processes ---------------------------------------------------------
+# For the benchmarks that run whole programs, each in a process of its own,
+# started from the command line users type.
+
+
+def child_data(workdir: str, dataset: str, data_dir: str | None,
+               train_examples: int, test_examples: int, seed: int
+               ) -> tuple[str, int | None, int | None]:
+  """The data every child reads, as `--data_dir`.
+
+  When the data is synthetic or sliced, it is written once to a temporary
+  `.npz` that every child loads, so all read the same bytes the same way. A
+  slice is `slice_dataset`'s, which picks what `fastcifar.train
+  --train_examples=N --seed=S` picks from the whole split.
+
+  Args:
+    workdir: where the `.npz` goes (a temporary folder of the caller's).
+    dataset, data_dir: the data, as the command-line programs take it.
+    train_examples, test_examples: sizes of the slices; 0 keeps a split whole.
+    seed: the synthetic data and the slices.
+
+  Returns:
+    `(data_dir, num_train, num_test)`; the sizes are None when the children
+    read all of `data_dir` itself.
+  """
+  if data_dir and not train_examples and not test_examples:
+    return data_dir, None, None  # all of it, as the programs load it
+  data, _ = load_data(dataset, data_dir, train_examples, test_examples, seed)
+  path = sources.prepared_path(workdir, data.name)
+  sources.save_prepared(data, path)
+  return path, len(data.train_images), len(data.test_images)
+
+
+def configurations(settings: list[Setting], dataset: str, data_dir: str,
+                   epochs: int, seed: int, train_examples: int = 0
+                   ) -> list[tuple[str, Setting | None, list[str]]]:
+  """fastcifar's and the recipe's training runs, as users type them.
+
+  Args:
+    settings: fastcifar's precision x XLA settings (`sweep`).
+    dataset, data_dir: the data, as the command-line programs take it.
+    epochs: epochs each training run trains.
+    seed: fastcifar's seed.
+    train_examples: fastcifar's `--train_examples`; 0: not given.
+
+  Returns:
+    `(name, setting, rss_probe arguments)`: fastcifar per setting, then the
+    recipe (which takes neither a seed nor a slice).
+  """
+  data = [f"--dataset={dataset}", f"--data_dir={data_dir}"]
+  sliced = [f"--train_examples={train_examples}"] if train_examples else []
+  runs = []
+  for s in settings:
+    precision, jit = (("auto", "auto") if s.default
+                      else (s.precision, str(s.jit_compile).lower()))
+    runs.append(("fastcifar", s, [
+        "-m", "fastcifar.train", *data, f"--epochs={epochs}", *sliced,
+        f"--precision={precision}", f"--jit_compile={jit}", f"--seed={seed}"]))
+  runs.append(("recipe", None, ["-m", "benchmarks.recipe", *data,
+                                f"--epochs={epochs}"]))
+  return runs
+
+
+def gnu_time() -> str | None:
+  """The path of GNU time if it is installed (it takes `-f` and `-o`)."""
+  path = shutil.which("time")  # the program: a shell's `time` is a keyword
+  if not path:
+    return None
+  try:
+    probe = subprocess.run([path, "-f", "%M", "true"], capture_output=True,
+                           timeout=10, check=False)
+  except (OSError, subprocess.TimeoutExpired):
+    return None
+  words = probe.stderr.decode(errors="replace").split()
+  gnu = probe.returncode == 0 and words and words[-1].isdigit()
+  return path if gnu else None  # BSD time has no -f
+
+
+def run_child(probe_args: list[str], workdir: str, timeout: float,
+              time_path: str | None = None) -> dict:
+  """Runs one program in a child process: its wall time and peak RSS.
+
+  The child is `python -m benchmarks.rss_probe`, which runs the program in
+  its own process and writes that process's peak as it ends; `seconds` is
+  the child's whole life as this process sees it, from before its start to
+  after its exit (start-up and imports included).
+
+  Args:
+    probe_args: what follows `python -m benchmarks.rss_probe OUT.json`.
+    workdir: where the child's report and log go.
+    timeout: seconds before the child is killed.
+    time_path: GNU time, to run the child under `time -f %M` too; None: not.
+
+  Returns:
+    `peak_rss_bytes` (None if the child wrote none), `rss_source`,
+    `time_maxrss_bytes` (GNU time's `%M`; None without it), `exit_code`,
+    `seconds`, and `log` (the tail of its output on failure).
+  """
+  fd, report_path = tempfile.mkstemp(suffix=".json", dir=workdir)
+  os.close(fd)
+  log_path = report_path[:-len(".json")] + ".log"
+  maxrss_path = report_path[:-len(".json")] + ".maxrss"
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  command = [sys.executable, "-m", "benchmarks.rss_probe", report_path,
+             *probe_args]
+  if time_path:
+    command = [time_path, "-f", "%M", "-o", maxrss_path, *command]
+  start = time.perf_counter()
+  with open(log_path, "w") as log:
+    try:
+      exit_code = subprocess.run(
+          command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+          timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired:
+      exit_code = None
+  seconds = time.perf_counter() - start
+  try:
+    with open(report_path) as f:
+      probe = json.load(f)
+  except (OSError, ValueError):
+    probe = {}
+  time_maxrss = None
+  try:
+    with open(maxrss_path) as f:  # GNU time's last line: %M, in KiB
+      time_maxrss = int(f.read().split()[-1]) * 1024
+  except (OSError, ValueError, IndexError):
+    pass
+  result = {"peak_rss_bytes": probe.get("peak_rss_bytes"),
+            "rss_source": probe.get("source"),
+            "time_maxrss_bytes": time_maxrss, "exit_code": exit_code,
+            "seconds": seconds}
+  if exit_code != 0:
+    with open(log_path, errors="replace") as f:
+      result["log"] = f.read()[-3000:]
+  return result
 
 
 def define_sweep_flags() -> None:

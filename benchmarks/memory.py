@@ -34,13 +34,9 @@ memory is not part of it.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
 import tempfile
-import time
 
 if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
@@ -53,10 +49,8 @@ if __name__ == "__main__":
 from absl import flags  # pylint: disable=g-import-not-at-top
 
 from benchmarks import harness
-from fastcifar import sources
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The floor: what any run holds before training, the data included.
 LOAD_ONLY = ("import sys, keras, tensorflow\n"
@@ -78,88 +72,8 @@ def configurations(settings: list[harness.Setting], dataset: str,
   Returns:
     load_only, then fastcifar per setting, then the recipe.
   """
-  data = [f"--dataset={dataset}", f"--data_dir={data_dir}"]
-  runs = [("load_only", None, ["-c", LOAD_ONLY, dataset, data_dir])]
-  for s in settings:
-    precision, jit = (("auto", "auto") if s.default
-                      else (s.precision, str(s.jit_compile).lower()))
-    runs.append(("fastcifar", s, [
-        "-m", "fastcifar.train", *data, f"--epochs={epochs}",
-        f"--precision={precision}", f"--jit_compile={jit}", f"--seed={seed}"]))
-  runs.append(("recipe", None, ["-m", "benchmarks.recipe", *data,
-                                f"--epochs={epochs}"]))
-  return runs
-
-
-def gnu_time() -> str | None:
-  """The path of GNU time if it is installed (it takes `-f` and `-o`)."""
-  path = shutil.which("time")  # the program: a shell's `time` is a keyword
-  if not path:
-    return None
-  try:
-    probe = subprocess.run([path, "-f", "%M", "true"], capture_output=True,
-                           timeout=10, check=False)
-  except (OSError, subprocess.TimeoutExpired):
-    return None
-  words = probe.stderr.decode(errors="replace").split()
-  gnu = probe.returncode == 0 and words and words[-1].isdigit()
-  return path if gnu else None  # BSD time has no -f
-
-
-def peak_rss_of(probe_args: list[str], workdir: str, timeout: float,
-                time_path: str | None = None) -> dict:
-  """Runs one configuration in a child process and reads its peak RSS.
-
-  Args:
-    probe_args: what follows `python -m benchmarks.rss_probe OUT.json`.
-    workdir: where the child's report and log go.
-    timeout: seconds before the child is killed.
-    time_path: GNU time, to run the child under `time -f %M` too; None: not.
-
-  Returns:
-    `peak_rss_bytes` (None if the child wrote none), `rss_source`,
-    `time_maxrss_bytes` (GNU time's `%M`; None without it), `exit_code`,
-    `seconds`, and `log` (the tail of its output on failure).
-  """
-  fd, report_path = tempfile.mkstemp(suffix=".json", dir=workdir)
-  os.close(fd)
-  log_path = report_path[:-len(".json")] + ".log"
-  maxrss_path = report_path[:-len(".json")] + ".maxrss"
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (ROOT, env.get("PYTHONPATH")) if p)
-  command = [sys.executable, "-m", "benchmarks.rss_probe", report_path,
-             *probe_args]
-  if time_path:
-    command = [time_path, "-f", "%M", "-o", maxrss_path, *command]
-  start = time.perf_counter()
-  with open(log_path, "w") as log:
-    try:
-      exit_code = subprocess.run(
-          command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-          timeout=timeout, check=False).returncode
-    except subprocess.TimeoutExpired:
-      exit_code = None
-  seconds = time.perf_counter() - start
-  try:
-    with open(report_path) as f:
-      probe = json.load(f)
-  except (OSError, ValueError):
-    probe = {}
-  time_maxrss = None
-  try:
-    with open(maxrss_path) as f:  # GNU time's last line: %M, in KiB
-      time_maxrss = int(f.read().split()[-1]) * 1024
-  except (OSError, ValueError, IndexError):
-    pass
-  result = {"peak_rss_bytes": probe.get("peak_rss_bytes"),
-            "rss_source": probe.get("source"),
-            "time_maxrss_bytes": time_maxrss, "exit_code": exit_code,
-            "seconds": seconds}
-  if exit_code != 0:
-    with open(log_path, errors="replace") as f:
-      result["log"] = f.read()[-3000:]
-  return result
+  return [("load_only", None, ["-c", LOAD_ONLY, dataset, data_dir]),
+          *harness.configurations(settings, dataset, data_dir, epochs, seed)]
 
 
 def define_flags() -> None:
@@ -182,22 +96,15 @@ def main(argv):
   settings = harness.sweep(FLAGS.precisions, FLAGS.jit_compile)
   failures = 0
   with tempfile.TemporaryDirectory(prefix="fastcifar-memory-") as workdir:
-    dataset_name, data_dir = FLAGS.dataset, FLAGS.data_dir
-    if not data_dir or train_examples or test_examples:
-      data, _ = harness.load_data(FLAGS.dataset, FLAGS.data_dir,
-                                  train_examples, test_examples, FLAGS.seed)
-      data_dir = sources.prepared_path(workdir, data.name)
-      sources.save_prepared(data, data_dir)
-      num_train, num_test = len(data.train_images), len(data.test_images)
-      del data  # this process's memory is not measured, but keep it small
-    else:
-      num_train = num_test = None  # all of --data_dir, as the programs load it
-
+    data_dir, num_train, num_test = harness.child_data(
+        workdir, FLAGS.dataset, FLAGS.data_dir, train_examples, test_examples,
+        FLAGS.seed)
     runs = []
-    time_path = gnu_time()
+    time_path = harness.gnu_time()
     for name, setting, probe_args in configurations(
-        settings, dataset_name, data_dir, FLAGS.epochs, FLAGS.seed):
-      measured = peak_rss_of(probe_args, workdir, FLAGS.timeout, time_path)
+        settings, FLAGS.dataset, data_dir, FLAGS.epochs, FLAGS.seed):
+      measured = harness.run_child(probe_args, workdir, FLAGS.timeout,
+                                   time_path)
       if measured["exit_code"] != 0 or measured["peak_rss_bytes"] is None:
         failures += 1
         print(f"memory: {name} failed (exit {measured['exit_code']}):\n"

@@ -33,7 +33,7 @@ FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Shortest first, so a broken set-up shows early.
 BENCHMARKS = ("input_pipeline", "training_throughput", "step_overhead",
-              "memory", "time_to_accuracy")
+              "epoch_cost", "memory", "time_to_accuracy")
 
 
 def commands(names: list[str], quick: bool, data_dir: str | None,

@@ -19,7 +19,7 @@ from absl import flags
 import numpy as np
 import pytest
 
-from benchmarks import (harness, memory, rss_probe, run_all,
+from benchmarks import (epoch_cost, harness, rss_probe, run_all,
                         time_to_accuracy)
 from fastcifar import sources
 
@@ -164,12 +164,42 @@ def test_memory_quick_as_a_script(tmp_path):
   for record in records:
     assert record["exit_code"] == 0
     assert record["peak_rss_bytes"] > 100 * 2**20  # TensorFlow alone is more
-    if memory.gnu_time():  # the same process's peak, by the kernel both ways
+    if harness.gnu_time():  # the same process's peak, by the kernel both ways
       assert record["time_maxrss_bytes"] == pytest.approx(
           record["peak_rss_bytes"], rel=0.05)
   assert records[1]["fastcifar_default"]
   assert records[2]["ratio_to_recipe"] == 1.0
   assert "--precision=auto" in records[1]["command"]
+
+
+def test_epoch_cost_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks.epoch_cost", "--quick", f"--output={output}",
+      "--train_examples=256", "--test_examples=100")
+  records, _ = records_and_table(result, output)
+  assert [r["side"] for r in records] == ["recipe", "fastcifar"]
+  recipe, fastcifar = records
+  # Alternated: recipe 1, fastcifar 1, recipe 4, fastcifar 4.
+  assert [(r["order"], r["epochs"]) for r in recipe["runs"]] == [(0, 1), (2, 4)]
+  assert [(r["order"], r["epochs"]) for r in fastcifar["runs"]] == [
+      (1, 1), (3, 4)]
+  for record in records:
+    assert record["num_train_examples"] == 256
+    assert record["num_test_examples"] == 100
+    short, long = record["runs"]
+    assert record["t1_seconds"] == short["seconds"] > 0
+    assert record["t4_seconds"] == long["seconds"] > 0
+    assert record["per_epoch_seconds"] == pytest.approx(
+        (long["seconds"] - short["seconds"]) / 3)
+    for run in record["runs"]:
+      assert run["exit_code"] == 0
+      assert run["peak_rss_bytes"] > 100 * 2**20  # TensorFlow alone is more
+  # fastcifar as users type it: its slice flag, its defaults.
+  assert {"-m", "fastcifar.train", "--epochs=N", "--train_examples=256",
+          "--precision=auto", "--jit_compile=auto"} <= set(
+              fastcifar["command"])
+  assert fastcifar["target_ratio"] == 0.4 and recipe["precision"] == "float32"
 
 
 def test_recipe_cli_as_a_script(tmp_path):
@@ -193,7 +223,8 @@ def test_recipe_cli_as_a_script(tmp_path):
 def test_importing_the_benchmarks_defines_no_flags():
   # Flags come only with running a script, so scripts can import one another.
   for name in ("input_pipeline", "training_throughput", "time_to_accuracy",
-               "memory", "run_all", "recipe", "harness", "step_overhead"):
+               "memory", "run_all", "recipe", "harness", "step_overhead",
+               "epoch_cost"):
     importlib.import_module(f"benchmarks.{name}")
   defining = [module for module in flags.FLAGS.flags_by_module_dict()
               if "benchmarks" in module]
@@ -263,6 +294,27 @@ def test_batch_clock_leaves_out_the_warmup():
   assert clock.images_per_second(batch_size=64, warmup_steps=2) == 3 * 64 / 1.5
   with pytest.raises(ValueError):
     clock.images_per_second(batch_size=64, warmup_steps=5)
+
+
+def test_epoch_cost_alternates_and_takes_medians():
+  assert epoch_cost.schedule(2) == [
+      (0, 1, "recipe"), (0, 1, "fastcifar"), (0, 4, "recipe"),
+      (0, 4, "fastcifar"), (1, 1, "recipe"), (1, 1, "fastcifar"),
+      (1, 4, "recipe"), (1, 4, "fastcifar")]
+  runs = [{"round": r, "epochs": n, "seconds": s, "peak_rss_bytes": p,
+           "exit_code": 0}
+          for r, n, s, p in ((0, 1, 20.0, 2**30), (0, 4, 41.0, 2**31),
+                             (1, 1, 22.0, 2**30), (1, 4, 49.0, 2**30),
+                             (2, 1, 30.0, 2**29), (2, 4, 45.0, 2**30))]
+  summary = epoch_cost.summarize(runs)
+  assert (summary["t1_seconds"], summary["t4_seconds"]) == (22.0, 45.0)
+  assert summary["per_epoch_seconds"] == pytest.approx(23 / 3)
+  assert summary["per_epoch_seconds_by_round"] == pytest.approx(
+      [7.0, 9.0, 5.0])
+  assert (summary["t1_peak_rss_mb"], summary["t4_peak_rss_mb"]) == (
+      1024, 2048)
+  runs[3]["exit_code"] = 1  # a failed run: no figure rather than a wrong one
+  assert epoch_cost.summarize(runs)["per_epoch_seconds"] is None
 
 
 def test_first_reaching():
