@@ -132,3 +132,49 @@ def test_conv3x3_takes_the_matmul_gradient_only_on_cpus(
 
   graph = kernel_gradient.get_concrete_function(images).graph
   assert kernel_gradient_op in {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize("rate", [0.25, 0.5, 0.3])
+def test_dropout_drops_at_its_rate_and_scales_the_rest(rate):
+  layer = fast_layers.Dropout(rate, seed=1, dtype="mixed_bfloat16")
+  x = tf.ones([64, 15, 15, 32], tf.bfloat16)
+  out = layer(x, training=True).numpy().astype(np.float32)
+  assert out.dtype == np.float32 and out.shape == x.shape
+  threshold, levels = fast_layers.byte_threshold(rate)
+  assert abs(threshold / levels - rate) <= 0.5 / levels
+  dropped = (out == 0).mean()
+  assert abs(dropped - rate) < 0.01  # 460,800 draws
+  kept = out[out != 0]
+  np.testing.assert_allclose(kept, levels / (levels - threshold), rtol=4e-3)
+  # The scale keeps the mean: E[out] = 1.
+  assert abs(out.mean() - 1.0) < 0.02
+  np.testing.assert_array_equal(layer(x, training=False), x)
+
+
+def test_dropout_masks_differ_per_call_and_gradients_follow_the_mask():
+  layer = fast_layers.Dropout(0.5, seed=3)
+  x = tf.random.stateless_normal([8, 100], [0, 1])
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    out = layer(x, training=True)
+  grad = tape.gradient(out, x).numpy()
+  np.testing.assert_array_equal(grad, np.where(out.numpy() != 0, 2.0, 0.0))
+  assert not np.array_equal(layer(x, training=True) != 0, out.numpy() != 0)
+
+
+def test_dropout_mask_is_the_same_with_and_without_xla():
+  x = tf.random.stateless_normal([4, 7, 7, 8], [0, 2])
+  seed = tf.constant([5, 6], tf.int32)
+  compiled = fast_layers._byte_dropout(x, seed, 0.25)
+  plain = fast_layers._byte_dropout.python_function(x, seed, 0.25)
+  np.testing.assert_array_equal(compiled, plain)
+
+
+def test_dropout_saves_and_loads_as_itself(tmp_path):
+  model = keras.Sequential([keras.Input((4,)), fast_layers.Dropout(0.25),
+                            keras.layers.Dense(2)])
+  path = str(tmp_path / "m.keras")
+  model.save(path)
+  loaded = keras.models.load_model(path)
+  assert isinstance(loaded.layers[0], fast_layers.Dropout)
+  assert loaded.layers[0].rate == 0.25
