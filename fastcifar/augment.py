@@ -13,6 +13,9 @@ import tensorflow as tf
 # 2**32 so that no int64 product overflows).
 _MIX = (0x85EBCA6B, 0xC2B2AE35)
 _MASK = 0x7FFFFFFF
+# Philox by name, not the device's choice: the same draws with XLA (which
+# the training step compiles this with) and without.
+_ALG = "philox"
 # CIFAR's 32 pixels: the shifts below (airbench's 2 px translation, 1 px
 # test-time views) are for that side and scale with an image's own.
 REFERENCE_SIDE = 32
@@ -79,7 +82,7 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   height, width = images.shape[1], images.shape[2]
   seeds = tf.random.experimental.stateless_split(seed, 3)
   if epoch is None:
-    flip = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+    flip = tf.random.stateless_uniform([batch], seeds[0], alg=_ALG) < 0.5
   else:
     odd = tf.math.floormod(tf.cast(epoch, tf.int64), 2) == 1
     flip = tf.not_equal(image_coins(images, seed[0]), odd)
@@ -92,9 +95,9 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   padded = tf.pad(images, [[0, 0], [shift_y] * 2, [shift_x] * 2, [0, 0]],
                   mode="REFLECT")
   dy = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * shift_y + 1,
-                                   dtype=tf.int32)
+                                   dtype=tf.int32, alg=_ALG)
   dx = tf.random.stateless_uniform([batch], seeds[2], 0, 2 * shift_x + 1,
-                                   dtype=tf.int32)
+                                   dtype=tf.int32, alg=_ALG)
   rows = dy[:, None] + tf.range(height)[None, :]
   cols = dx[:, None] + tf.range(width)[None, :]
   images = tf.gather(padded, rows, axis=1, batch_dims=1)
