@@ -68,7 +68,8 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     num_classes: for the on-device one-hot.
     jit_compile: compile the step with XLA: all of it where the strategy
       allows (`distribute.compiles_update`), else all but the update.
-      Either way the augmentation is compiled.
+      Either way the elementwise pieces are compiled: the augmentation,
+      and the update where the strategy allows.
     steps_per_epoch: for the epoch number that alternating flips need.
 
   Returns:
@@ -104,6 +105,14 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     # compiles the forward and backward pass, the update runs outside.
     gradients = tf.function(gradients, jit_compile=True)
 
+  def update(grads):
+    optimizers.apply_and_count(optimizer, grads, model.trainable_variables)
+
+  if not whole_step and distribute.compiles_update(strategy):
+    # The update is a dozen elementwise passes over every variable; XLA fuses
+    # them into one (whatever --jit_compile says, as for the augmentation).
+    update = tf.function(update, jit_compile=True)
+
   def replica_step(images, labels):
     replica = tf.distribute.get_replica_context().replica_id_in_sync_group
     step_seed = tf.stack([
@@ -112,7 +121,7 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
             replica, tf.int64)])
     epoch = tf.cast(optimizer.iterations, tf.int64) // steps_per_epoch
     grads, loss_sum, correct = gradients(images, labels, step_seed, epoch)
-    optimizers.apply_and_count(optimizer, grads, model.trainable_variables)
+    update(grads)
     return loss_sum, correct
 
   if whole_step:
