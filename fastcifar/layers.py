@@ -131,56 +131,6 @@ class GELU(layers.Layer):
     return input_shape
 
 
-def byte_threshold(rate: float) -> tuple[int, int]:
-  """`(threshold, levels)`: drop a unit when its random draw is below threshold.
-
-  One random byte per unit when `rate` is a whole number of 256ths (the seed
-  CNN's 0.25 and 0.5: exactly), else 16 bits (within 1/131,072 of `rate`).
-  """
-  levels = 256 if float(rate * 256).is_integer() else 65536
-  return round(rate * levels), levels
-
-
-@tf.function(jit_compile=True)
-def _byte_dropout(inputs, seed, rate):
-  threshold, levels = byte_threshold(rate)
-  size = tf.size(inputs)
-  per_word = 4 if levels == 256 else 2
-  # Philox by name: TensorFlow's CPU kernels and XLA both have it, so the
-  # mask is the same compiled or not, and XLA's default for full-range
-  # integers (ThreeFry) runs many times slower on CPUs.
-  words = tf.random.stateless_uniform(
-      [(size + per_word - 1) // per_word], seed, minval=None, maxval=None,
-      dtype=tf.uint32, alg="philox")
-  draws = tf.bitcast(words, tf.uint8 if levels == 256 else tf.uint16)
-  draws = tf.reshape(tf.reshape(draws, [-1])[:size], tf.shape(inputs))
-  keep = draws >= tf.cast(threshold, draws.dtype)
-  scale = tf.cast(levels / (levels - threshold), inputs.dtype)
-  return tf.where(keep, inputs * scale, tf.zeros_like(inputs))
-
-
-@keras.saving.register_keras_serializable(package="fastcifar")
-class Dropout(layers.Dropout):
-  """Keras's `Dropout`, its random mask drawn a byte per unit, with XLA.
-
-  Keras draws one uniform float per unit in the layer's dtype, then
-  compares and selects in separate passes; under bfloat16 on CPUs that took
-  the seed CNN's first dropout 4.7-6.7 ms per batch of 128 (forward and
-  backward), and XLA's own bfloat16 draw takes hundreds of ms there. Drawing
-  32-bit Philox words and reading each as four bytes, with the compare,
-  scale and select fused by XLA, took 1.1-1.5 ms (2-core AMD EPYC,
-  2026-12-02). Units are kept with probability `1 - rate` and scaled by its
-  inverse, as Keras does; `noise_shape` is Keras's own path.
-  """
-
-  def call(self, inputs, training=False):
-    if not training or self.rate == 0 or self.noise_shape is not None:
-      return super().call(inputs, training=training)
-    seed = tf.cast(tf.math.floormod(self.seed_generator.next(), 2**31 - 1),
-                   tf.int32)
-    return _byte_dropout(inputs, seed, self.rate)
-
-
 def _patch_rows(images: tf.Tensor) -> tf.Tensor:
   """Every 3x3 "same" patch as a row, `(N*H*W, 9*C)`, in kernel order."""
   height, width, channels = images.shape[1:]

@@ -72,14 +72,14 @@ def seed_cnn_layers(num_classes: int) -> list[layers.Layer]:
       layers.Conv2D(32, 3, padding="same", activation="relu"),
       layers.Conv2D(32, 3, activation="relu"),
       layers.MaxPooling2D(2),
-      fast_layers.Dropout(0.25),
+      layers.Dropout(0.25),
       layers.Conv2D(64, 3, padding="same", activation="relu"),
       layers.Conv2D(64, 3, activation="relu"),
       layers.MaxPooling2D(2),
-      fast_layers.Dropout(0.25),
+      layers.Dropout(0.25),
       layers.Flatten(),
       layers.Dense(512, activation="relu"),
-      fast_layers.Dropout(0.5),
+      layers.Dropout(0.5),
       layers.Dense(num_classes, activation="softmax", dtype="float32"),
   ]
 
