@@ -311,6 +311,7 @@ def test_epoch_cost_alternates_and_takes_medians():
   assert summary["per_epoch_seconds"] == pytest.approx(23 / 3)
   assert summary["per_epoch_seconds_by_round"] == pytest.approx(
       [7.0, 9.0, 5.0])
+  assert summary["per_epoch_seconds_fastest"] == pytest.approx(21 / 3)
   assert (summary["t1_peak_rss_mb"], summary["t4_peak_rss_mb"]) == (
       1024, 2048)
   runs[3]["exit_code"] = 1  # a failed run: no figure rather than a wrong one
