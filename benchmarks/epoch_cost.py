@@ -21,9 +21,10 @@ reads each child's peak resident memory (`VmHWM`). The runs alternate
 slow spell of the machine falls on both sides; T(1) and T(4) are the medians
 over the rounds, and also the fastest of each (`*_fastest`): on a machine
 whose speed drifts (a shared host), a slow spell only ever adds time, so the
-fastest run of each length is the better estimate of what the work costs. Data: `--train_examples` (10,000) training images and the
-whole test split (10,000) of `--data_dir`, written once to a temporary `.npz`
-that every child reads (the recipe takes no slice). The training slice is
+fastest run of each length is the better estimate of what the work costs.
+Data: `--train_examples` (10,000) training images and the whole test split
+(10,000) of `--data_dir`, written once to a temporary `.npz` that every
+child reads (the recipe takes no slice). The training slice is
 the one `fastcifar.train --train_examples=10000 --seed=S` picks from the
 whole split, so fastcifar's flag, passed as users pass it, keeps all of it.
 Without `--data_dir`: synthetic images in the same numbers (the time of an
@@ -151,6 +152,7 @@ def main(argv):
           "exit_code": measured["exit_code"]})
 
   summaries = {side: summarize(runs[side]) for side in SIDES}
+
   def ratio_to_recipe(side: str, key: str) -> float | None:
     mine, recipe_epoch = summaries[side][key], summaries["recipe"][key]
     return (mine / recipe_epoch if mine is not None and recipe_epoch

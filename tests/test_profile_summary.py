@@ -77,7 +77,8 @@ def test_main_prints_both_tables(tmp_path, capsys):
     assert profile_summary.main([]) == 0
   out = capsys.readouterr().out
   assert "10.000 s of op time" in out
-  assert "| grad _MklNativeConv2DBackpropFilterWithBias | 5.000 | 50.0% |" in out
+  assert ("| grad _MklNativeConv2DBackpropFilterWithBias | 5.000 | 50.0% |"
+          in out)
   assert "| conv2d_1_2 | 9.000 | 90.0% |" in out
   assert "MirrorPad" not in out.split("| layer |")[0]  # beyond --top=3
 
