@@ -4,7 +4,7 @@ Measured on a 2-core Sapphire Rapids CPU (AMX-BF16), TensorFlow 2.21: the
 seed CNN trained about 1.9x faster under mixed_bfloat16 than float32, and
 7-16x *slower* with `jit_compile=True`; so on CPUs `auto` means bfloat16 where
 the CPU has bfloat16 units and no XLA over the whole step (the training step
-still compiles its elementwise pieces, see `training.make_train_step`). On
+still compiles its augmentation, see `training.make_train_step`). On
 GPUs, `auto` follows the book: mixed_float16 from compute capability 7.0
 (tensor cores) and XLA on.
 """
