@@ -11,6 +11,7 @@ run in loops of `--steps_per_loop` on the device (`fastcifar.step_loop`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -295,10 +296,10 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     _restore(run, output_dir, restart)
   eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
                                                     strategy)
-  test_data = _EvalBatches(strategy, dataset.test_images,
-                           dataset.test_labels, eval_batch_size)
-  val_data = (_EvalBatches(strategy, run.val_images, run.val_labels,
-                           eval_batch_size)
+  test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
+                         eval_batch_size)
+  val_data = (_eval_data(strategy, run.val_images, run.val_labels,
+                         eval_batch_size)
               if run.validation_split else test_data)
   callback_list = keras.callbacks.CallbackList(
       list(callbacks), add_history=True, add_progbar=verbose > 0,
@@ -398,35 +399,12 @@ def _restore(run: _Run, output_dir: str, restart: bool) -> None:
   run.elapsed_before = (run.history.get("elapsed_seconds") or [0.0])[-1]
 
 
-class _EvalBatches:
-  """Each iteration: every example of an evaluation set once, in batches.
-
-  The batches come from one iterator over the repeated set, opened at the
-  first pass and kept for the run: deleting a tf.data iterator waits for its
-  autotuning thread to finish an optimization, which while the step kept
-  both cores busy took 0.2-1.7 s about every other time (2-core AMD EPYC,
-  2026-12-02; never with autotuning off), and a run that evaluates after
-  every epoch paid it every epoch.
-  """
-
-  def __init__(self, strategy: tf.distribute.Strategy, images: np.ndarray,
+def _eval_data(strategy: tf.distribute.Strategy, images: np.ndarray,
                labels: np.ndarray, batch_size: int):
-    self.num_batches = -(-len(images) // batch_size)  # the last one padded
-    self._dataset = distribute.distribute(
-        strategy, lambda **shard: input_pipeline.eval_dataset(
-            images, labels, batch_size, **shard).repeat(), batch_size)
-    self._iterator = None
-
-  def __iter__(self):
-    if self._iterator is None:
-      self._iterator = iter(self._dataset)
-    done = 0
-    try:
-      for done in range(1, self.num_batches + 1):
-        yield next(self._iterator)
-    finally:
-      if done < self.num_batches:  # a pass cut short: start the next afresh
-        self._iterator = None
+  """A distributed evaluation dataset over every example once."""
+  return distribute.distribute(
+      strategy, functools.partial(input_pipeline.eval_dataset, images, labels,
+                                  batch_size), batch_size)
 
 
 def _print_start(run: _Run) -> None:

@@ -156,27 +156,6 @@ def test_tta_evaluation_averages_the_views(small_data):
   assert correct == np.sum(probs.argmax(-1) == labels)
 
 
-def test_every_evaluation_pass_sees_each_example_once():
-  """One iterator serves every pass; a pass cut short leaves none misaligned."""
-  images = np.arange(10 * 2 * 2 * 3, dtype=np.uint8).reshape(10, 2, 2, 3)
-  labels = np.arange(10, dtype=np.int32)
-  batches = training._EvalBatches(distribute.make_strategy(), images, labels,
-                                  batch_size=4)
-
-  def one_pass():
-    return [(b[1].numpy().tolist(), b[2].numpy().tolist()) for b in batches]
-
-  first = one_pass()
-  assert batches.num_batches == len(first) == 3  # the last one padded
-  seen = [label for b, w in first for label, weight in zip(b, w) if weight]
-  assert sorted(seen) == list(range(10))
-  assert sum(sum(w) for _, w in first) == 10
-  assert one_pass() == first == one_pass()
-  for _ in batches:  # a pass cut short after one batch
-    break
-  assert one_pass() == first
-
-
 def test_validation_freq_evaluates_every_nth_and_the_last_epoch(
     small_data, tmp_path):
   results = training.train_and_evaluate(
