@@ -22,6 +22,7 @@ slow spell of the machine falls on both sides; T(1) and T(4) are the medians
 over the rounds, and also the fastest of each (`*_fastest`): on a machine
 whose speed drifts (a shared host), a slow spell only ever adds time, so the
 fastest run of each length is the better estimate of what the work costs.
+`within_target` is true only if both estimates are within the target.
 Data: `--train_examples` (10,000) training images and the whole test split
 (10,000) of `--data_dir`, written once to a temporary `.npz` that every
 child reads (the recipe takes no slice). The training slice is
@@ -73,6 +74,18 @@ def per_epoch(short_seconds: float, long_seconds: float) -> float:
   """The cost of one more epoch: what the longer run took beyond the shorter,
   per epoch it trained beyond it."""
   return (long_seconds - short_seconds) / (LONG - SHORT)
+
+
+def within_target(ratio: float | None,
+                  ratio_fastest: float | None) -> bool | None:
+  """Whether both estimates of the ratio meet the target; None if unknown.
+
+  Both: a slow spell in one short run can make the medians' difference
+  alone look small (0.32x on 2026-12-02, with the fastest runs at 0.52x).
+  """
+  if ratio is None or ratio_fastest is None:
+    return None
+  return max(ratio, ratio_fastest) <= TARGET_RATIO
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -161,18 +174,18 @@ def main(argv):
   for side in SIDES:
     summary = summaries[side]
     ratio = ratio_to_recipe(side, "per_epoch_seconds")
+    ratio_fastest = ratio_to_recipe(side, "per_epoch_seconds_fastest")
+    within = (within_target(ratio, ratio_fastest) if side == "fastcifar"
+              else None)
     command = commands[side, LONG]
     report.add(
         measurement="per_epoch_cost", side=side,
         precision="float32" if side == "recipe" else default.precision,
         jit_compile=False if side == "recipe" else default.jit_compile,
         **summary, ratio_to_recipe=ratio,
-        ratio_to_recipe_fastest=ratio_to_recipe(
-            side, "per_epoch_seconds_fastest"),
+        ratio_to_recipe_fastest=ratio_fastest,
         target_ratio=TARGET_RATIO if side == "fastcifar" else None,
-        within_target=(ratio <= TARGET_RATIO
-                       if side == "fastcifar" and ratio is not None
-                       else None),
+        within_target=within,
         epochs=[SHORT, LONG], repeats=repeats,
         num_train_examples=num_train, num_test_examples=num_test,
         command=["python", *command[:2], *(

@@ -318,6 +318,13 @@ def test_epoch_cost_alternates_and_takes_medians():
   assert epoch_cost.summarize(runs)["per_epoch_seconds"] is None
 
 
+def test_epoch_cost_target_is_met_only_by_both_estimates():
+  assert epoch_cost.within_target(0.32, 0.52) is False  # a slow T(1) median
+  assert epoch_cost.within_target(0.52, 0.38) is False
+  assert epoch_cost.within_target(0.39, 0.40) is True
+  assert epoch_cost.within_target(None, 0.3) is None
+
+
 def test_first_reaching():
   assert time_to_accuracy.first_reaching([0.3, 0.6, 0.7], [1, 2, 3], 0.6) == (
       2, 2)
