@@ -132,7 +132,11 @@ def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
     batch_size: the global batch, checked to split evenly over the replicas.
 
   Returns:
-    A distributed dataset for `strategy.run`.
+    A distributed dataset for `strategy.run`, or, for one replica on the
+    host's CPU, the dataset itself: there is nothing to spread or copy,
+    and the distributed input's per-device datasets would bring back
+    tf.data's autotuning, which our pipelines turn off (see
+    `input_pipeline.with_pipeline_options`).
   """
   input_pipeline.check_divisible(batch_size, strategy.num_replicas_in_sync)
 
@@ -143,7 +147,23 @@ def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
         replicas_per_shard=(context.num_replicas_in_sync
                             // context.num_input_pipelines))
 
+  if _nothing_to_distribute(strategy):
+    return dataset_fn(tf.distribute.InputContext())
   return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def _nothing_to_distribute(strategy: tf.distribute.Strategy) -> bool:
+  """Whether the strategy has one replica, on this process's CPU."""
+  if strategy.num_replicas_in_sync != 1:
+    return False
+  try:
+    devices = strategy.extended.worker_devices
+  except RuntimeError:
+    # The default strategy (no `scope()`), whose own
+    # `distribute_datasets_from_function` returns the dataset as it is.
+    return True
+  return (len(devices) == 1
+          and tf.DeviceSpec.from_string(devices[0]).device_type == "CPU")
 
 
 # What TensorFlow raises in the survivors when a worker is lost: its

@@ -111,15 +111,22 @@ def host_tensor(array: np.ndarray) -> tf.Tensor:
   return tf.experimental.dlpack.from_dlpack(array.__dlpack__())
 
 
-def without_rewrites(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """The dataset with tf.data's default graph rewrites turned off.
+def with_pipeline_options(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """The dataset with tf.data's graph rewrites and autotuning turned off.
 
-  To rewrite a dataset, tf.data serializes its graph, the tensors its `map`
-  captures included, and the process holds that much more while the
-  iterator lives (measured: +150 MB for CIFAR-10's training images, none
-  without the rewrites). The pipelines here gain nothing from the rewrites
-  (their maps are already parallel, their prefetch explicit); autotuning is
-  not a rewrite and stays.
+  Rewrites: to rewrite a dataset, tf.data serializes its graph, the tensors
+  its `map` captures included, and the process holds that much more while
+  the iterator lives (measured: +150 MB for CIFAR-10's training images, none
+  without the rewrites). These pipelines gain nothing from them: their maps
+  are already parallel, their prefetch explicit.
+
+  Autotuning: in TensorFlow 2.21 deleting an iterator whose autotuning thread
+  is between optimizations sometimes waits out that thread's sleep, which
+  doubles up to a minute over the iterator's life: 0-13.5 s per deleted
+  training iterator, 0.2-1.7 s per evaluation pass (2-core AMD EPYC,
+  2026-12-02; docs/benchmarks.md). Without it `AUTOTUNE` parallelism is the
+  number of cores (what autotuning chose here anyway), and `prefetch`'s
+  buffer still grows while its consumer waits (its own, older tuning).
 
   Args:
     dataset: any dataset.
@@ -129,6 +136,7 @@ def without_rewrites(dataset: tf.data.Dataset) -> tf.data.Dataset:
   """
   options = tf.data.Options()
   options.experimental_optimization.apply_default_optimizations = False
+  options.autotune.enabled = False
   return dataset.with_options(options)
 
 
@@ -229,7 +237,7 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
   ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
               num_parallel_calls=tf.data.AUTOTUNE)
-  return without_rewrites(ds.prefetch(tf.data.AUTOTUNE))
+  return with_pipeline_options(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def shuffle_block(block, seed: int, epoch, index):
@@ -319,7 +327,7 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
     # same parts `shard_batches` gives the in-memory pipeline.
     ds = ds.map(lambda x, y: (tf.gather(x, rows), tf.gather(y, rows)))
     ds = ds.unbatch()
-  return ds.prefetch(tf.data.AUTOTUNE)
+  return with_pipeline_options(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
@@ -356,7 +364,7 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
   ds = tf.data.Dataset.from_tensor_slices(rows)
   ds = ds.map(lambda idx: tuple(tf.gather(a, idx) for a in arrays),
               num_parallel_calls=tf.data.AUTOTUNE)
-  return without_rewrites(ds.cache().prefetch(tf.data.AUTOTUNE))
+  return with_pipeline_options(ds.cache().prefetch(tf.data.AUTOTUNE))
 
 
 def through_data_service(dataset: tf.data.Dataset,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -98,6 +99,22 @@ def test_sharded_pipelines_cover_each_global_batch_once():
     parts = [shards[i][2 * step + r] for i in range(2) for r in range(2)]
     assert sorted(np.concatenate(parts)) == sorted(batch)
     assert all(len(p) == 2 for p in parts)
+
+
+def test_one_replica_on_the_cpu_iterates_the_pipeline_itself():
+  # Nothing to spread or copy: the pipeline as built, autotuning off (a
+  # distributed dataset's per-device datasets would turn it back on).
+  images = np.zeros((48, 32, 32, 3), np.uint8)
+  labels = np.arange(48, dtype=np.int32)
+  make = functools.partial(input_pipeline.train_dataset, images, labels, 8,
+                           seed=1, epochs=1)
+  for strategy in (distribute.make_strategy("one_device"),
+                   tf.distribute.get_strategy()):
+    data = distribute.distribute(strategy, make, 8)
+    assert isinstance(data, tf.data.Dataset)
+    assert data.options().autotune.enabled is False
+    assert [b[1].numpy().tolist() for b in data] == [
+        b[1].numpy().tolist() for b in make()]
 
 
 def start_workers(command: list[str]) -> list[subprocess.Popen]:

@@ -219,7 +219,8 @@ def test_mirrored_strategy_matches_one_device():
       cpu = tf.config.list_physical_devices("CPU")[0]
       tf.config.set_logical_device_configuration(
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from fastcifar import augment, models, sources, training
+      from fastcifar import (augment, distribute, input_pipeline, models,
+                             sources, training)
       data = sources.load_synthetic(num_train=1024, num_test=300, seed=1)
       config = training.Config(epochs=3, batch_size=64, precision="float32",
                                eval_batch_size=100)
@@ -227,6 +228,11 @@ def test_mirrored_strategy_matches_one_device():
       strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
       two = training.train_and_evaluate(config, data, strategy=strategy,
                                         verbose=0)
+      # Two replicas are fed through tf.distribute's own input.
+      fed = distribute.distribute(strategy, lambda **shard: (
+          input_pipeline.eval_dataset(data.test_images, data.test_labels,
+                                      100, **shard)), 100)
+      assert not isinstance(fed, tf.data.Dataset), type(fed)
       print(json.dumps([one["num_replicas"], one["test_accuracy"],
                         two["num_replicas"], two["test_accuracy"]]))
   """)
