@@ -86,7 +86,11 @@ def compiles_update(strategy: tf.distribute.Strategy) -> bool:
                            tf.distribute.TPUStrategy,
                            tf.distribute.experimental.TPUStrategy)):
     return True
-  # The default strategy (no `scope()`): one device.
+  return _is_default(strategy)  # one device
+
+
+def _is_default(strategy: tf.distribute.Strategy) -> bool:
+  """Whether `strategy` is TensorFlow's default (no `scope()` entered)."""
   return (not tf.distribute.has_strategy()
           and strategy is tf.distribute.get_strategy())
 
@@ -153,16 +157,13 @@ def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):
 
 
 def _nothing_to_distribute(strategy: tf.distribute.Strategy) -> bool:
-  """Whether the strategy has one replica, on this process's CPU."""
-  if strategy.num_replicas_in_sync != 1:
-    return False
-  try:
-    devices = strategy.extended.worker_devices
-  except RuntimeError:
-    # The default strategy (no `scope()`), whose own
-    # `distribute_datasets_from_function` returns the dataset as it is.
+  """Whether the strategy has one replica on this process's CPU, or is the
+  default strategy (whose own `distribute_datasets_from_function` returns
+  the dataset as it is)."""
+  if _is_default(strategy):
     return True
-  return (len(devices) == 1
+  devices = strategy.extended.worker_devices
+  return (strategy.num_replicas_in_sync == 1 and len(devices) == 1
           and tf.DeviceSpec.from_string(devices[0]).device_type == "CPU")
 
 
