@@ -382,7 +382,9 @@ def through_data_service(dataset: tf.data.Dataset,
     address: the dispatcher, `grpc://HOST:PORT`.
 
   Returns:
-    The same elements, produced by the service.
+    The same elements, produced by the service (the client's dataset with
+    `with_pipeline_options`: a new dataset starts with the defaults).
   """
-  return dataset.apply(tf.data.experimental.service.distribute(
-      processing_mode="distributed_epoch", service=address))
+  return with_pipeline_options(dataset.apply(
+      tf.data.experimental.service.distribute(
+          processing_mode="distributed_epoch", service=address)))

@@ -227,6 +227,7 @@ def test_data_service_sees_every_example_once_per_epoch(service_address):
   ds = input_pipeline.through_data_service(
       input_pipeline.train_dataset(images, labels, 20, seed=0, epochs=3),
       service_address)
+  assert ds.options().autotune.enabled is False  # the client's side too
   seen = np.concatenate([y.numpy() for _, y in ds])
   assert np.array_equal(np.bincount(seen, minlength=400), np.full(400, 3))
 
