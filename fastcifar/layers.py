@@ -1,4 +1,4 @@
-"""Building blocks of the fast model that Keras lacks or runs slowly here.
+"""Building blocks that Keras lacks or runs slowly here.
 
 Each is a plain Keras layer or initializer (serializable, so a saved
 `.keras` model loads with them) written for speed on the device the step runs
@@ -129,6 +129,61 @@ class GELU(layers.Layer):
 
   def compute_output_shape(self, input_shape):
     return input_shape
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class Dropout(layers.Dropout):
+  """Keras's `Dropout` (same rate, noise_shape, seed), computed in fewer passes.
+
+  Keras draws a float uniform per unit in the compute dtype, compares,
+  multiplies and selects, and its gradient runs the select and the multiply
+  again: bfloat16 element-wise passes that TensorFlow runs slowly on a CPU.
+  Here each unit gets 16 random bits (two per 32-bit Philox draw), one
+  comparison makes the mask `0 or 1/keep` in the compute dtype, and the
+  layer is one multiply forward and one backward. A unit is dropped with
+  probability `round(rate * 2**16) / 2**16` (exactly `rate` for 0.25 and
+  0.5, within 2**-17 otherwise) and kept ones are scaled by the inverse of
+  the probability actually kept, so the expectation is exact. The seed
+  CNN's training step measured 1.11-1.14x faster than with Keras's layer
+  (batch 128, mixed_bfloat16, 2-core AMD EPYC, 2026-12-03;
+  docs/benchmarks.md).
+  """
+
+  def call(self, inputs, training=False):
+    dropped = round(self.rate * _DRAWS)  # draws below this drop their unit
+    if not training or dropped == 0:
+      return inputs
+    if dropped == _DRAWS:
+      return tf.zeros_like(inputs)
+    shape = tf.shape(inputs)
+    if self.noise_shape is not None:  # one draw along each axis given as 1
+      shape = tf.stack([shape[i] if size is None else size
+                        for i, size in enumerate(self.noise_shape)])
+    size = tf.reduce_prod(shape)
+    # Keras's own conversion of a SeedGenerator's state (int32, for XLA).
+    seed = tf.cast(tf.math.floormod(self.seed_generator.next(),
+                                    tf.int32.max - 1), tf.int32)
+    words = tf.random.stateless_uniform([(size + 1) // 2], seed, minval=None,
+                                        maxval=None, dtype=tf.uint32)
+    draws = tf.reshape(tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:size],
+                       shape)
+    kept = tf.constant(dropped, tf.uint16) <= draws
+    mask = tf.cast(tf.where(kept, _DRAWS / (_DRAWS - dropped), 0.0),
+                   inputs.dtype)
+    return _times_mask(inputs, mask)
+
+
+_DRAWS = 2**16  # values of one 16-bit draw
+
+
+def _times_mask(inputs: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+  """`inputs * mask`, whose gradient skips the mask (it is not trained)."""
+
+  @tf.custom_gradient
+  def multiply(x):
+    return x * mask, lambda upstream: upstream * mask
+
+  return multiply(inputs)
 
 
 def _patch_rows(images: tf.Tensor) -> tf.Tensor:

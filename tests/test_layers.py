@@ -1,4 +1,5 @@
-"""Tests for fastcifar.layers: whitening whitens, BatchNorm matches Keras's."""
+"""Tests for fastcifar.layers: whitening whitens, BatchNorm matches Keras's,
+Dropout drops as Keras's does."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from fastcifar import layers as fast_layers
+from fastcifar import policy
 
 
 def _correlated_images(n: int = 300, seed: int = 0) -> np.ndarray:
@@ -87,6 +89,46 @@ def test_gelu_is_exact_gelu_with_its_gradient():
   np.testing.assert_allclose(ours, theirs, atol=1e-6)
   np.testing.assert_allclose(tape.gradient(ours, x), tape.gradient(theirs, x),
                              atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.25, 0.5])
+def test_dropout_keeps_one_minus_rate_scaled_as_keras(rate):
+  layer = fast_layers.Dropout(rate, seed=3)
+  x = tf.ones((200, 10, 10, 8))
+  y = layer(x, training=True).numpy()
+  zero, scale = np.unique(y)
+  assert zero == 0 and scale == pytest.approx(1 / (1 - rate), abs=1e-4)
+  if rate in (0.25, 0.5):  # a whole number of 2**-16: Keras's exact scale
+    assert scale == np.float32(1 / (1 - rate))
+  assert abs((y == 0).mean() - rate) < 0.01  # 160,000 draws
+  assert abs(y.mean() - 1) < 0.02  # the expectation is kept
+  assert (layer(x, training=True).numpy() != y).any()  # a new mask per call
+  np.testing.assert_array_equal(layer(x, training=False), x)
+
+
+def test_dropout_gradient_is_its_mask_and_noise_shape_broadcasts():
+  layer = fast_layers.Dropout(0.5, noise_shape=(None, 1, 1, 8), seed=1)
+  x = tf.random.stateless_normal((64, 4, 4, 8), seed=[0, 1])
+  with tf.GradientTape() as tape:
+    tape.watch(x)
+    y = layer(x, training=True)
+  grad = tape.gradient(y, x).numpy()
+  assert set(np.unique(grad)) == {0.0, 2.0}
+  np.testing.assert_allclose(y, x * grad)  # the mask, as the gradient sees it
+  # One draw per (example, channel), the same at every pixel.
+  assert (grad == grad[:, :1, :1, :]).all()
+
+
+def test_dropout_under_mixed_bfloat16_and_saved():
+  with policy.precision_scope("mixed_bfloat16"):
+    layer = fast_layers.Dropout(0.25, seed=0)
+    y = layer(tf.ones((4, 8)), training=True)
+  assert y.dtype == tf.bfloat16
+  config = layer.get_config()
+  restored = keras.saving.deserialize_keras_object(
+      keras.saving.serialize_keras_object(layer))
+  assert type(restored) is fast_layers.Dropout
+  assert (restored.rate, restored.seed) == (config["rate"], config["seed"])
 
 
 @pytest.mark.parametrize("size", [3, 7, 15])
