@@ -70,7 +70,8 @@ def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
                                        dataset.num_classes)
   y_test = keras.utils.to_categorical(dataset.test_labels, dataset.num_classes)
   model = keras.Sequential([keras.Input(dataset.image_shape),
-                            *seed_cnn_layers(dataset.num_classes)])
+                            *seed_cnn_layers(dataset.num_classes,
+                                             dropout=keras.layers.Dropout)])
   model.compile(optimizer="adam", loss="categorical_crossentropy",
                 metrics=["accuracy"])
   prepare_seconds = time.perf_counter() - start

@@ -215,7 +215,8 @@ def measure(c: Configuration, dataset: ImageDataset, precision: str,
     if c.part == "tiny":
       model = tiny_model(dataset.num_classes, dataset.image_shape)
       data = _uint8_batches(dataset, c.batch_size, one_hot=True)
-    else:  # the recipe's model and feeding: float pixels from the host
+    else:  # the seed CNN as fastcifar builds it (the two differ only in
+      # their loops), fed as the recipe feeds it: float pixels from the host
       model = keras.Sequential([keras.Input(dataset.image_shape),
                                 *seed_cnn_layers(dataset.num_classes)])
       data = _uint8_batches(dataset, c.batch_size, one_hot=True).map(

@@ -56,31 +56,35 @@ class Standardize(layers.Layer):
     return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
-def seed_cnn_layers(num_classes: int) -> list[layers.Layer]:
+def seed_cnn_layers(num_classes: int,
+                    dropout: type[layers.Dropout] = fast_layers.Dropout
+                    ) -> list[layers.Layer]:
   """The textbook Keras CIFAR-10 CNN, layer for layer.
 
   Args:
     num_classes: width of the softmax output.
+    dropout: the class of the three dropout layers: by default Keras's
+      `Dropout` computed in fewer passes (`fastcifar.layers.Dropout`); the
+      recipe, run verbatim as the baseline, passes `keras.layers.Dropout`.
 
   Returns:
     The layers; 1,250,858 parameters at 10 classes and 32x32 images (the
     dense layer takes the flattened feature map, so it grows with the image:
     6,493,738 at 64x64). The softmax layer runs in float32 under any
-    mixed-precision policy, so outputs are float32. Dropout is Keras's
-    with its arithmetic in fewer passes (`fastcifar.layers.Dropout`).
+    mixed-precision policy, so outputs are float32.
   """
   return [
       layers.Conv2D(32, 3, padding="same", activation="relu"),
       layers.Conv2D(32, 3, activation="relu"),
       layers.MaxPooling2D(2),
-      fast_layers.Dropout(0.25),
+      dropout(0.25),
       layers.Conv2D(64, 3, padding="same", activation="relu"),
       layers.Conv2D(64, 3, activation="relu"),
       layers.MaxPooling2D(2),
-      fast_layers.Dropout(0.25),
+      dropout(0.25),
       layers.Flatten(),
       layers.Dense(512, activation="relu"),
-      fast_layers.Dropout(0.5),
+      dropout(0.5),
       layers.Dense(num_classes, activation="softmax", dtype="float32"),
   ]
 

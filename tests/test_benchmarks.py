@@ -16,10 +16,11 @@ import subprocess
 import sys
 
 from absl import flags
+import keras
 import numpy as np
 import pytest
 
-from benchmarks import (epoch_cost, harness, rss_probe, run_all,
+from benchmarks import (epoch_cost, harness, recipe, rss_probe, run_all,
                         time_to_accuracy)
 from fastcifar import sources
 
@@ -352,3 +353,18 @@ def test_rss_probe_reports_the_childs_own_peak(tmp_path):
   report = json.loads(out.read_text())
   assert report["source"] == rss_probe.peak_rss()[1]
   assert 200 * 2**20 <= report["peak_rss_bytes"] < 400 * 2**20
+
+
+def test_the_recipe_keeps_keras_own_dropout():
+  # The baseline runs verbatim: fastcifar's faster Dropout is not its.
+
+  class LayerTypes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      self.types = [type(layer) for layer in self.model.layers]
+
+  seen = LayerTypes()
+  data = sources.load_synthetic(num_train=64, num_test=16, seed=0)
+  recipe.run_recipe(data, epochs=1, batch_size=32, verbose=0,
+                    callbacks=[seen])
+  dropouts = [t for t in seen.types if issubclass(t, keras.layers.Dropout)]
+  assert dropouts == [keras.layers.Dropout] * 3

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from fastcifar import layers as fast_layers
 from fastcifar import models
 from fastcifar.errors import UsageError
 from fastcifar.policy import precision_scope
@@ -178,3 +179,13 @@ def test_whitening_is_fitted_to_a_random_sample_not_the_first_class():
   variances = np.diag(first.T @ first / len(first))
   # Fitted to the dim class alone, the mixture's variances were about 23.
   assert np.all((variances > 0.5) & (variances < 2.0)), variances
+
+
+def test_seed_cnn_dropout_is_fastcifars_unless_asked():
+  default = models.seed_cnn_layers(10)
+  keras_own = models.seed_cnn_layers(10, dropout=keras.layers.Dropout)
+  kinds = [type(layer) for layer in default]
+  assert kinds.count(fast_layers.Dropout) == 3
+  assert [type(layer) for layer in keras_own].count(keras.layers.Dropout) == 3
+  assert [layer.rate for layer in default
+          if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25, 0.5]
