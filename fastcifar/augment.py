@@ -13,8 +13,8 @@ import tensorflow as tf
 # 2**32 so that no int64 product overflows).
 _MIX = (0x85EBCA6B, 0xC2B2AE35)
 _MASK = 0x7FFFFFFF
-# Philox by name, not the device's choice: the same draws with XLA (which
-# the training step compiles this with) and without.
+# Philox by name, not the device's choice: the same integer draws with XLA
+# (which the training step compiles this with) and without.
 _ALG = "philox"
 # CIFAR's 32 pixels: the shifts below (airbench's 2 px translation, 1 px
 # test-time views) are for that side and scale with an image's own.
@@ -56,6 +56,15 @@ def image_coins(images: tf.Tensor, seed) -> tf.Tensor:
   return tf.bitwise.bitwise_and(x, 1) == 1
 
 
+def _reflect(index: tf.Tensor, size: int) -> tf.Tensor:
+  """Folds indices in [-(size - 1), 2 * (size - 1)] into [0, size).
+
+  As `tf.pad`'s REFLECT mode does (the edge pixel is not repeated): -1 -> 1,
+  size -> size - 2.
+  """
+  return (size - 1) - tf.abs((size - 1) - tf.abs(index))
+
+
 def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
                        max_shift: int | None = None, epoch=None) -> tf.Tensor:
   """Horizontal flip and random translation by up to `max_shift` px.
@@ -65,13 +74,19 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   from its own fixed coin (`image_coins` with `seed[0]`), so over any two
   epochs a network sees every image both ways round; the airbench paper
   found this beats random flips wherever flipping helps at all.
-  Translation pads by reflection and crops, so no black borders appear.
+  Translation reflects at the borders (as `tf.pad`'s REFLECT mode, then a
+  crop), so no black borders appear.
+
+  The flip, the shift and the reflection are all index arithmetic on 32 + 32
+  rows and columns per image; the pixels move once, in one gather. (Flip,
+  pad and two gathers, the same result, cost more passes over the batch.)
 
   Args:
     images: `(B, H, W, C)` uint8 (the coins need integer pixels).
     seed: int `[2]`, e.g. (run seed, step number).
-    max_shift: the largest shift in pixels, each axis; None: 2 px at 32x32,
-      scaled with each side (`scaled_shift`: 4 px at 64x64).
+    max_shift: the largest shift in pixels, each axis, below the image's
+      side; None: 2 px at 32x32, scaled with each side (`scaled_shift`:
+      4 px at 64x64).
     epoch: the epoch number (an int or int tensor), for alternating flips;
       None for random flips.
 
@@ -79,29 +94,33 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
     The augmented batch, same shape and dtype.
   """
   batch = tf.shape(images)[0]
-  height, width = images.shape[1], images.shape[2]
+  height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+  shift_y, shift_x = ((scaled_shift(2, height), scaled_shift(2, width))
+                      if max_shift is None else (max_shift, max_shift))
+  if shift_y >= height or shift_x >= width:
+    raise ValueError(f"max_shift {max_shift} must be below the image's side "
+                     f"({height}x{width})")
   seeds = tf.random.experimental.stateless_split(seed, 3)
   if epoch is None:
-    flip = tf.random.stateless_uniform([batch], seeds[0], alg=_ALG) < 0.5
+    # An integer draw: XLA and TensorFlow turn Philox bits into floats
+    # differently, into integers alike, so compiled or not, the same flips.
+    flip = tf.random.stateless_uniform([batch], seeds[0], 0, 2,
+                                       dtype=tf.int32, alg=_ALG) == 1
   else:
     odd = tf.math.floormod(tf.cast(epoch, tf.int64), 2) == 1
     flip = tf.not_equal(image_coins(images, seed[0]), odd)
-  images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]),
-                    images)
-  shift_y, shift_x = ((scaled_shift(2, height), scaled_shift(2, width))
-                      if max_shift is None else (max_shift, max_shift))
-  if shift_y == shift_x == 0:
-    return images
-  padded = tf.pad(images, [[0, 0], [shift_y] * 2, [shift_x] * 2, [0, 0]],
-                  mode="REFLECT")
   dy = tf.random.stateless_uniform([batch], seeds[1], 0, 2 * shift_y + 1,
                                    dtype=tf.int32, alg=_ALG)
   dx = tf.random.stateless_uniform([batch], seeds[2], 0, 2 * shift_x + 1,
                                    dtype=tf.int32, alg=_ALG)
-  rows = dy[:, None] + tf.range(height)[None, :]
-  cols = dx[:, None] + tf.range(width)[None, :]
-  images = tf.gather(padded, rows, axis=1, batch_dims=1)
-  return tf.gather(images, cols, axis=2, batch_dims=1)
+  rows = _reflect(dy[:, None] - shift_y + tf.range(height)[None, :], height)
+  cols = _reflect(dx[:, None] - shift_x + tf.range(width)[None, :], width)
+  cols = tf.where(flip[:, None], width - 1 - cols, cols)
+  pixels = tf.reshape(rows[:, :, None] * width + cols[:, None, :],
+                      [batch, height * width])
+  moved = tf.gather(tf.reshape(images, [batch, height * width, channels]),
+                    pixels, axis=1, batch_dims=1)
+  return tf.reshape(moved, tf.shape(images))
 
 
 def test_time_views(images: tf.Tensor, shift: int | None = None

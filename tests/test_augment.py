@@ -96,9 +96,9 @@ def test_same_seed_same_output_different_seed_different():
   assert not np.array_equal(a, d)
 
 
-def test_compiles_with_xla_and_stays_valid():
-  # XLA draws its own stateless random numbers (not those of the eager
-  # kernels), so the compiled output is checked for validity, not equality.
+def test_compiles_with_xla_to_the_same_augmentation():
+  # Every draw is an integer one: XLA and the eager kernels turn Philox bits
+  # into floats differently, into integers alike.
   images = _distinct_pixel_images(32)
 
   @tf.function(jit_compile=True)
@@ -109,10 +109,16 @@ def test_compiles_with_xla_and_stays_valid():
   assert out.shape == images.shape and out.dtype == np.uint8
   for image, o in zip(images, out):
     _transform_of(image, o, 2)
-  again = step(tf.constant(images), tf.constant([3, 9])).numpy()
-  np.testing.assert_array_equal(out, again)
+  np.testing.assert_array_equal(out, augment.flip_and_translate(
+      tf.constant(images), tf.constant([3, 9]), 2).numpy())
   other = step(tf.constant(images), tf.constant([3, 10])).numpy()
   assert not np.array_equal(out, other)
+
+
+def test_a_shift_as_large_as_the_image_is_refused():
+  with pytest.raises(ValueError, match="below the image's side"):
+    augment.flip_and_translate(tf.zeros([2, 4, 4, 3], tf.uint8),
+                               tf.constant([0, 0]), max_shift=4)
 
 
 
