@@ -296,7 +296,8 @@ def main(argv: list[str]) -> int:
   except (*distribute.LOST_PEER_ERRORS, tf.errors.OutOfRangeError) as e:
     _exit_for_lost_peer(e)
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
-        f"{results['epochs']} epochs in {results['train_seconds']:.0f} s of "
+        f"{results['epochs']} epoch{'s' * (results['epochs'] != 1)} in "
+        f"{results['train_seconds']:.0f} s of "
         f"training ({results['images_per_second']:,.0f} images/s, "
         f"{results['precision']}, {results['device']})"
         + (f"; best epoch {results['best_epoch']} (validation loss "
