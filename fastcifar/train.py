@@ -116,8 +116,8 @@ _PRECISION = flags.DEFINE_enum(
 _JIT_COMPILE = flags.DEFINE_enum(
     "jit_compile", "auto", policy.JIT_CHOICES,
     "XLA over the whole step. auto: on for GPUs and TPUs, off on CPUs "
-    "(measured slower there). The augmentation is compiled with XLA "
-    "either way.")
+    "(measured slower there). The augmentation and the input "
+    "standardization are compiled with XLA either way.")
 _STEPS_PER_LOOP = flags.DEFINE_string(
     "steps_per_loop", "auto",
     "Training steps per call into TensorFlow: they run in a loop on the "

@@ -68,7 +68,8 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
     num_classes: for the on-device one-hot.
     jit_compile: compile the step with XLA: all of it where the strategy
       allows (`distribute.compiles_update`), else all but the update.
-      Either way the augmentation is compiled.
+      Either way the augmentation is compiled (and, in the model, the
+      input standardization).
     steps_per_epoch: for the epoch number that alternating flips need.
 
   Returns:

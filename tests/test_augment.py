@@ -121,7 +121,6 @@ def test_a_shift_as_large_as_the_image_is_refused():
                                tf.constant([0, 0]), max_shift=4)
 
 
-
 def test_image_coins_are_fixed_per_image_fair_and_seeded():
   images = np.random.default_rng(2).integers(0, 256, (4000, 8, 8, 3),
                                              dtype=np.uint8)
