@@ -13,7 +13,7 @@ import re
 
 import tensorflow as tf
 
-from fastcifar import input_pipeline
+from fastcifar import input_pipeline, policy
 from fastcifar.errors import UsageError
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
@@ -87,6 +87,14 @@ def compiles_update(strategy: tf.distribute.Strategy) -> bool:
                            tf.distribute.experimental.TPUStrategy)):
     return True
   return _is_default(strategy)  # one device
+
+
+def runs_on_cpus(strategy: tf.distribute.Strategy) -> bool:
+  """Whether the strategy's replicas run on CPUs (the host's own cores)."""
+  if _is_default(strategy):  # it lists the CPU even where ops go to a GPU
+    return policy.detect_device() == "CPU"
+  return all(tf.DeviceSpec.from_string(device).device_type == "CPU"
+             for device in strategy.extended.worker_devices)
 
 
 def _is_default(strategy: tf.distribute.Strategy) -> bool:

@@ -68,32 +68,61 @@ class TrainLoop:
   pass the returned `sums` to the next call. `first_nonfinite` is the index,
   within this loop, of the first step whose loss was NaN or infinite, -1 if
   none.
+
+  Each batch is taken from the iterator (and `prepare`d) one step ahead, in
+  the step before the one that trains on it, and nothing in the step it
+  runs beside depends on it: TensorFlow's executor runs the two at once, so
+  on a CPU `prepare`'s work runs on a core the step leaves free. A loop
+  takes exactly its `num_steps` batches: the last step fetches none.
   """
 
-  def __init__(self, replica_step: Callable,
-               strategy: tf.distribute.Strategy):
+  def __init__(self, replica_step: Callable, strategy: tf.distribute.Strategy,
+               first_step: Callable[[], tf.Tensor],
+               prepare: Callable | None = None):
     """Wraps the step.
 
     Args:
-      replica_step: `(images, labels) -> (loss_sum, correct)` for one
-        replica's batch; it applies the update.
-      strategy: runs `replica_step` on every replica.
+      replica_step: `(*batch) -> (loss_sum, correct)` for one replica's
+        batch; it applies the update. `batch` is what `prepare` returns, or
+        without `prepare` `(images, labels, step)`.
+      strategy: runs `replica_step` (and `prepare`) on every replica.
+      first_step: `() -> int tensor`, the number of a loop's first step
+        (e.g. the optimizer's `iterations`), read as the loop starts; each
+        batch goes with its own step's number.
+      prepare: `(images, labels, step) -> batch`, one replica's work on a
+        batch that does not need the model (augmentation), run one step
+        ahead beside the step before; None: the step does all.
     """
+
+    def fetch(iterator, step):
+      images, labels = next(iterator)
+      if prepare is None:
+        return images, labels, step
+      return strategy.run(prepare, args=(images, labels, step))
+
+    @tf.function
+    def train(batch, i, sums, first_nonfinite):
+      loss_sum, correct = strategy.run(replica_step, args=batch)
+      step_sums = tf.stack([strategy.reduce("SUM", loss_sum, axis=None),
+                            strategy.reduce("SUM", correct, axis=None)])
+      first_nonfinite = tf.where(
+          tf.logical_and(first_nonfinite < 0,
+                         tf.logical_not(tf.math.is_finite(step_sums[0]))),
+          i, first_nonfinite)
+      return sums + step_sums, first_nonfinite
 
     @tf.function
     def loop(iterator, num_steps, sums):
+      step = tf.cast(first_step(), tf.int64)
+      batch = fetch(iterator, step)
       first_nonfinite = tf.constant(-1, tf.int32)
-      for i in tf.range(num_steps):
-        images, labels = next(iterator)
-        loss_sum, correct = strategy.run(replica_step, args=(images, labels))
-        step_sums = tf.stack([strategy.reduce("SUM", loss_sum, axis=None),
-                              strategy.reduce("SUM", correct, axis=None)])
-        first_nonfinite = tf.where(
-            tf.logical_and(first_nonfinite < 0,
-                           tf.logical_not(tf.math.is_finite(step_sums[0]))),
-            i, first_nonfinite)
-        sums += step_sums
-      return sums, first_nonfinite
+      for i in tf.range(num_steps - 1):
+        # Taken before this step's update and independent of it: the two
+        # run at once. (`train` is one function, traced once, called twice.)
+        following = fetch(iterator, step + tf.cast(i, tf.int64) + 1)
+        sums, first_nonfinite = train(batch, i, sums, first_nonfinite)
+        batch = following
+      return train(batch, num_steps - 1, sums, first_nonfinite)
 
     self._loop = loop
 
