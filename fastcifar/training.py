@@ -130,8 +130,8 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
 
   # On CPUs the host's cores are the device: the next batch's augmentation
   # runs on the core a step leaves free (a tiny model's step: +0.22 ms of
-  # augmentation in series, +0.01 ms ahead; 2-core Xeon, 2026-12-03). On
-  # accelerators it stays in the step, one program per step.
+  # augmentation in series, +0.01-0.10 ms ahead; 2-core Xeon, 2026-12-03).
+  # On accelerators it stays in the step, one program per step.
   ahead = config.augment and distribute.runs_on_cpus(strategy)
   if ahead:
     replica_step = update
