@@ -92,7 +92,8 @@ def test_every_loop_length_trains_the_same_run(small_data):
     assert results["test_loss"] == first_results["test_loss"]
 
 
-def train_tiny_model(jit_compile: bool, steps: int = 4) -> list[np.ndarray]:
+def train_tiny_model(jit_compile: bool, steps: int = 4,
+                     augment: bool = False) -> list[np.ndarray]:
   """A few steps of a tiny model from fixed weights; its weights after."""
   keras.utils.set_random_seed(0)
   model = keras.Sequential([
@@ -102,7 +103,7 @@ def train_tiny_model(jit_compile: bool, steps: int = 4) -> list[np.ndarray]:
       keras.layers.Dense(10, activation="softmax")])
   # No augmentation and no dropout: XLA's random numbers differ (its
   # stateless RNG is another algorithm), the arithmetic should not.
-  config = tiny_config(augment=False, batch_size=16)
+  config = tiny_config(augment=augment, batch_size=16)
   training.compile_model(model, config, steps_per_epoch=4)
   model.optimizer.build(model.trainable_variables)
   step = training.make_train_step(model, tf.distribute.get_strategy(), config,
@@ -126,6 +127,20 @@ def test_xla_over_the_whole_step_trains_as_without(monkeypatch):
     assert not np.allclose(w_whole, w_start)  # it trained
     np.testing.assert_allclose(w_whole, w_split, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w_whole, w_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_augmenting_a_step_ahead_trains_as_augmenting_in_the_step(
+    monkeypatch):
+  # CPUs augment each batch a step ahead, beside the step before;
+  # accelerators inside its own step. The same batches either way.
+  ahead = train_tiny_model(jit_compile=False, augment=True)
+  monkeypatch.setattr(distribute, "runs_on_cpus", lambda strategy: False)
+  inside = train_tiny_model(jit_compile=False, augment=True)
+  monkeypatch.undo()
+  plain = train_tiny_model(jit_compile=False)
+  assert not all(np.array_equal(a, p) for a, p in zip(ahead, plain))
+  for w_ahead, w_inside in zip(ahead, inside):
+    np.testing.assert_array_equal(w_ahead, w_inside)
 
 
 def test_fast_model_step_under_xla_with_augmentation_and_tta():
