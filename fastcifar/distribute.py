@@ -170,9 +170,9 @@ def _nothing_to_distribute(strategy: tf.distribute.Strategy) -> bool:
   the dataset as it is)."""
   if _is_default(strategy):
     return True
-  devices = strategy.extended.worker_devices
-  return (strategy.num_replicas_in_sync == 1 and len(devices) == 1
-          and tf.DeviceSpec.from_string(devices[0]).device_type == "CPU")
+  return (strategy.num_replicas_in_sync == 1
+          and len(strategy.extended.worker_devices) == 1
+          and runs_on_cpus(strategy))
 
 
 # What TensorFlow raises in the survivors when a worker is lost: its

@@ -53,7 +53,8 @@ def compile_model(model: keras.Model, config: Config,
 
 # XLA fuses the augmentation's index arithmetic and gather into one pass over
 # the batch: 0.1 ms per batch of 128 against 3 ms uncompiled (2-core AMD
-# EPYC, 2026-12-02). Inside a step compiled whole, it is simply part of it.
+# EPYC, 2026-12-02). Inside a step compiled whole (on accelerators), it is
+# simply part of it.
 _augment = tf.function(augment.flip_and_translate, jit_compile=True)
 
 
