@@ -47,7 +47,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 

@@ -27,7 +27,9 @@ import keras
 import tensorflow as tf
 
 from benchmarks import environment
-from fastcifar import input_pipeline, policy, quiet, sources, step_loop
+from fastcifar.cli import quiet
+from fastcifar.data import pipeline, sources
+from fastcifar.training import policy, step_loop
 
 FLAGS = flags.FLAGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +50,7 @@ def define_common_flags() -> None:
                       "Also append each JSON line to this file.")
   flags.DEFINE_string(
       "data_dir", None,
-      "Real data, anything fastcifar.sources.load_path reads (e.g. "
+      "Real data, anything fastcifar.data.sources.load_path reads (e.g. "
       "../shared/data/cifar10-jpg.tar.gz). Default: synthetic data.")
   flags.DEFINE_enum("dataset", "cifar10",
                     [d for d in sources.DATASETS if d != "synthetic"],
@@ -98,9 +100,9 @@ def setting(name: str, quick_value):
 def slice_dataset(data: sources.ImageDataset, train_examples: int,
                   test_examples: int, seed: int) -> sources.ImageDataset:
   """Seeded random subsets of both splits (0 keeps a split whole)."""
-  train = input_pipeline.subset(data.train_images, data.train_labels,
+  train = pipeline.subset(data.train_images, data.train_labels,
                                 train_examples, seed)
-  test = input_pipeline.subset(data.test_images, data.test_labels,
+  test = pipeline.subset(data.test_images, data.test_labels,
                                test_examples, seed)
   return dataclasses.replace(data, train_images=train[0],
                              train_labels=train[1], test_images=test[0],
@@ -117,7 +119,7 @@ def load_data(dataset: str, data_dir: str | None, train_examples: int = 0,
 
   Args:
     dataset: which dataset to take from `data_dir`.
-    data_dir: a path `fastcifar.sources.load_path` reads, or None.
+    data_dir: a path `fastcifar.data.sources.load_path` reads, or None.
     train_examples, test_examples: sizes of the subsets; 0 keeps everything
       (50,000 and 10,000 synthetic images).
     seed: the synthetic data and the subsets.
@@ -175,7 +177,8 @@ def applicable_precisions(device: str, cpu_bfloat16: bool | None = None,
 
 def applicable_jit(device: str) -> list[bool]:
   """XLA off and on for accelerators; off only on CPUs, where fastcifar never
-  turns it on because it measured it 7-16x slower (`fastcifar.policy`)."""
+  turns it on because it measured it 7-16x slower
+  (`fastcifar.training.policy`)."""
   return [False] if device == "CPU" else [False, True]
 
 
@@ -287,7 +290,8 @@ def whole_loops(config, warmup_steps: int, steps: int) -> tuple[int, int]:
   """`whole_calls` for fastcifar's loops under `config` on this device.
 
   Args:
-    config: a `fastcifar.config.Config`; its `steps_per_loop` and batch.
+    config: a `fastcifar.training.config.Config`; its `steps_per_loop` and
+      batch.
     warmup_steps, steps: at least these many.
 
   Returns:

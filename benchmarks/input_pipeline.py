@@ -2,7 +2,7 @@
 
 What it measures, in one process on the same arrays:
 
-  fastcifar  `fastcifar.input_pipeline.train_dataset`, what training uses:
+  fastcifar  `fastcifar.data.pipeline.train_dataset`, what training uses:
              uint8 images and int32 labels, whole-batch gathers, batch 128.
              The cast, normalization and one-hot run later, on the device,
              inside the training step.
@@ -57,7 +57,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -71,8 +71,9 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import harness, training_throughput
-from fastcifar import input_pipeline as fastcifar_pipeline
-from fastcifar import sources, training
+from fastcifar.data import pipeline as fastcifar_pipeline
+from fastcifar.data import sources
+from fastcifar.training import trainer
 
 FLAGS = flags.FLAGS
 
@@ -315,7 +316,7 @@ def main(argv):
   step = None
   if FLAGS.training_step:
     step = training_throughput.measure_fastcifar(
-        dataset, training.Config(seed=FLAGS.seed), step_warmup, step_steps)
+        dataset, trainer.Config(seed=FLAGS.seed), step_warmup, step_steps)
   common = {"measurement": "input_pipeline", "dataset": dataset.name,
             "num_train_examples": len(dataset.train_images),
             "load_seconds": load_seconds}
@@ -326,7 +327,7 @@ def main(argv):
     report.add(**common, **result)
   if step:
     report.add(**common, pipeline="fastcifar_training_step",
-               batch_size=training.Config.batch_size,
+               batch_size=trainer.Config.batch_size,
                images_per_second=step["images_per_second"],
                precision=step["precision"], jit_compile=step["jit_compile"],
                steps_timed=step["steps_timed"], warmup_steps=step_warmup)

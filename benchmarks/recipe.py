@@ -22,7 +22,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -30,7 +30,7 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 import keras
 
 from benchmarks import environment
-from fastcifar import sources
+from fastcifar.data import sources
 from fastcifar.models import seed_cnn_layers
 
 
@@ -91,7 +91,8 @@ def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
 
 def define_flags() -> None:
   """The recipe's command-line flags."""
-  flags.DEFINE_string("data_dir", None, "CIFAR data; see fastcifar.sources.")
+  flags.DEFINE_string("data_dir", None,
+                      "CIFAR data; see fastcifar.data.sources.")
   flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.")
   flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1)
   flags.DEFINE_string("output", None, "Append the JSON record here.")

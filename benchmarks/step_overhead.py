@@ -51,7 +51,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -60,9 +60,10 @@ import keras
 import tensorflow as tf
 
 from benchmarks import harness, training_throughput
-from fastcifar import policy, recipes, training
+from fastcifar.models import recipes
+from fastcifar.training import policy, trainer
 from fastcifar.models import seed_cnn_layers
-from fastcifar.sources import ImageDataset
+from fastcifar.data.sources import ImageDataset
 
 FLAGS = flags.FLAGS
 KERAS_BEST_STEPS_PER_EXECUTION = 64
@@ -87,7 +88,7 @@ def _uint8_batches(dataset: ImageDataset, batch_size: int,
           .prefetch(tf.data.AUTOTUNE))
 
 
-def measure_fastcifar(dataset: ImageDataset, config: training.Config,
+def measure_fastcifar(dataset: ImageDataset, config: trainer.Config,
                       warmup_steps: int, steps: int, tiny: bool) -> dict:
   """Seconds per step of `train_and_evaluate` (the tiny model if `tiny`)."""
 
@@ -183,7 +184,7 @@ def _rounded_steps(c: Configuration, warmup_steps: int,
   """The warm-up and timed steps `c` runs: whole loops (or executions)."""
   if c.system == "fastcifar":
     return harness.whole_loops(
-        training.Config(batch_size=c.batch_size,
+        trainer.Config(batch_size=c.batch_size,
                         steps_per_loop=_loop_setting(c)), warmup_steps, steps)
   return harness.whole_calls(warmup_steps, steps, int(c.steps_per_loop))
 
@@ -204,7 +205,7 @@ def measure(c: Configuration, dataset: ImageDataset, precision: str,
   """One configuration, once."""
   keras.backend.clear_session()  # one model's graphs at a time
   if c.system == "fastcifar":
-    config = training.recipe(
+    config = trainer.recipe(
         "seed", batch_size=c.batch_size, augment=c.augment, seed=seed,
         precision=precision, eval_batch_size=64,
         steps_per_loop=_loop_setting(c))

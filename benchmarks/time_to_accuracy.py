@@ -34,7 +34,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -42,8 +42,8 @@ from absl import flags  # pylint: disable=g-import-not-at-top
 import keras
 
 from benchmarks import harness, recipe
-from fastcifar import training
-from fastcifar.sources import ImageDataset
+from fastcifar.training import trainer
+from fastcifar.data.sources import ImageDataset
 
 FLAGS = flags.FLAGS
 
@@ -101,14 +101,14 @@ def run_recipe_to(dataset: ImageDataset, target: float | None,
 
 
 def run_fastcifar_to(dataset: ImageDataset, target: float,
-                     config: training.Config) -> dict:
+                     config: trainer.Config) -> dict:
   """fastcifar's `train_and_evaluate`, stopped at `target`.
 
   Returns:
     `accuracies` and `seconds` per epoch.
   """
   clock = TargetClock(time.perf_counter(), target)
-  results = training.train_and_evaluate(config, dataset, callbacks=[clock],
+  results = trainer.train_and_evaluate(config, dataset, callbacks=[clock],
                                         verbose=0)
   return {"accuracies": clock.accuracies, "seconds": clock.seconds,
           "precision": results["precision"],
@@ -148,7 +148,7 @@ def main(argv):
     target_source = f"recipe accuracy after {recipe_epochs} epochs"
   keras.backend.clear_session()
   fastcifar_run = run_fastcifar_to(
-      dataset, target, training.Config(epochs=epochs, seed=FLAGS.seed))
+      dataset, target, trainer.Config(epochs=epochs, seed=FLAGS.seed))
 
   common = {"measurement": "time_to_accuracy", "target_accuracy": target,
             "target_source": target_source, "dataset": dataset.name,

@@ -8,7 +8,8 @@ fastcifar's training steps, and in the same run those of the textbook recipe
 verbatim (host float32 arrays, `to_categorical`, `model.fit(batch_size=64)`),
 with each setting's ratio to the recipe.
 
-Conditions: fastcifar runs through `fastcifar.training.train_and_evaluate`,
+Conditions: fastcifar runs through
+`fastcifar.training.trainer.train_and_evaluate`,
 the path users run (uint8 pipeline, on-device augmentation, one-hot and
 normalization, its own step loop), at its default batch of 128 and with
 augmentation on; the recipe through `benchmarks.recipe.run_recipe`. A Keras
@@ -35,7 +36,7 @@ if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
   sys.path.insert(
       0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastcifar import quiet  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -43,8 +44,10 @@ from absl import app, flags  # pylint: disable=g-import-not-at-top
 import keras
 
 from benchmarks import harness, recipe
-from fastcifar import input_pipeline, models, training
-from fastcifar.sources import ImageDataset
+from fastcifar import models
+from fastcifar.data import pipeline
+from fastcifar.training import trainer
+from fastcifar.data.sources import ImageDataset
 
 FLAGS = flags.FLAGS
 RECIPE_BATCH_SIZE = 64
@@ -52,12 +55,12 @@ RECIPE_BATCH_SIZE = 64
 
 def _with_train_subset(dataset: ImageDataset, num_examples: int,
                        seed: int) -> ImageDataset:
-  images, labels = input_pipeline.subset(
+  images, labels = pipeline.subset(
       dataset.train_images, dataset.train_labels, num_examples, seed)
   return dataclasses.replace(dataset, train_images=images, train_labels=labels)
 
 
-def measure_fastcifar(dataset: ImageDataset, config: training.Config,
+def measure_fastcifar(dataset: ImageDataset, config: trainer.Config,
                       warmup_steps: int, steps: int) -> dict:
   """Images/s of fastcifar's training steps, through `train_and_evaluate`.
 
@@ -84,7 +87,7 @@ def measure_fastcifar(dataset: ImageDataset, config: training.Config,
       config, epochs=1,
       train_examples=config.batch_size * (warmup_steps + steps))
   clock = harness.BatchClock()
-  results = training.train_and_evaluate(config, dataset, callbacks=[clock],
+  results = trainer.train_and_evaluate(config, dataset, callbacks=[clock],
                                         verbose=0)
   return {
       "images_per_second": clock.images_per_second(config.batch_size,
@@ -150,7 +153,7 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
       if system == "recipe":
         measured = measure_recipe(dataset, warmup_steps, steps, seed)
       else:
-        config = training.recipe(
+        config = trainer.recipe(
             model_name, batch_size=batch_size, seed=seed,
             precision=s.precision, jit_compile=str(s.jit_compile).lower())
         measured = measure_fastcifar(dataset, config, warmup_steps, steps)
@@ -163,7 +166,7 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
         measurement="training_throughput", system=system,
         model=model_name or "seed",
         batch_size=(RECIPE_BATCH_SIZE if system == "recipe" else
-                    training.recipe(model_name, batch_size=batch_size
+                    trainer.recipe(model_name, batch_size=batch_size
                                     ).batch_size),
         augment=system == "fastcifar",
         fastcifar_default=bool(s and s.default),
@@ -201,7 +204,7 @@ def main(argv):
   repeats = harness.setting("repeats", 1)
   # Synthetic data is generated only as large as the largest run needs:
   # fastcifar's in whole loops.
-  configs = [training.recipe(m, batch_size=FLAGS.batch_size)
+  configs = [trainer.recipe(m, batch_size=FLAGS.batch_size)
              for m in FLAGS.models]
   needed = max(RECIPE_BATCH_SIZE * (warmup_steps + steps),
                *(c.batch_size * sum(harness.whole_loops(c, warmup_steps,

@@ -14,7 +14,9 @@ import os
 from absl import flags
 import numpy as np
 
-from fastcifar import cli, evaluation, models
+from fastcifar import models
+from fastcifar.cli import common as cli
+from fastcifar.training import evaluation
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model.")

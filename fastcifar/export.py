@@ -20,7 +20,8 @@ import os
 
 from absl import flags
 
-from fastcifar import cli, exporting, models
+from fastcifar import serving, models
+from fastcifar.cli import common as cli
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None,
@@ -30,7 +31,7 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "The folder to write saved_model/ and the .tflite files "
     "into. Default: export/ beside --model.")
 _QUANTIZE = flags.DEFINE_enum(
-    "quantize", "none", exporting.QUANTIZATIONS,
+    "quantize", "none", serving.QUANTIZATIONS,
     "Also write a quantized TFLite model: float16 weights, or int8 weights "
     "and activations calibrated on training images (from --dataset / "
     "--data_dir).")
@@ -45,7 +46,7 @@ def main(argv: list[str]) -> int:
     raise UsageError("--model is required: the .keras file to export")
   output = _OUTPUT.value or os.path.join(
       os.path.dirname(os.path.abspath(_MODEL.value)), "export")
-  if _QUANTIZE.value != "none" and not exporting.tflite_available():
+  if _QUANTIZE.value != "none" and not serving.tflite_available():
     raise UsageError(f"--quantize={_QUANTIZE.value} needs TFLite, which this "
                      "TensorFlow no longer ships; drop --quantize")
   model = models.load_saved(_MODEL.value, compile=False)
@@ -54,13 +55,13 @@ def main(argv: list[str]) -> int:
     calibration = cli.load_data(_DATA, _SEED.value,
                                 model.input_shape).train_images
   try:
-    written = exporting.export_all(model, output, _QUANTIZE.value, calibration)
+    written = serving.export_all(model, output, _QUANTIZE.value, calibration)
   except OSError as e:
     raise UsageError(f"cannot write --output {output} ({e.strerror or e}); "
                      "choose a writable folder") from e
   for path in written:
     print(f"fastcifar.export: wrote {path}")
-  if not exporting.tflite_available():
+  if not serving.tflite_available():
     print("fastcifar.export: no .tflite: this TensorFlow has no TFLite "
           "converter")
   return 0

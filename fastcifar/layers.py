@@ -16,7 +16,7 @@ from keras import layers
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import policy
+from fastcifar.training import policy
 
 # The name of `PatchWhitening`'s bias, for optimizers that treat it apart.
 WHITENING_BIAS = "whitening_bias"

@@ -1,6 +1,6 @@
 """Trains a CIFAR model: `python -m fastcifar.train --epochs=20`.
 
-Flags -> `Config` -> `training.train_and_evaluate`. Bad input ends with one
+Flags -> `Config` -> `trainer.train_and_evaluate`. Bad input ends with one
 line naming the problem and the fix, and exit status 2.
 """
 
@@ -14,8 +14,10 @@ from absl import flags
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import (cli, data_service, distribute, models, optimizers,
-                       policy, sources, stopping)
+from fastcifar import models, optimizers
+from fastcifar.cli import common as cli
+from fastcifar.data import service as data_service, sources
+from fastcifar.training import distribute, policy, stopping
 from fastcifar.errors import UsageError
 
 
@@ -235,8 +237,8 @@ def parse_epochs(epochs: str | None) -> int | str | None:
 
 def config_from_flags():
   """The `Config` the flags describe."""
-  from fastcifar import training  # pylint: disable=g-import-not-at-top
-  return training.recipe(
+  from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
+  return trainer.recipe(
       _MODEL.value, epochs=parse_epochs(_EPOCHS.value),
       batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
@@ -261,7 +263,7 @@ def config_from_flags():
 def main(argv: list[str]) -> int:
   """Trains as the flags say; UsageError for bad input (see `cli.run`)."""
   del argv
-  from fastcifar import training  # pylint: disable=g-import-not-at-top
+  from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
   config = config_from_flags()
   # Check what can be checked before loading data: fail in seconds.
   config.validate()
@@ -269,7 +271,7 @@ def main(argv: list[str]) -> int:
   if _EXPORT.value and not _OUTPUT_DIR.value:
     raise UsageError("--export writes OUTPUT_DIR/export: pass --output_dir")
   if _OUTPUT_DIR.value:
-    training.prepare_output_dir(_OUTPUT_DIR.value)
+    trainer.prepare_output_dir(_OUTPUT_DIR.value)
   if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):
     raise UsageError(f"--data_service={_DATA_SERVICE.value} must look like "
                      "grpc://HOST:PORT")
@@ -280,12 +282,12 @@ def main(argv: list[str]) -> int:
     strategy = distribute.make_strategy(_STRATEGY.value)
     dataset = cli.load_data(_DATA, _SEED.value)
     with _watch_data_service():
-      results = training.train_and_evaluate(
+      results = trainer.train_and_evaluate(
           config, dataset, _OUTPUT_DIR.value, strategy=strategy,
           restart=_RESTART.value, data_service=_DATA_SERVICE.value,
           callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
                                    distribute.is_chief(strategy)))
-  except training.AlreadyFinished as e:
+  except trainer.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
     if _EXPORT.value and distribute.is_chief(strategy):
       _export(_OUTPUT_DIR.value)  # a finished run, exported afterwards
@@ -312,10 +314,10 @@ def main(argv: list[str]) -> int:
 
 def _export(output_dir: str) -> None:
   """--export: the saved model, ready to serve, in OUTPUT_DIR/export."""
-  from fastcifar import exporting  # pylint: disable=g-import-not-at-top
+  from fastcifar import serving  # pylint: disable=g-import-not-at-top
   model = models.load_saved(os.path.join(output_dir, "model.keras"),
                             compile=False)
-  for path in exporting.export_all(model, os.path.join(output_dir, "export")):
+  for path in serving.export_all(model, os.path.join(output_dir, "export")):
     print(f"fastcifar.train: exported {path}")
 
 
@@ -365,7 +367,8 @@ def _exit_for_lost_peer(error: Exception) -> NoReturn:
 
 
 def _resume_hint(how: str = "run {command} again") -> str:
-  from fastcifar import checkpointing  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar.training import checkpointing
   epoch = (checkpointing.latest_epoch(_OUTPUT_DIR.value)
            if _OUTPUT_DIR.value else None)
   if epoch is None:

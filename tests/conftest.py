@@ -12,8 +12,8 @@ from absl import flags
 import keras
 import pytest
 
-from fastcifar import sources
-from fastcifar.sources import download
+from fastcifar.data import sources
+from fastcifar.data.sources import download
 
 # Entry points' flags keep their defaults unless a test sets them with
 # flagsaver; pytest's own argv is not absl's to parse.
@@ -96,7 +96,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def cifar10_archive(root, seed: int) -> tuple[bytes, tuple]:
   """A tiny cifar-10-python.tar.gz (100 train, 10 test images), arrays."""
   # pylint: disable=g-import-not-at-top
-  from tests.test_sources import tar_gz, write_cifar10_python
+  from tests.data.test_sources import tar_gz, write_cifar10_python
   folder, arrays = write_cifar10_python(str(root), seed=seed, per_batch=20,
                                         num_test=10)
   with open(tar_gz(folder, str(root / _CIFAR10_ARCHIVE)), "rb") as f:

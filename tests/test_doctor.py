@@ -17,9 +17,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from fastcifar import doctor, input_pipeline, models, policy, training
+from fastcifar import doctor, models
+from fastcifar.data import pipeline
+from fastcifar.training import policy, trainer
 from fastcifar.errors import UsageError
-from fastcifar.sources import make_dataset, save_prepared
+from fastcifar.data.sources import make_dataset, save_prepared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 10
@@ -312,13 +314,13 @@ def test_other_correct_setups_are_clean(data, setup):
 def fastcifar_setup(precision: str, train_examples: int = 256):
   """fastcifar's own model, compiled as training does, and its pipeline."""
   images, labels = easy_images(train_examples)
-  config = training.Config(batch_size=64, precision=precision)
+  config = trainer.Config(batch_size=64, precision=precision)
   steps = len(images) // config.batch_size
-  mean, std = input_pipeline.channel_stats(images)
+  mean, std = pipeline.channel_stats(images)
   with policy.precision_scope(precision):
     model = models.build_model("seed", NUM_CLASSES, mean, std)
-    training.compile_model(model, config, steps)
-  data = input_pipeline.train_dataset(images, labels, config.batch_size,
+    trainer.compile_model(model, config, steps)
+  data = pipeline.train_dataset(images, labels, config.batch_size,
                                       config.seed, config.epochs)
   return model, data
 
@@ -340,9 +342,9 @@ def test_fastcifar_without_one_hot_on_device_sees_the_mismatch():
 
 def test_fastcifar_bad_learning_rate_fails_preflight():
   images, labels = easy_images(128)
-  mean, std = input_pipeline.channel_stats(images)
+  mean, std = pipeline.channel_stats(images)
   model = models.build_model("seed", NUM_CLASSES, mean, std)
-  training.compile_model(model, training.Config(learning_rate=5.0), 2)
+  trainer.compile_model(model, trainer.Config(learning_rate=5.0), 2)
   lines = []
   with pytest.raises(UsageError, match=r"\[learning-rate\].*--nopreflight"):
     doctor.preflight(model, (images, labels), one_hot_on_device=True,
@@ -513,7 +515,7 @@ def test_watch_refuses_a_fastcifar_run_before_its_first_step():
   images, labels = easy_images(256, seed=2)
   dataset = make_dataset("easy", images, labels, images[:64], labels[:64],
                          [f"c{i}" for i in range(NUM_CLASSES)], "test")
-  config = training.Config(epochs=1, batch_size=64, learning_rate=0.05,
+  config = trainer.Config(epochs=1, batch_size=64, learning_rate=0.05,
                            precision="float32", jit_compile="false")
   watch = doctor.Watch(images[:128], labels[:128], one_hot_on_device=True,
                        stop=True, hint="--nopreflight skips this check",
@@ -521,7 +523,7 @@ def test_watch_refuses_a_fastcifar_run_before_its_first_step():
   counter = StepCounter(watch)
   with pytest.raises(UsageError, match=r"^\[learning-rate\] .*"
                      r"\(--nopreflight skips this check\)$"):
-    training.train_and_evaluate(config, dataset, callbacks=[watch, counter],
+    trainer.train_and_evaluate(config, dataset, callbacks=[watch, counter],
                                 verbose=0)
   assert counter.steps == 0
 
@@ -531,13 +533,13 @@ def test_watch_works_in_fastcifars_training_loop():
   test_images, test_labels = easy_images(64, seed=3)
   dataset = make_dataset("easy", images, labels, test_images, test_labels,
                          [f"c{i}" for i in range(NUM_CLASSES)], "test")
-  config = training.Config(epochs=2, batch_size=64, augment=False,
+  config = trainer.Config(epochs=2, batch_size=64, augment=False,
                            precision="float32", jit_compile="false")
   pick = np.random.default_rng(0).choice(len(images), 128, replace=False)
   watch = doctor.Watch(images[pick], labels[pick], one_hot_on_device=True,
                        stop=True, after_steps=6, window=3,
                        print_fn=lambda _: None)
-  results = training.train_and_evaluate(config, dataset, callbacks=[watch],
+  results = trainer.train_and_evaluate(config, dataset, callbacks=[watch],
                                         verbose=0)
   assert [c for c in watch.codes if c != "too-few-epochs"] == []
   assert results["epochs"] == 2 and watch._step == 12
@@ -560,9 +562,9 @@ def test_command_line_checks_a_saved_model(tmp_path):
   save_prepared(dataset, data_path)
   raw = compiled(tiny_cnn(), optimizer=keras.optimizers.Adam(0.5))
   raw.save(tmp_path / "raw.keras")
-  mean, std = input_pipeline.channel_stats(images)
+  mean, std = pipeline.channel_stats(images)
   good = models.build_model("seed", NUM_CLASSES, mean, std)
-  training.compile_model(good, training.Config(), 10)
+  trainer.compile_model(good, trainer.Config(), 10)
   good.save(tmp_path / "good.keras")
 
   bad = run_module("fastcifar.doctor", f"--model={tmp_path / 'raw.keras'}",

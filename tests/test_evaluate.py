@@ -16,9 +16,9 @@ import pytest
 import tensorflow as tf
 from tensorflow.core.util import event_pb2
 
-from fastcifar import evaluation, training
+from fastcifar.training import evaluation, trainer
 from fastcifar.errors import UsageError
-from fastcifar.sources import load_synthetic, make_dataset, save_prepared
+from fastcifar.data.sources import load_synthetic, make_dataset, save_prepared
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = tuple(f"class_{i}" for i in range(10))
@@ -173,11 +173,11 @@ def read_scalars(log_dir: str) -> dict[str, list[float]]:
 def test_tensorboard_logs_fastcifars_training_loop(tmp_path):
   # fastcifar.train passes keras.callbacks.TensorBoard to its own loop.
   dataset = load_synthetic(num_train=256, num_test=64, seed=0)
-  config = training.Config(epochs=2, batch_size=64, augment=False,
+  config = trainer.Config(epochs=2, batch_size=64, augment=False,
                            precision="float32", jit_compile="false")
   log_dir = str(tmp_path / "tensorboard")
   board = keras.callbacks.TensorBoard(log_dir=log_dir, profile_batch=(2, 3))
-  results = training.train_and_evaluate(config, dataset, str(tmp_path),
+  results = trainer.train_and_evaluate(config, dataset, str(tmp_path),
                                         callbacks=[board], verbose=0)
   train = read_scalars(os.path.join(log_dir, "train"))
   test = read_scalars(os.path.join(log_dir, "validation"))

@@ -1,4 +1,4 @@
-"""Tests for fastcifar.export and fastcifar.exporting: a trained model out.
+"""Tests for fastcifar.export and fastcifar.serving: a trained model out.
 
 Tiny seed and fast models are trained for a few steps on synthetic data in
 float32, exported through the command, and their SavedModel and TFLite
@@ -17,7 +17,8 @@ import keras
 import numpy as np
 import pytest
 
-from fastcifar import exporting, models, sources
+from fastcifar import serving, models
+from fastcifar.data import sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,8 +92,8 @@ def test_exported_model_predicts_as_the_keras_model_without_fastcifar(
                      "--quantize=int8", f"--data_dir={calibration}")
   assert exported.returncode == 0, exported.stderr[-3000:]
   tolerances = {"saved_model": TOLERANCE["saved_model"]}
-  if exporting.tflite_available():
-    exporting.export_tflite(str(tmp_path / "export" / "saved_model"),
+  if serving.tflite_available():
+    serving.export_tflite(str(tmp_path / "export" / "saved_model"),
                             str(tmp_path / "export" / "model_float16.tflite"),
                             "float16")
     tolerances.update((k, v) for k, v in TOLERANCE.items() if "tflite" in k)
@@ -117,7 +118,7 @@ def test_saved_model_takes_any_batch_size(tmp_path):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   data = sources.load_synthetic(num_train=64, num_test=8, seed=1)
   model = _trained_model("seed", data)
-  path = exporting.export_saved_model(model, str(tmp_path / "sm"))
+  path = serving.export_saved_model(model, str(tmp_path / "sm"))
   serve = tf.saved_model.load(path).signatures["serving_default"]
   for batch in (1, 3, 8):
     got = serve(images=tf.constant(data.test_images[:batch]))["probabilities"]
@@ -129,7 +130,7 @@ def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
   keras.mixed_precision.set_global_policy("mixed_bfloat16")
   model = _trained_model("seed", data)
   keras.mixed_precision.set_global_policy("float32")
-  converted = exporting.as_float32(model)
+  converted = serving.as_float32(model)
   assert {layer.dtype_policy.name for layer in converted.layers} == {"float32"}
   assert converted.inputs[0].dtype == "uint8"
   np.testing.assert_allclose(converted.predict(data.test_images, verbose=0),

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from fastcifar import layers as fast_layers
-from fastcifar import policy
+from fastcifar.training import policy
 
 
 def _correlated_images(n: int = 300, seed: int = 0) -> np.ndarray:

@@ -110,11 +110,12 @@ def test_batch_norm_offsets_of_the_fast_model_get_the_multiplier():
 
 
 def test_the_fast_recipe_trains_the_whitening_bias_for_3_epochs():
-  from fastcifar import models, training  # pylint: disable=g-import-not-at-top
+  from fastcifar import models  # pylint: disable=g-import-not-at-top
+  from fastcifar.training import trainer
   images = np.random.default_rng(0).integers(0, 256, (64, 32, 32, 3),
                                              dtype=np.uint8)
   model = models.build_model("fast", 10, [0.5] * 3, [0.25] * 3, images)
-  optimizer = training.make_optimizer(training.recipe("fast"), 48)
+  optimizer = trainer.make_optimizer(trainer.recipe("fast"), 48)
   optimizer.build(model.trainable_variables)
   frozen = [(v, steps) for v, steps in
             zip(model.trainable_variables, optimizer.freeze_steps) if steps]
@@ -191,20 +192,20 @@ def test_schedules_by_name():
 
 
 def test_recipes_keep_their_optimizers_and_auto_spans_max_epochs():
-  from fastcifar import training  # pylint: disable=g-import-not-at-top
-  seed = training.make_optimizer(training.recipe("seed"), 10)
+  from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
+  seed = trainer.make_optimizer(trainer.recipe("seed"), 10)
   assert isinstance(seed, keras.optimizers.Adam)
   assert seed._learning_rate.get_config()["decay_steps"] == 200
-  auto = training.make_optimizer(
-      training.recipe("seed", epochs="auto", max_epochs=30,
+  auto = trainer.make_optimizer(
+      trainer.recipe("seed", epochs="auto", max_epochs=30,
                       lr_schedule="cosine"), 10)
   assert auto._learning_rate.get_config()["decay_steps"] == 300
-  fast = training.make_optimizer(training.recipe("fast"), 48)
+  fast = trainer.make_optimizer(trainer.recipe("fast"), 48)
   assert isinstance(fast, optimizers.LookaheadSGD)
   from fastcifar import layers  # pylint: disable=g-import-not-at-top
   assert fast.get_config() == optimizers.airbench_optimizer(
       11.5, 1024, 480, freeze_after={layers.WHITENING_BIAS: 144}).get_config()
-  sgd = training.make_optimizer(
-      training.recipe("seed", optimizer="nesterov", lr_schedule="onecycle",
+  sgd = trainer.make_optimizer(
+      trainer.recipe("seed", optimizer="nesterov", lr_schedule="onecycle",
                       momentum=0.8), 10)
   assert sgd.get_config()["nesterov"] and sgd.momentum == 0.8

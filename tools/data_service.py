@@ -17,7 +17,7 @@ import threading
 
 from absl import app, flags
 
-from fastcifar import quiet
+from fastcifar.cli import quiet
 
 if __name__ == "__main__":
   quiet.start()  # TensorFlow's start-up lines off, unless --verbose

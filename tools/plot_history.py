@@ -19,7 +19,8 @@ if __package__ in (None, ""):  # run as a script: make `fastcifar` importable
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from fastcifar import cli, evaluation  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import common as cli  # pylint: disable=g-import-not-at-top
+from fastcifar.training import evaluation
 from fastcifar.errors import UsageError  # pylint: disable=g-import-not-at-top
 
 _HISTORY = flags.DEFINE_string(

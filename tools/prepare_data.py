@@ -46,7 +46,8 @@ if __name__ == "__main__" and not __package__:
       __file__))))
 
 # pylint: disable=wrong-import-position
-from fastcifar import quiet, sources
+from fastcifar.cli import quiet
+from fastcifar.data import sources
 from fastcifar.errors import UsageError
 # pylint: enable=wrong-import-position
 

@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make `fastcifar` importable
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
-from fastcifar import cli  # pylint: disable=g-import-not-at-top
+from fastcifar.cli import common as cli  # pylint: disable=g-import-not-at-top
 from fastcifar.errors import UsageError  # pylint: disable=g-import-not-at-top
 
 _LOGDIR = flags.DEFINE_string(

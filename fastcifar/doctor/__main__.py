@@ -15,7 +15,8 @@ from absl import flags
 import numpy as np
 
 # fastcifar.models also registers Standardize: fastcifar's models load.
-from fastcifar import cli, doctor, models
+from fastcifar import doctor, models
+from fastcifar.cli import common as cli
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model to check.")

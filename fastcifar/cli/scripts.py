@@ -1,0 +1,37 @@
+"""The console scripts `pip install` puts on PATH (see pyproject.toml).
+
+Each silences TensorFlow's start-up logging (`fastcifar.cli.quiet`) before the
+command's module, and with it TensorFlow, is imported; then runs it exactly
+as `python -m MODULE` would.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fastcifar.cli import quiet
+
+
+def _run(module: str) -> None:
+  quiet.start()
+  importlib.import_module(module).run()
+
+
+def train() -> None:
+  """fastcifar-train: `python -m fastcifar.train`."""
+  _run("fastcifar.train")
+
+
+def evaluate() -> None:
+  """fastcifar-evaluate: `python -m fastcifar.evaluate`."""
+  _run("fastcifar.evaluate")
+
+
+def doctor() -> None:
+  """fastcifar-doctor: `python -m fastcifar.doctor`."""
+  _run("fastcifar.doctor.__main__")
+
+
+def export() -> None:
+  """fastcifar-export: `python -m fastcifar.export`."""
+  _run("fastcifar.export")

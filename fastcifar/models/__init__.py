@@ -1,0 +1,238 @@
+"""The Keras Sequential models. Each takes uint8 images and does its own scaling.
+
+Scaling inside the model means the host ships uint8 (a quarter of float32's
+bytes), the cast runs on the device inside the compiled step, and a saved
+`.keras` model predicts on raw pixels: nobody can feed it 0-255 by mistake.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+import warnings
+
+import keras
+from keras import layers, ops
+import numpy as np
+import tensorflow as tf
+
+from fastcifar import layers as fast_layers
+from fastcifar.errors import UsageError
+from fastcifar.data.sources import CIFAR_SHAPE
+
+MODELS = ("seed", "fast")
+# The smallest image side each model takes: the seed CNN's two unpadded
+# convs and two pools, the fast model's 2x2 whitening and three pools, must
+# leave at least one pixel.
+MIN_IMAGE_SIDE = {"seed": 10, "fast": 9}
+# The fast model's whitening is fitted to this many images at 32x32, and to
+# as many pixels' worth (fewer images) when they are larger.
+WHITENING_IMAGES = 5000
+
+
+@keras.saving.register_keras_serializable(package="fastcifar")
+class Standardize(layers.Layer):
+  """uint8 pixels to `(x/255 - mean) / std` per channel, in the compute dtype.
+
+  mean and std are constants of the config (fractions of 255), not weights, so
+  the layer adds no parameters. The arithmetic runs in float32 and only the
+  result is cast, so bfloat16 loses nothing in the subtraction.
+  """
+
+  def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
+    super().__init__(**kwargs)
+    self.mean = [float(m) for m in mean]
+    self.std = [float(s) for s in std]
+
+  def call(self, images, training=False):
+    scale = [1.0 / (255.0 * s) for s in self.std]
+    offset = [m / s for m, s in zip(self.mean, self.std)]
+    if training:
+      # In the training step, one pass compiled by XLA instead of four ops
+      # (cast, multiply, subtract, cast): 1.024x the seed CNN's step (two
+      # in-process A/B runs of 10 and 14 rounds, 2-core Xeon, 2026-12-03).
+      # Elsewhere plain ops, so that an exported model needs no XLA.
+      return _standardize_compiled(images, scale, offset, self.compute_dtype)
+    return _standardize(images, scale, offset, self.compute_dtype)
+
+  def compute_output_shape(self, input_shape):
+    return input_shape
+
+  def get_config(self):
+    return {**super().get_config(), "mean": self.mean, "std": self.std}
+
+
+def _standardize(images, scale: Sequence[float], offset: Sequence[float],
+                 dtype: str):
+  """`cast(float32(images) * scale - offset, dtype)`, per channel."""
+  return ops.cast(ops.cast(images, "float32") * scale - offset, dtype)
+
+
+_standardize_compiled = tf.function(_standardize, jit_compile=True)
+
+
+def seed_cnn_layers(num_classes: int,
+                    dropout: type[layers.Dropout] = fast_layers.Dropout
+                    ) -> list[layers.Layer]:
+  """The textbook Keras CIFAR-10 CNN, layer for layer.
+
+  Args:
+    num_classes: width of the softmax output.
+    dropout: the class of the three dropout layers: by default Keras's
+      `Dropout` computed in fewer passes (`fastcifar.layers.Dropout`); the
+      recipe, run verbatim as the baseline, passes `keras.layers.Dropout`.
+
+  Returns:
+    The layers; 1,250,858 parameters at 10 classes and 32x32 images (the
+    dense layer takes the flattened feature map, so it grows with the image:
+    6,493,738 at 64x64). The softmax layer runs in float32 under any
+    mixed-precision policy, so outputs are float32.
+  """
+  return [
+      layers.Conv2D(32, 3, padding="same", activation="relu"),
+      layers.Conv2D(32, 3, activation="relu"),
+      layers.MaxPooling2D(2),
+      dropout(0.25),
+      layers.Conv2D(64, 3, padding="same", activation="relu"),
+      layers.Conv2D(64, 3, activation="relu"),
+      layers.MaxPooling2D(2),
+      dropout(0.25),
+      layers.Flatten(),
+      layers.Dense(512, activation="relu"),
+      dropout(0.5),
+      layers.Dense(num_classes, activation="softmax", dtype="float32"),
+  ]
+
+
+def fast_cnn_layers(num_classes: int, seed: int = 0,
+                    widths: Sequence[int] = (64, 256, 256)
+                    ) -> list[layers.Layer]:
+  """airbench94's network (Keller Jordan), as a Keras layer stack.
+
+  A fixed 2x2 patch-whitening conv and GELU, then three groups of (conv,
+  max-pool, batch norm, GELU, conv, batch norm, GELU), a global max-pool and a
+  bias-free linear layer whose outputs are scaled by 1/9 before the softmax.
+  The global pool takes maps of any size, so the parameters do not depend on
+  the image size.
+
+  Args:
+    num_classes: width of the softmax output.
+    seed: seeds the conv initializers.
+    widths: channels of the three groups.
+
+  Returns:
+    The layers; 1,973,944 parameters at 10 classes and the default widths,
+    1,971,352 of them trained (airbench94's count).
+    `PatchWhitening` must be adapted to the training images (`build_model`
+    does so). The softmax runs in float32, so outputs are float32.
+  """
+  stack = [fast_layers.PatchWhitening(2), fast_layers.GELU()]
+  for group, width in enumerate(widths):
+    stack += [
+        fast_layers.Conv3x3(width, use_bias=False,
+                            kernel_initializer=fast_layers.PartialIdentity(
+                                seed + 2 * group)),
+        layers.MaxPooling2D(2),
+        fast_layers.BatchNorm(),
+        fast_layers.GELU(),
+        fast_layers.Conv3x3(width, use_bias=False,
+                            kernel_initializer=fast_layers.PartialIdentity(
+                                seed + 2 * group + 1)),
+        fast_layers.BatchNorm(),
+        fast_layers.GELU(),
+    ]
+  return stack + [
+      layers.GlobalMaxPooling2D(),
+      # PyTorch's default init, +-1/sqrt(fan_in), as airbench trains it.
+      layers.Dense(num_classes, use_bias=False,
+                   kernel_initializer=keras.initializers.VarianceScaling(
+                       1 / 3, "fan_in", "uniform", seed=seed)),
+      # A small fixed scale keeps the logits tame at airbench's learning rate.
+      layers.Rescaling(1 / 9),
+      layers.Activation("softmax", dtype="float32"),
+  ]
+
+
+def build_model(name: str, num_classes: int, mean: Sequence[float],
+                std: Sequence[float], train_images: np.ndarray | None = None,
+                seed: int = 0, image_shape: Sequence[int] | None = None
+                ) -> keras.Sequential:
+  """Builds a model that takes uint8 `(batch, H, W, 3)` images.
+
+  Layers take their dtype from the global mixed-precision policy in force when
+  this is called (see `fastcifar.training.policy.precision_scope`).
+
+  Args:
+    name: one of `MODELS`.
+    num_classes: number of output classes.
+    mean, std: per-channel statistics of the training images, as fractions of
+      255, for the `Standardize` layer.
+    train_images: uint8 training images; the fast model's whitening layer is
+      fitted to a seeded random `WHITENING_IMAGES` of them (airbench takes
+      the first 5,000 of CIFAR's mixed order; an image folder loads sorted
+      by class), fewer when larger than 32x32 (as many pixels' worth).
+      Required for "fast".
+    seed: seeds the fast model's initializers and the whitening images.
+    image_shape: `(H, W, C)` of the inputs; None: that of `train_images`,
+      else CIFAR's 32x32x3.
+
+  Returns:
+    An uncompiled `keras.Sequential` whose outputs are float32 probabilities.
+
+  Raises:
+    UsageError: the images are too small for the model.
+  """
+  if name not in MODELS:
+    raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
+  if image_shape is None:
+    image_shape = (CIFAR_SHAPE if train_images is None
+                   else train_images.shape[1:])
+  image_shape = tuple(int(s) for s in image_shape)
+  if min(image_shape[:2]) < MIN_IMAGE_SIDE[name]:
+    raise UsageError(
+        f"the {name} model needs images of at least {MIN_IMAGE_SIDE[name]}x"
+        f"{MIN_IMAGE_SIDE[name]} pixels, these are {image_shape[0]}x"
+        f"{image_shape[1]}; pass a larger --image_size")
+  standardize = Standardize(mean, std)
+  inputs = [keras.Input(image_shape, dtype="uint8"), standardize]
+  if name == "seed":
+    return keras.Sequential([*inputs, *seed_cnn_layers(num_classes)],
+                            name="seed_cnn")
+  if train_images is None:
+    raise ValueError("the fast model needs train_images for its whitening")
+  stack = fast_cnn_layers(num_classes, seed)
+  model = keras.Sequential([*inputs, *stack], name="fast_cnn")
+  count = max(1, WHITENING_IMAGES * 32 * 32 // (image_shape[0]
+                                               * image_shape[1]))
+  pick = np.sort(np.random.default_rng(seed).choice(
+      len(train_images), min(count, len(train_images)), replace=False))
+  # np.asarray: streamed images (`sources.ShardedImages`) are read here.
+  stack[0].adapt(ops.convert_to_numpy(
+      ops.cast(standardize(np.asarray(train_images[pick])), "float32")))
+  return model
+
+
+def load_saved(path: str, compile: bool = True) -> keras.Model:  # pylint: disable=redefined-builtin
+  """Loads a `.keras` file, fastcifar's layers included.
+
+  Args:
+    path: the file `model.save` (or `fastcifar.train`) wrote.
+    compile: restore the loss, metrics and optimizer too.
+
+  Returns:
+    The model.
+
+  Raises:
+    UsageError: the file is missing or not a Keras model.
+  """
+  if not os.path.isfile(path):
+    raise UsageError(f"--model {path} does not exist; give a .keras file "
+                     "saved by model.save (fastcifar.train writes "
+                     "OUTPUT_DIR/model.keras)")
+  try:
+    with warnings.catch_warnings():  # an unbuilt optimizer's state: harmless
+      warnings.filterwarnings("ignore", "Skipping variable loading")
+      return keras.saving.load_model(path, compile=compile)
+  except (ValueError, OSError, TypeError) as e:
+    raise UsageError(f"--model {path} is not a loadable .keras model "
+                     f"({e})") from e

@@ -1,0 +1,371 @@
+"""Tests of the benchmark scripts: they run and report well-formed records.
+
+Each script runs in its own process, as a user runs it (`python -m
+benchmarks.X` or `python benchmarks/X.py`), in its quick mode made smaller
+still by flags. Nothing here asserts a speed: speed is what the benchmarks
+measure, on a machine chosen for it, not what a test on a shared CI machine
+can judge.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+from absl import flags
+import keras
+import numpy as np
+import pytest
+
+from benchmarks import (epoch_cost, harness, recipe, rss_probe, run_all,
+                        time_to_accuracy)
+from fastcifar.data import sources
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+ENVIRONMENT_FIELDS = ("benchmark", "device", "cpu_model", "cpu_count", "gpu",
+                      "tensorflow_version", "keras_version", "numpy_version",
+                      "python_version", "fastcifar_version", "flags", "utc")
+
+
+def run_benchmark(target: str, *args: str, timeout: float = 300):
+  """Runs a benchmark in a clean process: `target` is a module or a path."""
+  command = ([sys.executable, target] if target.endswith(".py")
+             else [sys.executable, "-m", target])
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  result = subprocess.run([*command, *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO_ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def records_and_table(result, output_path) -> tuple[list[dict], list[str]]:
+  """The JSON records on stdout (equal to those in --output) and the table."""
+  lines = result.stdout.splitlines()
+  records = [json.loads(line) for line in lines if line.startswith("{")]
+  assert records, result.stdout
+  with open(output_path) as f:
+    assert [json.loads(line) for line in f] == records
+  table = [line for line in lines if line.startswith("|")]
+  assert len(table) == len(records) + 2, result.stdout  # header, rule, rows
+  assert set(table[1]) <= set("|-"), table[1]
+  for record in records:
+    for field in ENVIRONMENT_FIELDS:
+      assert field in record, field
+    assert record["device"] in ("CPU", "GPU")
+    assert record["flags"]["quick"] is True
+  return records, table
+
+
+def test_input_pipeline_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks.input_pipeline", "--quick", f"--output={output}",
+      "--train_examples=1024", "--warmup_seconds=0.05", "--seconds=0.2",
+      "--step_warmup_steps=1", "--step_steps=2", f"--shards_dir={tmp_path}",
+      "--shuffle_buffer=256")
+  records, _ = records_and_table(result, output)
+  assert os.listdir(tmp_path) == ["out.jsonl"]  # the shards were removed
+  by_pipeline = {r["pipeline"]: r for r in records}
+  assert set(by_pipeline) == {"fastcifar", "fastcifar_streamed", "recipe",
+                              "naive_map", "memcpy", "constant_batch",
+                              "fastcifar_training_step"}
+  for record in records:
+    assert record["images_per_second"] > 0
+  assert by_pipeline["memcpy"]["fraction_of_ceiling"] == 1.0
+  assert by_pipeline["fastcifar"]["pipeline_over_training_step"] > 0
+  streamed = by_pipeline["fastcifar_streamed"]
+  assert streamed["pipeline_over_training_step"] > 0
+  assert streamed["bytes_per_image"] == 32 * 32 * 3 + 4
+  assert streamed["prepare_seconds"] > 0  # the shards were written
+  assert by_pipeline["fastcifar"]["bytes_per_image"] == 32 * 32 * 3 + 4
+  assert by_pipeline["recipe"]["batch_size"] == 64
+  assert by_pipeline["fastcifar"]["num_train_examples"] == 1024
+
+
+def test_training_throughput_quick_as_a_script(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks/training_throughput.py", "--quick", f"--output={output}",
+      "--models=seed", "--precisions=auto", "--jit_compile=auto",
+      "--warmup_steps=1",
+      "--steps=2", "--test_examples=100")
+  records, _ = records_and_table(result, output)
+  recipe = [r for r in records if r["system"] == "recipe"]
+  fastcifar = [r for r in records if r["system"] == "fastcifar"]
+  assert len(recipe) == 1 and recipe[0]["ratio_to_recipe"] == 1.0
+  assert recipe[0]["precision"] == "float32" and recipe[0]["batch_size"] == 64
+  assert len(fastcifar) == 1 and fastcifar[0]["fastcifar_default"]
+  for record in records:
+    assert record["images_per_second"] > 0
+  assert recipe[0]["steps_timed"] == 2
+  # fastcifar's steps are timed in whole loops (Python hears of no other).
+  loop = fastcifar[0]["steps_per_loop"]
+  assert fastcifar[0]["steps_timed"] == loop >= 2
+  assert records[0]["flags"]["steps"] == 2  # given flags beat --quick's
+
+
+def test_step_overhead_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  # The seed CNN at batch 64: loops of 64 steps on CPUs (512 at batch 8).
+  result = run_benchmark(
+      "benchmarks.step_overhead", "--quick", f"--output={output}",
+      "--cnn_batch_size=64")
+  records, _ = records_and_table(result, output)
+  rows = {(r["part"], r["system"], r["steps_per_loop_setting"], r["augment"]):
+          r for r in records}
+  assert set(rows) == {
+      ("tiny", "fastcifar", "1", True), ("tiny", "fastcifar", "auto", True),
+      ("tiny", "fastcifar", "auto", False), ("tiny", "keras_fit", "1", False),
+      ("tiny", "keras_fit", "64", False),
+      ("tiny", "bare_tf_function", "64", False),
+      ("seed_cnn", "fastcifar", "auto", False),
+      ("seed_cnn", "keras_fit", "64", False)}
+  for record in records:
+    assert record["milliseconds_per_step"] > 0
+    # Whole loops only: one of each after the warm-up, in quick mode.
+    assert record["steps_timed"] == record["steps_per_loop"]
+    assert record["images_per_second"] == pytest.approx(
+        1000 * record["batch_size"] / record["milliseconds_per_step"])
+  assert rows[("tiny", "fastcifar", "1", True)]["steps_per_loop"] == 1
+  if records[0]["device"] == "CPU":  # auto: 4,096 examples per loop
+    assert rows[("tiny", "fastcifar", "auto", True)]["steps_per_loop"] == 64
+  assert rows[("seed_cnn", "keras_fit", "64", False)][
+      "ratio_to_keras_best"] == 1
+
+
+def test_time_to_accuracy_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks.time_to_accuracy", "--quick", f"--output={output}",
+      "--train_examples=256", "--test_examples=200", "--epochs=1",
+      "--recipe_epochs=1")
+  records, _ = records_and_table(result, output)
+  assert [r["system"] for r in records] == ["recipe", "fastcifar"]
+  recipe, fastcifar = records
+  # The default target is the recipe's final accuracy, so it reached it.
+  assert recipe["reached"] and recipe["epochs_to_target"] == 1
+  assert recipe["target_accuracy"] == recipe["test_accuracy_per_epoch"][-1]
+  assert fastcifar["target_accuracy"] == recipe["target_accuracy"]
+  assert fastcifar["epochs_run"] == 1 and fastcifar["epoch_limit"] == 1
+  assert recipe["num_train_examples"] == 256
+
+
+def test_memory_quick_as_a_script(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks/memory.py", "--quick", f"--output={output}",
+      "--precisions=auto", "--jit_compile=auto", "--train_examples=256",
+      "--test_examples=200")
+  records, _ = records_and_table(result, output)
+  assert [r["configuration"] for r in records] == [
+      "load_only", "fastcifar", "recipe"]
+  for record in records:
+    assert record["exit_code"] == 0
+    assert record["peak_rss_bytes"] > 100 * 2**20  # TensorFlow alone is more
+    if harness.gnu_time():  # the same process's peak, by the kernel both ways
+      assert record["time_maxrss_bytes"] == pytest.approx(
+          record["peak_rss_bytes"], rel=0.05)
+  assert records[1]["fastcifar_default"]
+  assert records[2]["ratio_to_recipe"] == 1.0
+  assert "--precision=auto" in records[1]["command"]
+
+
+def test_epoch_cost_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks.epoch_cost", "--quick", f"--output={output}",
+      "--train_examples=256", "--test_examples=100")
+  records, _ = records_and_table(result, output)
+  assert [r["side"] for r in records] == ["recipe", "fastcifar"]
+  recipe, fastcifar = records
+  # Alternated: recipe 1, fastcifar 1, recipe 4, fastcifar 4.
+  assert [(r["order"], r["epochs"]) for r in recipe["runs"]] == [(0, 1), (2, 4)]
+  assert [(r["order"], r["epochs"]) for r in fastcifar["runs"]] == [
+      (1, 1), (3, 4)]
+  for record in records:
+    assert record["num_train_examples"] == 256
+    assert record["num_test_examples"] == 100
+    short, long = record["runs"]
+    assert record["t1_seconds"] == short["seconds"] > 0
+    assert record["t4_seconds"] == long["seconds"] > 0
+    assert record["per_epoch_seconds"] == pytest.approx(
+        (long["seconds"] - short["seconds"]) / 3)
+    for run in record["runs"]:
+      assert run["exit_code"] == 0
+      assert run["peak_rss_bytes"] > 100 * 2**20  # TensorFlow alone is more
+  # fastcifar as users type it: its slice flag, its defaults.
+  assert {"-m", "fastcifar.train", "--epochs=N", "--train_examples=256",
+          "--precision=auto", "--jit_compile=auto"} <= set(
+              fastcifar["command"])
+  assert fastcifar["target_ratio"] == 0.4 and recipe["precision"] == "float32"
+
+
+def test_recipe_cli_as_a_script(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=100)
+  npz = str(tmp_path / "data.npz")
+  sources.save_prepared(data, npz)
+  output = tmp_path / "out.jsonl"
+  run_benchmark("benchmarks/recipe.py", f"--data_dir={npz}", "--epochs=1",
+                f"--output={output}")
+  [record] = [json.loads(line) for line in output.read_text().splitlines()]
+  assert record["benchmark"] == "recipe" and record["epochs"] == 1
+  assert len(record["history"]["val_accuracy"]) == 1
+  assert record["flags"]["epochs"] == 1
+  for field in ("device", "cpu_model", "gpu", "tensorflow_version"):
+    assert field in record
+
+
+# --- The pieces, in this process ---------------------------------------------
+
+
+def test_importing_the_benchmarks_defines_no_flags():
+  # Flags come only with running a script, so scripts can import one another.
+  for name in ("input_pipeline", "training_throughput", "time_to_accuracy",
+               "memory", "run_all", "recipe", "harness", "step_overhead",
+               "epoch_cost"):
+    importlib.import_module(f"benchmarks.{name}")
+  defining = [module for module in flags.FLAGS.flags_by_module_dict()
+              if "benchmarks" in module]
+  assert not defining
+
+
+@pytest.mark.parametrize("device,bf16,capability,expected", [
+    ("CPU", True, None,
+     [("mixed_bfloat16", False, True), ("float32", False, False)]),
+    ("CPU", False, None, [("float32", False, True)]),
+    ("GPU", None, (7, 5),
+     [("mixed_float16", True, True), ("float32", False, False),
+      ("float32", True, False), ("mixed_float16", False, False)]),
+    ("GPU", None, (8, 0),
+     [("mixed_float16", True, True), ("float32", False, False),
+      ("float32", True, False), ("mixed_float16", False, False),
+      ("mixed_bfloat16", False, False), ("mixed_bfloat16", True, False)]),
+])
+def test_sweep_covers_what_applies_default_first(device, bf16, capability,
+                                                 expected):
+  settings = harness.sweep(device=device, cpu_bfloat16=bf16,
+                           gpu_capability=capability)
+  assert [(s.precision, s.jit_compile, s.default) for s in settings] == expected
+
+
+def test_batch_clock_counts_steps_not_calls():
+  clock = harness.BatchClock()
+  clock.on_epoch_begin(0)
+  for last_step, time in ((31, 10.0), (63, 11.0), (95, 12.0)):
+    clock.on_train_batch_end(last_step)  # loops of 32 steps
+    clock.times[-1] = time
+  clock.on_epoch_begin(1)
+  clock.on_train_batch_end(15)  # a second epoch's first loop of 16
+  clock.times[-1] = 12.5
+  assert clock.steps == [32, 64, 96, 112]
+  # Timing starts at the first call that ends the warm-up: step 64.
+  assert clock.steps_timed(warmup_steps=40) == 48
+  assert clock.seconds_per_step(warmup_steps=40) == pytest.approx(1.5 / 48)
+  assert clock.images_per_second(8, 40) == pytest.approx(8 * 48 / 1.5)
+  with pytest.raises(ValueError, match="need a call after"):
+    clock.steps_timed(warmup_steps=100)
+  assert harness.whole_calls(3, 65, 32) == (32, 96)
+
+
+def test_run_all_passes_the_common_flags_on():
+  commands = run_all.commands(list(run_all.BENCHMARKS), quick=True,
+                              data_dir="/data/x.tar.gz", dataset="cifar10",
+                              seed=3, output="out.jsonl")
+  assert [c[2] for c in commands] == [
+      f"benchmarks.{name}" for name in run_all.BENCHMARKS]
+  for command in commands:
+    assert {"--quick", "--data_dir=/data/x.tar.gz", "--seed=3",
+            f"--output={os.path.abspath('out.jsonl')}"} <= set(command)
+
+
+def test_sweep_keeps_the_default_when_narrowed():
+  settings = harness.sweep(["float32"], ["false"], device="CPU",
+                           cpu_bfloat16=True)
+  assert [(s.precision, s.default) for s in settings] == [
+      ("mixed_bfloat16", True), ("float32", False)]
+
+
+def test_batch_clock_leaves_out_the_warmup():
+  clock = harness.BatchClock()
+  clock.times = [10.0, 10.5, 11.0, 11.5, 12.0]  # the first step compiled
+  clock.steps = [1, 2, 3, 4, 5]  # a call per step
+  assert clock.images_per_second(batch_size=64, warmup_steps=2) == 3 * 64 / 1.5
+  with pytest.raises(ValueError):
+    clock.images_per_second(batch_size=64, warmup_steps=5)
+
+
+def test_epoch_cost_alternates_and_takes_medians():
+  assert epoch_cost.schedule(2) == [
+      (0, 1, "recipe"), (0, 1, "fastcifar"), (0, 4, "recipe"),
+      (0, 4, "fastcifar"), (1, 1, "recipe"), (1, 1, "fastcifar"),
+      (1, 4, "recipe"), (1, 4, "fastcifar")]
+  runs = [{"round": r, "epochs": n, "seconds": s, "peak_rss_bytes": p,
+           "exit_code": 0}
+          for r, n, s, p in ((0, 1, 20.0, 2**30), (0, 4, 41.0, 2**31),
+                             (1, 1, 22.0, 2**30), (1, 4, 49.0, 2**30),
+                             (2, 1, 30.0, 2**29), (2, 4, 45.0, 2**30))]
+  summary = epoch_cost.summarize(runs)
+  assert (summary["t1_seconds"], summary["t4_seconds"]) == (22.0, 45.0)
+  assert summary["per_epoch_seconds"] == pytest.approx(23 / 3)
+  assert summary["per_epoch_seconds_by_round"] == pytest.approx(
+      [7.0, 9.0, 5.0])
+  assert summary["per_epoch_seconds_fastest"] == pytest.approx(21 / 3)
+  assert (summary["t1_peak_rss_mb"], summary["t4_peak_rss_mb"]) == (
+      1024, 2048)
+  runs[3]["exit_code"] = 1  # a failed run: no figure rather than a wrong one
+  assert epoch_cost.summarize(runs)["per_epoch_seconds"] is None
+
+
+def test_epoch_cost_target_is_met_only_by_both_estimates():
+  assert epoch_cost.within_target(0.32, 0.52) is False  # a slow T(1) median
+  assert epoch_cost.within_target(0.52, 0.38) is False
+  assert epoch_cost.within_target(0.39, 0.40) is True
+  assert epoch_cost.within_target(None, 0.3) is None
+
+
+def test_first_reaching():
+  assert time_to_accuracy.first_reaching([0.3, 0.6, 0.7], [1, 2, 3], 0.6) == (
+      2, 2)
+  assert time_to_accuracy.first_reaching([0.3], [1], 0.9) == (None, None)
+
+
+def test_slice_dataset_is_seeded():
+  data = sources.load_synthetic(num_train=300, num_test=100)
+  a = harness.slice_dataset(data, 50, 20, seed=1)
+  b = harness.slice_dataset(data, 50, 20, seed=1)
+  assert len(a.train_images) == 50 and len(a.test_images) == 20
+  np.testing.assert_array_equal(a.train_images, b.train_images)
+
+
+def test_rss_probe_reports_the_childs_own_peak(tmp_path):
+  out = tmp_path / "peak.json"
+  # 200 MB touched in the child; the parent (pytest with TensorFlow) is larger
+  # still, so a reading that included the parent's peak would not tell.
+  code = "import sys; b = bytearray(int(sys.argv[1])); sys.exit(3)"
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.rss_probe", str(out), "-c", code,
+       str(200 * 2**20)], cwd=REPO_ROOT, capture_output=True, text=True,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=60)
+  assert result.returncode == 3, result.stderr  # the program's own status
+  report = json.loads(out.read_text())
+  assert report["source"] == rss_probe.peak_rss()[1]
+  assert 200 * 2**20 <= report["peak_rss_bytes"] < 400 * 2**20
+
+
+def test_the_recipe_keeps_keras_own_dropout():
+  # The baseline runs verbatim: fastcifar's faster Dropout is not its.
+
+  class LayerTypes(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      self.types = [type(layer) for layer in self.model.layers]
+
+  seen = LayerTypes()
+  data = sources.load_synthetic(num_train=64, num_test=16, seed=0)
+  recipe.run_recipe(data, epochs=1, batch_size=32, verbose=0,
+                    callbacks=[seen])
+  dropouts = [t for t in seen.types if issubclass(t, keras.layers.Dropout)]
+  assert dropouts == [keras.layers.Dropout] * 3

@@ -1,0 +1,276 @@
+"""Resume after a kill, SIGTERM/Ctrl-C, finished runs, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from absl.testing import flagsaver
+import keras
+import numpy as np
+import pytest
+
+from fastcifar import train
+from fastcifar.data import sources
+from fastcifar.training import checkpointing, trainer
+from fastcifar.errors import UsageError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
+             "--deterministic"]
+
+
+def start_cli(*args: str) -> subprocess.Popen:
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  return subprocess.Popen([sys.executable, "-m", "fastcifar.train", *args],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env, cwd=REPO_ROOT)
+
+
+def wait_for_checkpoint(output_dir, epoch: int, process, timeout=240) -> None:
+  deadline = time.monotonic() + timeout
+  while checkpointing.latest_epoch(str(output_dir)) != epoch:
+    assert process.poll() is None, process.communicate()
+    assert time.monotonic() < deadline, "no checkpoint in time"
+    time.sleep(0.2)
+
+
+def finish(process, timeout=300):
+  out, err = process.communicate(timeout=timeout)
+  return process.returncode, out, err
+
+
+def comparable(results: dict) -> dict:
+  """Results without what legitimately differs between runs: times, and
+  the loop length (which changes no number)."""
+  config = {k: v for k, v in results["config"].items()
+            if k != "steps_per_loop"}
+  return {**{k: v for k, v in results.items()
+             if "second" not in k and k not in ("resumed_after_epoch",
+                                                "steps_per_loop")},
+          "config": config}
+
+
+@pytest.fixture(scope="module")
+def small_run(small_npz) -> list[str]:
+  """SMALL_RUN on small synthetic data: these tests are not about the data."""
+  return [*SMALL_RUN, f"--data_dir={small_npz}"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, small_run) -> dict:
+  output_dir = tmp_path_factory.mktemp("uninterrupted")
+  code, _, err = finish(start_cli(*small_run, f"--output_dir={output_dir}"))
+  assert code == 0, err[-2000:]
+  return json.loads((output_dir / "results.json").read_text())
+
+
+def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path,
+                                                    small_run):
+  code, _, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
+  assert code == 0, err[-2000:]
+  again = json.loads((tmp_path / "results.json").read_text())
+  assert comparable(again) == comparable(uninterrupted)
+
+
+def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path,
+                                               small_run):
+  process = start_cli(*small_run, f"--output_dir={tmp_path}")
+  wait_for_checkpoint(tmp_path, 1, process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  assert not (tmp_path / "results.json").exists()
+
+  # Resumed in loops of 3 steps (the first run: whole 16-step epochs).
+  code, out, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}",
+                                    "--steps_per_loop=3"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+  results = json.loads((tmp_path / "results.json").read_text())
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert results["epochs"] == 3 and results["resumed_after_epoch"] >= 1
+  assert results["steps_per_loop"] == 3
+  assert len(history["val_accuracy"]) == 3
+  assert not (tmp_path / "checkpoints").exists()
+  # Order, augmentation and dropout are functions of (seed, step), and the
+  # checkpoint holds every variable, so the resumed run is the same run.
+  assert comparable(results) == comparable(uninterrupted)
+
+
+def test_sigterm_stops_cleanly_and_resumes(tmp_path, small_run):
+  process = start_cli(*small_run, f"--output_dir={tmp_path}")
+  wait_for_checkpoint(tmp_path, 1, process)
+  process.send_signal(signal.SIGTERM)
+  code, _, err = finish(process)
+  assert code == 130
+  assert "Traceback" not in err
+  assert "run the same command again to resume after epoch" in err
+  code, out, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+
+
+def test_finished_run_is_not_overwritten(tmp_path, small_npz, capsys):
+  results = tmp_path / "results.json"
+  results.write_text(json.dumps({"test_accuracy": 0.5}))
+  before = results.stat().st_mtime_ns
+  # In this process: what is decided is train.main's, not the process's.
+  with flagsaver.flagsaver(data_dir=small_npz, epochs="3", batch_size=64,
+                           train_examples=1024, output_dir=str(tmp_path)):
+    assert train.main(["train"]) == 0
+  out = capsys.readouterr().out
+  assert "already holds a finished run" in out and "--restart" in out
+  assert results.stat().st_mtime_ns == before
+
+
+class StopAfterFirstEpoch(trainer.keras.callbacks.Callback):
+
+  def on_epoch_end(self, epoch, logs=None):
+    raise KeyboardInterrupt
+
+
+def stopped_after_first_epoch(output_dir):
+  """A 2-epoch run in `output_dir`, stopped after epoch 1; (data, config)."""
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = trainer.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, data, str(output_dir), verbose=0,
+                                callbacks=[StopAfterFirstEpoch()])
+  return data, config
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+  data, config = stopped_after_first_epoch(tmp_path)
+  assert checkpointing.latest_epoch(str(tmp_path)) == 1
+  other = trainer.Config(epochs=2, batch_size=32, precision="float32",
+                          eval_batch_size=64)
+  with pytest.raises(UsageError, match="batch_size=64, not 32"):
+    trainer.train_and_evaluate(other, data, str(tmp_path), verbose=0)
+  # --restart trains anew instead.
+  results = trainer.train_and_evaluate(other, data, str(tmp_path), verbose=0,
+                                        restart=True)
+  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 0
+
+
+def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
+  data, config = stopped_after_first_epoch(tmp_path)
+  # The settings are read before any weight: the one-line refusal, not a
+  # shape mismatch from restoring (512, 10) into (512, 100).
+  hundred = sources.load_synthetic(num_train=256, num_test=64,
+                                   num_classes=100, seed=0)
+  with pytest.raises(UsageError, match="num_classes=10, not 100"):
+    trainer.train_and_evaluate(config, hundred, str(tmp_path), verbose=0)
+  fast = trainer.Config(model="fast", epochs=2, batch_size=64,
+                         precision="float32", eval_batch_size=64)
+  with pytest.raises(UsageError, match="model=seed, not fast"):
+    trainer.train_and_evaluate(fast, data, str(tmp_path), verbose=0)
+  assert checkpointing.latest_epoch(str(tmp_path)) == 1  # kept
+
+
+def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
+  # As killed during the final (TTA) evaluation or the saving of outputs:
+  # every epoch is in the checkpoint, nothing is left to train.
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = trainer.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64, tta=True)
+
+  class StopBeforeTheFinalEvaluation(trainer.keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+      raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+                                callbacks=[StopBeforeTheFinalEvaluation()])
+  assert checkpointing.latest_epoch(str(tmp_path)) == 2
+  assert not (tmp_path / "results.json").exists()
+  results = trainer.train_and_evaluate(config, data, str(tmp_path),
+                                        verbose=0)
+  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 2
+  assert results["images_per_second"] > 0  # from the recorded epochs
+  history = json.loads((tmp_path / "history.json").read_text())
+  assert len(history["accuracy"]) == len(history["epoch_seconds"]) == 2
+  assert history["val_epochs"] == [1, 2]
+  on_disk = json.loads((tmp_path / "results.json").read_text())
+  assert on_disk["test_accuracy"] == results["test_accuracy"]
+  assert not (tmp_path / "checkpoints").exists()
+
+
+_SAVE_FOREVER = textwrap.dedent("""
+    import sys
+    import keras
+    from fastcifar.training import checkpointing
+    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    saver = checkpointing.RunCheckpoint(model, sys.argv[1], {"a": 1})
+    epoch, _ = saver.restore()
+    print("saving", flush=True)
+    while True:
+      epoch += 1
+      for v in model.trainable_variables:  # every weight says its epoch
+        v.assign(keras.ops.full(v.shape, float(epoch)))
+      saver.save(epoch, {"epoch": [epoch]})
+""")
+
+
+def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
+  rng = random.Random(3)
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+  for _ in range(2):
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SAVE_FOREVER, str(tmp_path)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline() == "saving\n", process.communicate()
+    time.sleep(rng.uniform(0.5, 2))  # each save takes tens of ms
+    process.kill()
+    process.communicate()
+    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    epoch, history = checkpointing.RunCheckpoint(
+        model, str(tmp_path), {"a": 1}).restore()
+    assert epoch >= 1 and history == {"epoch": [epoch]}
+    for v in model.trainable_variables:
+      assert np.all(v.numpy() == epoch)
+
+
+# The small synthetic data's validation loss falls by less than 0.3 after
+# epoch 3: best epoch 3, two epochs' patience, stop after epoch 5 of at most 8.
+AUTO_RUN = ["--epochs=auto", "--max_epochs=8", "--patience=2",
+            "--min_delta=0.3", "--validation_examples=256",
+            "--train_examples=1024", "--batch_size=64", "--deterministic",
+            "--nopreflight"]
+
+
+def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path,
+                                                               small_npz):
+  auto_run = [*AUTO_RUN, f"--data_dir={small_npz}"]
+  whole = tmp_path / "whole"
+  code, _, err = finish(start_cli(*auto_run, f"--output_dir={whole}"))
+  assert code == 0, err[-2000:]
+  expected = json.loads((whole / "results.json").read_text())
+  assert expected["stopped_early"] and expected["stopped_epoch"] < 8
+  assert expected["best_epoch"] < expected["stopped_epoch"]
+
+  killed = tmp_path / "killed"
+  process = start_cli(*auto_run, f"--output_dir={killed}")
+  wait_for_checkpoint(killed, expected["best_epoch"], process)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  code, out, err = finish(start_cli(*auto_run, f"--output_dir={killed}"))
+  assert code == 0, err[-2000:]
+  assert "resuming after epoch" in out
+  results = json.loads((killed / "results.json").read_text())
+  # The patience count, best loss and best weights came back with the rest.
+  assert comparable(results) == comparable(expected)
+  history = json.loads((killed / "history.json").read_text())
+  assert history["val_loss"] == json.loads(
+      (whole / "history.json").read_text())["val_loss"]

@@ -1,0 +1,454 @@
+"""Strategies and the tf.data service, on this machine's loopback only."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fastcifar.data import service as data_service, pipeline, sources
+from fastcifar.training import checkpointing, distribute, trainer
+from fastcifar.errors import UsageError
+from tests.training.test_checkpointing import comparable
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def free_ports(count: int) -> list[int]:
+  sockets = [socket.socket() for _ in range(count)]
+  for s in sockets:
+    s.bind(("127.0.0.1", 0))
+  ports = [s.getsockname()[1] for s in sockets]
+  for s in sockets:
+    s.close()
+  return ports
+
+
+def test_strategy_names():
+  assert isinstance(distribute.make_strategy("one_device"),
+                    tf.distribute.OneDeviceStrategy)
+  assert isinstance(distribute.make_strategy("auto"),
+                    tf.distribute.OneDeviceStrategy)  # no GPUs here
+  with pytest.raises(UsageError, match="unknown strategy"):
+    distribute.make_strategy("horovod")
+
+
+def test_multi_worker_needs_tf_config(monkeypatch):
+  monkeypatch.delenv("TF_CONFIG", raising=False)
+  with pytest.raises(UsageError, match="TF_CONFIG"):
+    distribute.make_strategy("multi_worker")
+
+
+def test_only_one_chief():
+  def resolver(task_type, task_id, cluster):
+    return tf.distribute.cluster_resolver.SimpleClusterResolver(
+        tf.train.ClusterSpec(cluster), task_type=task_type, task_id=task_id)
+
+  class FakeStrategy:
+    def __init__(self, r):
+      self.cluster_resolver = r
+
+  workers = {"worker": ["a:1", "b:1"]}
+  assert distribute.is_chief(FakeStrategy(resolver("worker", 0, workers)))
+  assert not distribute.is_chief(FakeStrategy(resolver("worker", 1, workers)))
+  with_chief = {"chief": ["c:1"], "worker": ["a:1"]}
+  assert distribute.is_chief(FakeStrategy(resolver("chief", 0, with_chief)))
+  assert not distribute.is_chief(FakeStrategy(resolver("worker", 0,
+                                                        with_chief)))
+  assert distribute.is_chief(tf.distribute.get_strategy())
+
+
+def test_the_eval_batch_rounds_up_to_the_replica_count():
+  class Replicas:  # all round_up_to_replicas asks of a strategy
+    def __init__(self, count):
+      self.num_replicas_in_sync = count
+
+  assert [distribute.round_up_to_replicas(500, Replicas(n))
+          for n in (1, 3, 8, 500, 501)] == [500, 501, 504, 500, 501]
+  # The rounded batch splits evenly; padding (weight 0) covers the rest.
+  images = np.zeros((300, 32, 32, 3), np.uint8)
+  labels = np.arange(300, dtype=np.int32)
+  batches = list(pipeline.eval_dataset(images, labels, 504,
+                                             replicas_per_shard=8))
+  weights = np.concatenate([w.numpy() for _, _, w in batches])
+  seen = np.concatenate([y.numpy() for _, y, _ in batches])
+  assert len(weights) == 504 and weights.sum() == 300
+  assert sorted(seen[weights == 1]) == list(range(300))
+
+
+def test_sharded_pipelines_cover_each_global_batch_once():
+  images = np.zeros((48, 32, 32, 3), np.uint8)
+  labels = np.arange(48, dtype=np.int32)  # labels name the examples
+  whole = [b[1].numpy() for b in pipeline.train_dataset(
+      images, labels, 8, seed=1, epochs=2)]
+  shards = [[b[1].numpy() for b in pipeline.train_dataset(
+      images, labels, 8, seed=1, epochs=2, shard_index=i, num_shards=2,
+      replicas_per_shard=2)] for i in range(2)]
+  for step, batch in enumerate(whole):
+    parts = [shards[i][2 * step + r] for i in range(2) for r in range(2)]
+    assert sorted(np.concatenate(parts)) == sorted(batch)
+    assert all(len(p) == 2 for p in parts)
+
+
+def test_one_replica_on_the_cpu_iterates_the_pipeline_itself():
+  # Nothing to spread or copy: the pipeline as built, autotuning off (a
+  # distributed dataset's per-device datasets would turn it back on).
+  images = np.zeros((48, 32, 32, 3), np.uint8)
+  labels = np.arange(48, dtype=np.int32)
+  make = functools.partial(pipeline.train_dataset, images, labels, 8,
+                           seed=1, epochs=1)
+  for strategy in (distribute.make_strategy("one_device"),
+                   tf.distribute.get_strategy()):
+    data = distribute.distribute(strategy, make, 8)
+    assert isinstance(data, tf.data.Dataset)
+    assert data.options().autotune.enabled is False
+    assert [b[1].numpy().tolist() for b in data] == [
+        b[1].numpy().tolist() for b in make()]
+
+
+def start_workers(command: list[str]) -> list[subprocess.Popen]:
+  """Runs `command` as the two workers of a cluster on fresh loopback ports."""
+  cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
+  processes = []
+  for index in range(2):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
+               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
+                   "type": "worker", "index": index}}))
+    processes.append(subprocess.Popen(
+        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  return processes
+
+
+def finish_workers(processes) -> list[tuple[str, str]]:
+  """Waits for every worker to succeed; their `(stdout, stderr)`."""
+  try:
+    outs = [p.communicate(timeout=300) for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, (_, err) in zip(processes, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
+def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
+  script = textwrap.dedent("""
+      import json, sys
+      import numpy as np
+      from fastcifar.data import sources
+      from fastcifar.training import distribute, trainer
+      import keras
+      strategy = distribute.make_strategy("multi_worker")
+      data = sources.load_synthetic(num_train=512, num_test=128, seed=1)
+      weights = {}
+      class Weights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+          weights["sum"] = float(sum(np.sum(w, dtype=np.float64)
+                                     for w in self.model.get_weights()))
+      config = trainer.Config(epochs=2, batch_size=64, precision="float32",
+                               eval_batch_size=64)
+      results = trainer.train_and_evaluate(
+          config, data, sys.argv[1], strategy=strategy, verbose=0,
+          callbacks=[Weights()])
+      print(json.dumps([weights["sum"], results["num_replicas"],
+                        results["test_accuracy"]]))
+  """)
+  outs = finish_workers(start_workers(
+      [sys.executable, "-c", script, str(tmp_path)]))
+  (sum0, replicas0, acc0), (sum1, replicas1, acc1) = [
+      json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+  assert replicas0 == replicas1 == 2
+  assert sum0 == sum1  # all-reduced updates: the same weights, bit for bit
+  assert acc0 == acc1
+  assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
+                                          "results.json"]
+
+
+def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
+  # The validation loss is all-reduced, so every worker's early stopping
+  # sees the same number and decides the same; a worker that stopped alone
+  # would hang the other in its next all-reduce.
+  script = textwrap.dedent("""
+      import json, sys
+      from fastcifar.data import sources
+      from fastcifar.training import distribute, trainer
+      strategy = distribute.make_strategy("multi_worker")
+      data = sources.load_synthetic(num_train=640, num_test=128, seed=1)
+      config = trainer.recipe(
+          "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
+          validation_examples=128, batch_size=64, precision="float32",
+          eval_batch_size=64, optimizer="adam", lr_schedule="cosine")
+      results = trainer.train_and_evaluate(config, data, sys.argv[1],
+                                            strategy=strategy, verbose=0)
+      print(json.dumps([results[k] for k in (
+          "epochs", "best_epoch", "validation_loss", "test_accuracy")]))
+  """)
+  outs = finish_workers(start_workers(
+      [sys.executable, "-c", script, str(tmp_path)]))
+  first, second = [json.loads(out.strip().splitlines()[-1])
+                   for out, _ in outs]
+  assert first == second
+  assert first[0] < 6  # it did stop early
+  written = json.loads((tmp_path / "results.json").read_text())
+  assert written["stopped_early"] and written["epochs"] == first[0]
+
+
+@pytest.fixture
+def data_service_cluster():
+  """An in-process tf.data service: `(dispatcher, workers)`."""
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  address = dispatcher.target.split("://", 1)[1]
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=address)) for _ in range(2)]
+  yield dispatcher, workers
+  for server in workers + [dispatcher]:
+    server._stop()  # pylint: disable=protected-access
+
+
+@pytest.fixture
+def service_address(data_service_cluster):
+  return data_service_cluster[0].target
+
+
+def test_data_service_sees_every_example_once_per_epoch(service_address):
+  images = np.zeros((400, 32, 32, 3), np.uint8)
+  labels = np.arange(400, dtype=np.int32)
+  ds = pipeline.through_data_service(
+      pipeline.train_dataset(images, labels, 20, seed=0, epochs=3),
+      service_address)
+  assert ds.options().autotune.enabled is False  # the client's side too
+  seen = np.concatenate([y.numpy() for _, y in ds])
+  assert np.array_equal(np.bincount(seen, minlength=400), np.full(400, 3))
+
+
+def test_training_through_data_service(service_address):
+  data = sources.load_synthetic(num_train=512, num_test=128, seed=1)
+  config = trainer.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+  results = trainer.train_and_evaluate(config, data, verbose=0,
+                                        data_service=service_address)
+  assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
+
+
+def test_data_service_tool_stops_on_sigterm():
+  port = free_ports(1)[0]
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  process = subprocess.Popen(
+      [sys.executable, "-m", "tools.data_service", f"--port={port}",
+       "--num_workers=2"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  try:
+    line = process.stdout.readline()
+    assert f"grpc://localhost:{port}" in line, process.stderr.read()
+    process.send_signal(signal.SIGTERM)
+    out, _ = process.communicate(timeout=60)
+  finally:
+    process.kill()
+  assert process.returncode == 0
+  assert "stopped" in out
+
+
+def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
+  """Kills worker `victim` with SIGKILL in the epoch after `after_epoch`.
+
+  Returns:
+    The survivor's stderr, once it has exited on its own.
+  """
+  deadline = time.monotonic() + 240
+  while checkpointing.latest_epoch(str(output_dir)) != after_epoch:
+    assert all(p.poll() is None for p in processes), [
+        p.communicate()[1][-2000:] for p in processes]
+    assert time.monotonic() < deadline, "no checkpoint in time"
+    time.sleep(0.1)
+  time.sleep(0.3)  # into the next epoch's steps
+  processes[victim].kill()
+  killed = time.monotonic()
+  survivor = processes[1 - victim]
+  try:
+    _, err = survivor.communicate(timeout=60)
+  finally:
+    for p in processes:
+      p.kill()
+      p.communicate()
+  assert time.monotonic() - killed < 60
+  assert survivor.returncode == 1, err[-3000:]
+  return err
+
+
+def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
+  data = str(tmp_path / "fastcifar-tiny.npz")
+  sources.save_prepared(sources.load_synthetic(num_train=512, num_test=128,
+                                               seed=1), data)
+  args = [f"--data_dir={data}", "--epochs=3", "--batch_size=64",
+          "--precision=float32", "--deterministic", "--nopreflight",
+          "--notensorboard"]
+  train = [sys.executable, "-m", "fastcifar.train", "--strategy=multi_worker"]
+  finish_workers(start_workers(
+      [*train, *args, f"--output_dir={tmp_path / 'whole'}"]))
+  output_dir = tmp_path / "run"
+  run = [*train, *args, f"--output_dir={output_dir}"]
+  # A worker, then the chief, lost mid-epoch; each time the other one ends.
+  for victim, after_epoch in ((1, 1), (0, 2)):
+    err = _lose_one(start_workers(run), victim, output_dir, after_epoch)
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"fastcifar.train: error: lost worker {victim} ("
+                           ), err[-3000:]
+    assert "start every worker again with the same command to resume after " \
+           f"epoch {checkpointing.latest_epoch(str(output_dir))}" in last
+    assert "Traceback" not in err
+    assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
+  finish_workers(start_workers(run))
+  results = json.loads((output_dir / "results.json").read_text())
+  assert results["resumed_after_epoch"] >= 2
+  assert comparable(results) == comparable(
+      json.loads((tmp_path / "whole" / "results.json").read_text()))
+
+
+def test_no_dispatcher_at_the_address_fails_fast():
+  address = f"grpc://127.0.0.1:{free_ports(1)[0]}"
+  start = time.monotonic()
+  with pytest.raises(UsageError) as e:
+    data_service.check(address, timeout=2)
+  assert time.monotonic() - start < 10
+  assert str(e.value).startswith(f"--data_service={address}: no tf.data "
+                                 "service dispatcher answers there")
+  assert "tools.data_service" in str(e.value) and "--port" in str(e.value)
+
+
+def test_a_dispatcher_without_workers_is_refused():
+  service = tf.data.experimental.service
+  dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+  try:
+    with pytest.raises(UsageError, match="the dispatcher has no workers"):
+      data_service.check(dispatcher.target, timeout=1)
+  finally:
+    dispatcher._stop()  # pylint: disable=protected-access
+
+
+def test_dead_data_service_address_from_the_command_line():
+  address = f"grpc://127.0.0.1:{free_ports(1)[0]}"
+  start = time.monotonic()
+  out = subprocess.run(
+      [sys.executable, "-m", "fastcifar.train", f"--data_service={address}",
+       "--dataset=synthetic"], capture_output=True, text=True, timeout=60,
+      cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT,
+                              TF_CPP_MIN_LOG_LEVEL="2"))
+  # 10 s of asking plus start-up: about 16 s on an idle 2-core machine; the
+  # bound leaves room for a machine shared with other test runs.
+  assert time.monotonic() - start <= 45
+  assert "(waited 10 s)" in out.stderr
+  assert out.returncode == 2
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      f"fastcifar.train: error: --data_service={address}: no tf.data service")
+  assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("victim,problem", [
+    ("worker", r"its worker localhost:\d+ does not answer for 1 s"),
+    ("dispatcher", "no tf.data service dispatcher answers there for 1 s")])
+def test_monitor_reports_a_lost_worker_or_dispatcher(data_service_cluster,
+                                                     victim, problem):
+  dispatcher, workers = data_service_cluster
+  assert len(data_service.get_workers(dispatcher.target, 5)) == 2
+  lost = []
+  with data_service.Monitor(dispatcher.target, lost.append, patience=1,
+                            interval=0.3):
+    time.sleep(1)
+    assert not lost  # a healthy service is left alone
+    server = workers[0] if victim == "worker" else dispatcher
+    server._stop()  # pylint: disable=protected-access
+    deadline = time.monotonic() + 20
+    while not lost and time.monotonic() < deadline:
+      time.sleep(0.1)
+  assert lost and re.fullmatch(problem, lost[0]), lost
+
+
+def test_training_continues_through_a_restarted_dispatcher(tmp_path):
+  # Fault-tolerant mode: the dispatcher journals its state in work_dir, and
+  # one restarted on the same port picks up the job where it was.
+  service = tf.data.experimental.service
+  port = free_ports(1)[0]
+
+  def start_dispatcher():
+    return service.DispatchServer(service.DispatcherConfig(
+        port=port, work_dir=str(tmp_path), fault_tolerant_mode=True))
+
+  dispatchers = [start_dispatcher()]
+  workers = [service.WorkerServer(service.WorkerConfig(
+      dispatcher_address=f"localhost:{port}")) for _ in range(2)]
+
+  class RestartDispatcher(trainer.keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+      if epoch == 0:
+        dispatchers[-1]._stop()  # pylint: disable=protected-access
+        time.sleep(1)
+        dispatchers.append(start_dispatcher())
+
+  lost = []
+  data = sources.load_synthetic(num_train=2048, num_test=128, seed=1)
+  config = trainer.Config(epochs=2, batch_size=64, precision="float32",
+                           eval_batch_size=64)
+  try:
+    with data_service.Monitor(f"grpc://localhost:{port}", lost.append,
+                              patience=20, interval=0.5):
+      results = trainer.train_and_evaluate(
+          config, data, verbose=0, data_service=f"grpc://localhost:{port}",
+          callbacks=[RestartDispatcher()])
+  finally:
+    for server in workers + dispatchers:
+      server._stop()  # pylint: disable=protected-access
+  assert len(dispatchers) == 2 and not lost
+  assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
+
+
+@pytest.mark.parametrize("message,lost,first", [
+    ("Graph execution error:\n\nDetected at node x defined at:\n  File a\n\n"
+     "Collective ops is aborted by: Error reported from /job:worker/task:1: "
+     "The following tasks are unhealthy (stopped sending heartbeats):\n"
+     "/job:worker/replica:0/task:1\nThe tasks have crashed.",
+     "worker 1", "Collective ops is aborted by: Error reported from "
+     "/job:worker/task:1: The following tasks are unhealthy (stopped sending "
+     "heartbeats): /job:worker/replica:0/task:1"),
+    ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
+     "Additional GRPC error information from remote target "
+     "/job:worker/replica:0/task:0 while calling RecvBuf",
+     "worker 0", "Collective ops is aborted by: recvmsg:Connection reset by "
+     "peer"),
+])
+def test_lost_peer_names_the_task_tensorflow_names(message, lost, first):
+  error = tf.errors.UnavailableError(None, None, message)
+  assert distribute.lost_peer(error) == lost
+  assert distribute.first_line(error) == first
+  assert distribute.lost_peer(tf.errors.InvalidArgumentError(
+      None, None, message)) is None
+
+
+def test_streamed_shards_through_the_data_service_once_per_epoch(
+    service_address, tmp_path):
+  images = np.zeros((400, 8, 8, 3), np.uint8)
+  labels = np.arange(400, dtype=np.int32)  # a label per example: its id
+  path = str(tmp_path / "shards")
+  sources.write_shards(path, "ids", [str(i) for i in range(400)],
+                       [("train", images, labels), ("test", images[:1],
+                                                    labels[:1])],
+                       {"train": 400, "test": 1}, shard_bytes=64 * 8 * 8 * 3)
+  streamed = sources.load_path(path, cache="disk", shuffle_buffer=50)
+  ds = pipeline.through_data_service(
+      pipeline.train_dataset(streamed.train_images, labels, 20, seed=0,
+                                   epochs=3), service_address)
+  seen = np.concatenate([y.numpy() for _, y in ds])
+  assert np.array_equal(np.bincount(seen, minlength=400), np.full(400, 3))
