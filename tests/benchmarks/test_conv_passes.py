@@ -1,0 +1,46 @@
+"""benchmarks.conv_passes: the convolutions' shapes and multiply-adds, and a
+quick run that reports every pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from benchmarks import conv_passes
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
+def test_seed_cnn_convolutions_and_multiply_adds():
+  convs = conv_passes.model_convolutions("seed", batch_size=2)
+  assert [c.input_shape for c in convs] == [
+      (2, 32, 32, 3), (2, 32, 32, 32), (2, 15, 15, 32), (2, 15, 15, 64)]
+  assert [c.output_shape for c in convs] == [
+      (2, 32, 32, 32), (2, 30, 30, 32), (2, 15, 15, 64), (2, 13, 13, 64)]
+  # 32*32*32*27 + 30*30*32*288 + 15*15*64*288 + 13*13*64*576, per image.
+  assert sum(c.multiply_adds for c in convs) == 2 * (
+      884_736 + 8_294_400 + 4_147_200 + 6_230_016)
+
+
+def test_fast_model_has_six_trained_convolutions():
+  convs = conv_passes.model_convolutions("fast", batch_size=1)
+  assert [(c.input_shape[1], c.layer.kernel.shape[2:]) for c in convs] == [
+      (31, (24, 64)), (15, (64, 64)), (15, (64, 256)), (7, (256, 256)),
+      (7, (256, 256)), (3, (256, 256))]
+
+
+def test_quick_run_reports_every_pass(tmp_path):
+  out = tmp_path / "passes.jsonl"
+  subprocess.run([sys.executable, "-m", "benchmarks.conv_passes", "--quick",
+                  "--model=seed", f"--output={out}"], cwd=REPO_ROOT,
+                 check=True, capture_output=True, timeout=300)
+  rows = [json.loads(line) for line in out.read_text().splitlines()]
+  # 4 convolutions x 4 passes, less the first one's input gradient.
+  assert len(rows) == 15
+  assert {r["pass_"] for r in rows} == set(conv_passes.PASSES)
+  assert all(r["ms"] > 0 and r["cpu_model"] for r in rows)
+  assert all(r["forward_ratio"] == 1.0 for r in rows
+             if r["pass_"] == "forward")
