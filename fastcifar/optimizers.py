@@ -49,15 +49,13 @@ def make_schedule(name: str, peak: float, total_steps: int,
         0.0, max(total_steps - warmup, 1), warmup_target=peak,
         warmup_steps=warmup)
   if name == "onecycle":
-    fraction = (ONECYCLE_WARMUP if warmup_steps is None
-                else warmup / max(total_steps, 1))
-    return WarmupLinearDecay(peak, total_steps, warmup=fraction)
+    return WarmupLinearDecay(peak, total_steps, warmup_steps=warmup_steps)
   if name == "step":  # a tenth at half the run, a hundredth at 3/4
     return keras.optimizers.schedules.PiecewiseConstantDecay(
         [total_steps // 2, 3 * total_steps // 4],
         [peak, peak / 10, peak / 100])
   if name == "constant" and warmup:
-    return WarmupLinearDecay(peak, total_steps, warmup=warmup / total_steps,
+    return WarmupLinearDecay(peak, total_steps, warmup_steps=warmup,
                              start=0.0, end=1.0)
   if name in ("constant", "plateau"):
     return float(peak)
@@ -96,20 +94,34 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
   airbench94 warms up over the first 23% of steps from 0.2 of the peak and
   decays to 0.07 of it.
+
+  Args:
+    peak: the highest rate.
+    total_steps: the run's length.
+    warmup: the fraction of the run spent rising, rounded down to whole
+      steps (at least one) as airbench94 does.
+    start, end: the first and the last rate, as fractions of the peak.
+    warmup_steps: the steps spent rising, exactly (0: none, the run starts
+      at the peak); None: `warmup` decides. Given in steps because a
+      fraction of the run, multiplied back, can fall a step short.
   """
 
-  def __init__(self, peak: float, total_steps: int, warmup: float = 0.23,
-               start: float = 0.2, end: float = 0.07):
+  def __init__(self, peak: float, total_steps: int,
+               warmup: float = ONECYCLE_WARMUP,
+               start: float = 0.2, end: float = 0.07,
+               warmup_steps: int | None = None):
     self.peak = peak
     self.total_steps = total_steps
     self.warmup = warmup
     self.start = start
     self.end = end
+    self.warmup_steps = warmup_steps
 
   def __call__(self, step):
     step = ops.cast(step, "float32")
-    warmup_steps = max(int(self.total_steps * self.warmup), 1)
-    up = step / warmup_steps
+    warmup_steps = (max(int(self.total_steps * self.warmup), 1)
+                    if self.warmup_steps is None else self.warmup_steps)
+    up = step / max(warmup_steps, 1)
     down = (step - warmup_steps) / max(self.total_steps - warmup_steps, 1)
     factor = ops.where(
         step < warmup_steps, self.start + (1.0 - self.start) * up,
@@ -118,7 +130,8 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
 
   def get_config(self):
     return {"peak": self.peak, "total_steps": self.total_steps,
-            "warmup": self.warmup, "start": self.start, "end": self.end}
+            "warmup": self.warmup, "start": self.start, "end": self.end,
+            "warmup_steps": self.warmup_steps}
 
 
 @keras.saving.register_keras_serializable(package="fastcifar")

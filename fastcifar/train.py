@@ -73,7 +73,8 @@ _LR_SCHEDULE = flags.DEFINE_enum(
     "--epochs=auto; fast onecycle).")
 _WARMUP_EPOCHS = flags.DEFINE_float(
     "warmup_epochs", None, "Epochs of linear learning-rate warm-up (cosine, "
-    "constant, onecycle). Default: none; onecycle: 23% of the run.")
+    "constant, onecycle; 0: start at the peak). Default: none; onecycle: "
+    "23% of the run.")
 _MOMENTUM = flags.DEFINE_float(
     "momentum", None, "Momentum for sgd, nesterov, rmsprop, airbench. "
     "Default: 0.9, 0.9, 0, 0.85.")

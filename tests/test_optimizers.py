@@ -209,3 +209,28 @@ def test_recipes_keep_their_optimizers_and_auto_spans_max_epochs():
       trainer.recipe("seed", optimizer="nesterov", lr_schedule="onecycle",
                       momentum=0.8), 10)
   assert sgd.get_config()["nesterov"] and sgd.momentum == 0.8
+
+
+@pytest.mark.parametrize("name", ["constant", "onecycle"])
+def test_linear_warmup_lasts_the_steps_asked(name):
+  # 390 of 49 * 390 steps: as a fraction of the run, multiplied back and
+  # rounded down, 389.
+  peak, warmup, total = 1.0, 390, 49 * 390
+  schedule = optimizers.make_schedule(name, peak, total, warmup)
+  rates = _rates(schedule, [warmup - 1, warmup])
+  assert rates[0] < peak
+  assert rates[1] == pytest.approx(peak)
+
+
+@pytest.mark.parametrize("name", ["constant", "onecycle"])
+def test_no_warmup_starts_at_the_peak(name):
+  schedule = optimizers.make_schedule(name, 0.5, 100, 0)
+  assert _rates(schedule, [0])[0] == pytest.approx(0.5)
+
+
+def test_recipe_warmup_epochs_zero_starts_onecycle_at_the_peak():
+  from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
+  optimizer = trainer.make_optimizer(
+      trainer.recipe("seed", optimizer="sgd", lr_schedule="onecycle",
+                      warmup_epochs=0.0, learning_rate=0.1), 10)
+  assert float(optimizer.learning_rate) == pytest.approx(0.1)
