@@ -10,8 +10,9 @@ trained on (32x32 for CIFAR), any batch size, and returns float32
 Where the installed TensorFlow ships its TFLite converter, also
 OUTPUT/model.tflite (float32) and, with --quantize, model_float16.tflite or
 model_int8.tflite (int8 is calibrated on training images from the data
-flags). Bad input ends with one line naming the problem and the fix, and
-exit status 2.
+flags). A previous export's files in OUTPUT are replaced, including ones
+not written this time. Bad input ends with one line naming the problem and
+the fix, and exit status 2.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ import os
 
 from absl import flags
 
-from fastcifar import serving, models
+from fastcifar import models, serving
 from fastcifar.cli import common as cli
+from fastcifar.data import sources
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None,
@@ -54,6 +56,8 @@ def main(argv: list[str]) -> int:
   if _QUANTIZE.value == "int8":
     calibration = cli.load_data(_DATA, _SEED.value,
                                 model.input_shape).train_images
+    if isinstance(calibration, sources.ShardedImages):  # streamed
+      calibration = calibration.first(serving.CALIBRATION_IMAGES)
   try:
     written = serving.export_all(model, output, _QUANTIZE.value, calibration)
   except OSError as e:

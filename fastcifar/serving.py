@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from typing import Any, Iterator
 
 import keras
@@ -117,7 +118,9 @@ def export_tflite(saved_model: str, path: str, quantize: str = "none",
   elif quantize == "int8":
     if calibration_images is None or not len(calibration_images):
       raise ValueError("int8 quantization needs calibration_images")
-    images = calibration_images[:CALIBRATION_IMAGES]
+    # A slice, then an array: iterating a streamed `ShardedImages` image by
+    # image is refused (each would be a read of its own).
+    images = np.asarray(calibration_images[:CALIBRATION_IMAGES])
     converter.representative_dataset = lambda: _calibration(images)
   flatbuffer = converter.convert()
   with open(path + ".tmp", "wb") as f:  # never a half-written model
@@ -126,34 +129,59 @@ def export_tflite(saved_model: str, path: str, quantize: str = "none",
   return path
 
 
+def artifact_names() -> tuple[str, ...]:
+  """Every file or folder `export_all` may write into its output folder."""
+  return ("saved_model", "model.tflite",
+          *(f"model_{q}.tflite" for q in QUANTIZATIONS if q != "none"))
+
+
 def export_all(model: keras.Model, output: str, quantize: str = "none",
                calibration_images: np.ndarray | None = None) -> list[str]:
   """Writes OUTPUT/saved_model and, where TFLite exists, OUTPUT/model.tflite.
+
+  Everything is written into a staging folder inside `output` first, then
+  moved into place: an export that fails leaves the previous one as it
+  was, and one that succeeds leaves nothing of it (a `model_int8.tflite`
+  of an earlier model beside the new SavedModel would serve that model).
+  Other files in `output` are left alone.
 
   Args:
     model: a Keras model taking uint8 `(batch, H, W, 3)` images.
     output: the folder to write into (created if missing).
     quantize: besides the float32 `model.tflite`, also write
       `model_QUANTIZE.tflite` ("float16" or "int8"); "none": not.
-    calibration_images: training images, for "int8".
+    calibration_images: training images, for "int8": a uint8 array or
+      anything that slices into one.
 
   Returns:
-    The paths written. A SavedModel already there is replaced only once the
-    new one is complete.
+    The paths written.
   """
   os.makedirs(output, exist_ok=True)
-  saved_model = os.path.join(output, "saved_model")
-  staging = saved_model + ".tmp"
-  shutil.rmtree(staging, ignore_errors=True)
-  export_saved_model(model, staging)
-  shutil.rmtree(saved_model, ignore_errors=True)
-  os.replace(staging, saved_model)
-  written = [saved_model]
-  if tflite_available():
-    written.append(export_tflite(saved_model,
-                                 os.path.join(output, "model.tflite")))
-    if quantize != "none":
-      written.append(export_tflite(
-          saved_model, os.path.join(output, f"model_{quantize}.tflite"),
-          quantize, calibration_images))
+  staging = tempfile.mkdtemp(prefix=".export-", dir=output)
+  try:
+    saved_model = export_saved_model(model,
+                                     os.path.join(staging, "saved_model"))
+    if tflite_available():
+      export_tflite(saved_model, os.path.join(staging, "model.tflite"))
+      if quantize != "none":
+        export_tflite(saved_model,
+                      os.path.join(staging, f"model_{quantize}.tflite"),
+                      quantize, calibration_images)
+    return _move_into(staging, output)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_into(staging: str, output: str) -> list[str]:
+  """Replaces `output`'s artifacts by `staging`'s; returns those moved."""
+  written = []
+  for name in artifact_names():
+    new, old = os.path.join(staging, name), os.path.join(output, name)
+    if os.path.isdir(old):  # a folder cannot be replaced by a rename
+      os.rename(old, os.path.join(staging, f"old-{name}"))
+    elif os.path.lexists(old) and not os.path.exists(new):
+      os.remove(old)
+    if os.path.exists(new):
+      os.replace(new, old)
+      written.append(old)
   return written

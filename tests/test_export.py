@@ -151,3 +151,51 @@ def test_missing_model_gets_one_line(tmp_path):
       f"fastcifar.export: error: --model {tmp_path}/missing.keras does not "
       "exist; give a .keras file saved by model.save (fastcifar.train writes "
       "OUTPUT_DIR/model.keras)"]
+
+
+def test_int8_calibrates_on_a_streamed_shard_folder(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=16, seed=3)
+  model_path = str(tmp_path / "model.keras")
+  _trained_model("seed", data).save(model_path)
+  folder = sources.shards_path(str(tmp_path), "synthetic")
+  sources.write_shards(folder, "synthetic", data.class_names,
+                       sources.array_chunks(data), sources.array_counts(data),
+                       shard_bytes=64 * 32 * 32 * 3)
+  exported = _export(f"--model={model_path}", f"--output={tmp_path}/export",
+                     "--quantize=int8", f"--data_dir={folder}",
+                     "--cache=disk")
+  assert exported.returncode == 0, exported.stderr[-3000:]
+  if serving.tflite_available():
+    assert os.path.getsize(tmp_path / "export" / "model_int8.tflite")
+
+
+def _listing(folder) -> list[str]:
+  return sorted(os.listdir(folder))
+
+
+def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch):
+  data = sources.load_synthetic(num_train=64, num_test=8, seed=5)
+  out = tmp_path / "export"
+  out.mkdir()
+  (out / "notes.txt").write_text("mine")
+  first = _trained_model("seed", data)
+  serving.export_all(first, str(out), "float16")
+  tflite = ["model.tflite"] if serving.tflite_available() else []
+  quantized = ["model_float16.tflite"] if tflite else []
+  assert _listing(out) == sorted(
+      ["notes.txt", "saved_model", *tflite, *quantized])
+  # An export that fails half-way leaves the first one whole.
+  with monkeypatch.context() as patch:
+    def half_written(model, path):
+      os.makedirs(path)
+      raise OSError("disk full")
+    patch.setattr(serving, "export_saved_model", half_written)
+    with pytest.raises(OSError):
+      serving.export_all(first, str(out))
+  assert _listing(out) == sorted(
+      ["notes.txt", "saved_model", *tflite, *quantized])
+  written = serving.export_all(first, str(out))
+  assert _listing(out) == sorted(["notes.txt", "saved_model", *tflite])
+  assert sorted(os.path.basename(p) for p in written) == sorted(
+      ["saved_model", *tflite])
+  assert (out / "notes.txt").read_text() == "mine"

@@ -364,3 +364,14 @@ def test_shards_mix_a_class_sorted_source(tmp_path):
     assert len(set(file_labels)) >= 5  # not a class or two
     assert not np.all(np.diff(ids) > 0)  # not in the source's order
   np.testing.assert_array_equal(np.asarray(stream), images)  # ids kept
+
+
+def test_sharded_images_first_reads_the_first_shards_only(tmp_path):
+  stream, images, _ = _shards(tmp_path, 100)
+  first_file = tf.data.TFRecordDataset(stream.files[0]).batch(1000)
+  ids = shards.parse_batch(next(iter(first_file)), (32, 32, 3))[0].numpy()
+  head = stream.first(5)
+  np.testing.assert_array_equal(head, images[ids[:5]])
+  assert len(stream.first(1000)) == 100
+  picked = stream[ids[3:]]  # a subset keeps to its own examples
+  np.testing.assert_array_equal(picked.first(2), images[ids[3:5]])

@@ -335,6 +335,33 @@ class ShardedImages:
     images = self.read()[0]
     return images if dtype is None else images.astype(dtype)
 
+  def first(self, count: int) -> np.ndarray:
+    """The first `count` of these examples in the shards, read into memory.
+
+    Each shard is a random sample of the split in a random order, so these
+    are a random sample too, read from as few shards as hold them: the
+    examples of ids `[:count]` would be spread over every shard.
+
+    Args:
+      count: how many (fewer when there are fewer).
+
+    Returns:
+      uint8 images `(min(count, len(self)), H, W, 3)`.
+    """
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    found, total = [], 0
+    ds = tf.data.TFRecordDataset(self.files).batch(_READ_BATCH).map(
+        lambda s: parse_batch(s, self.image_shape))
+    for ids, batch, _ in ds.as_numpy_iterator():
+      if not self.is_everything:
+        batch = batch[np.isin(ids, self.ids)]
+      found.append(batch[:count - total])
+      total += len(found[-1])
+      if total >= count:
+        break
+    return np.concatenate(
+        found or [np.zeros((0, *self.image_shape), np.uint8)])
+
   def read(self) -> tuple[np.ndarray, np.ndarray]:
     """Reads the examples into memory: `(images, labels)`, in `ids` order.
 
