@@ -986,6 +986,30 @@ def test_oversized_member_is_refused_before_reading(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("packed", [False, True])
+def test_files_adding_up_past_any_cap_are_read(tmp_path, monkeypatch, packed):
+  # The files were capped at 4 GiB in all (here: a few kB), read one at a
+  # time or not; the message blamed a file under the per-file limit.
+  root = tmp_path / "imgs"
+  expected = write_image_folder(str(root))
+  path = tar_gz(str(root), str(tmp_path / "i.tar.gz")) if packed else str(root)
+  monkeypatch.setattr(sources.files, "MAX_TOTAL_BYTES", 1000, raising=False)
+  _assert_arrays(sources.load_path(path),
+                 (*expected["train"], *expected["test"]))
+
+
+def test_an_image_folder_larger_than_memory_is_sent_to_shards(tmp_path,
+                                                              monkeypatch):
+  root = tmp_path / "imgs"
+  write_image_folder(str(root))
+  monkeypatch.setattr(image_folder, "available_memory", lambda: 1000)
+  with pytest.raises(UsageError, match=(
+      r"images take 0\.0 GB decoded, more than the 0\.0 GB of memory "
+      r"available; prepare them as shards, which training streams: "
+      r"tools/prepare_data.py --format=shards --source=")):
+    sources.load_path(str(root))
+
+
+@pytest.mark.parametrize("packed", [False, True])
 def test_empty_class_folder_is_named(tmp_path, packed):
   root = tmp_path / "imgs"
   for split in ("train", "test"):

@@ -271,6 +271,20 @@ def test_shards_format_writes_a_folder_training_streams(tmp_path, capsys):
   assert os.listdir(out) == ["fastcifar-cifar10"]
 
 
+def test_shards_of_files_larger_than_any_cap(tmp_path, monkeypatch):
+  # Whatever cap on the files' total (4 GiB; here a few kB): nothing is held.
+  root = tmp_path / "src"
+  expected = write_image_folder(str(root))
+  monkeypatch.setattr(sources.files, "MAX_TOTAL_BYTES", 1000, raising=False)
+  monkeypatch.setattr(sources.image_folder, "available_memory", lambda: 1000)
+  out = tmp_path / "prepared"
+  assert _run(f"--source={root}", f"--data_dir={out}", "--format=shards") == 0
+  streamed = sources.load("cifar10", sources.shards_path(str(out), "src"),
+                          cache="disk")
+  np.testing.assert_array_equal(np.asarray(streamed.train_images),
+                                expected["train"][0])
+
+
 def test_damaged_shards_fail_in_one_line(tmp_path):
   root = tmp_path / "src"
   write_image_folder(str(root))

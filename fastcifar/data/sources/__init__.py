@@ -22,7 +22,7 @@ from fastcifar.data.sources import download as downloads
 from fastcifar.data.sources import files
 from fastcifar.data.sources.cifar_archives import find_layout, load_archive
 from fastcifar.data.sources.dataset import (CIFAR_SHAPE, ImageDataset,
-                                            make_dataset)
+                                            available_memory, make_dataset)
 from fastcifar.data.sources.image_folder import (find_image_folder,
                                             image_folder_chunks,
                                             load_image_folder)
@@ -77,18 +77,6 @@ def check_cache(cache: str) -> None:
   """UsageError unless `cache` is one of `CACHES`."""
   if cache not in CACHES:
     raise UsageError(f"--cache={cache}: choose one of {', '.join(CACHES)}")
-
-
-def available_memory() -> int | None:
-  """MemAvailable of /proc/meminfo in bytes; None where there is none."""
-  try:
-    with open("/proc/meminfo") as f:
-      for line in f:
-        if line.startswith("MemAvailable:"):
-          return int(line.split()[1]) * 1024
-  except OSError:
-    pass
-  return None
 
 
 def streams(folder: str, cache: str) -> bool:

@@ -14,6 +14,18 @@ CIFAR_SHAPE = (32, 32, 3)
 ALIGNMENT = 64
 
 
+def available_memory() -> int | None:
+  """MemAvailable of /proc/meminfo in bytes; None where there is none."""
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          return int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return None
+
+
 def aligned_empty(shape: tuple[int, ...], dtype) -> np.ndarray:
   """An uninitialized C-contiguous array whose data starts 64-byte aligned.
 

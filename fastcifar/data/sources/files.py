@@ -17,7 +17,8 @@ from fastcifar.errors import UsageError
 
 TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 MAX_MEMBER_BYTES = 512 * 2**20  # the largest CIFAR file (cifar-100 train) is 150 MiB
-MAX_TOTAL_BYTES = 4 * 2**30
+# No limit on the files' total: they are read one at a time, and a source
+# larger than memory is what `--format=shards` is for.
 MAX_FILES = 1_000_000
 
 
@@ -106,14 +107,12 @@ def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
   """
   wanted = set(names)
   seen: set[str] = set()
-  total = 0
 
   def check_size(name: str, size: int) -> None:
-    nonlocal total
-    total += size
-    if size > MAX_MEMBER_BYTES or total > MAX_TOTAL_BYTES:
+    if size > MAX_MEMBER_BYTES:
       raise UsageError(f"{path}: {name} is {size} bytes, larger than any CIFAR "
-                       "file; this is not a CIFAR dataset")
+                       f"file or image (at most {MAX_MEMBER_BYTES >> 20} MiB "
+                       "each); point --data_dir at the dataset itself")
 
   if os.path.isdir(path):
     for name in dict.fromkeys(names):  # asked-for order, each once

@@ -17,7 +17,7 @@ import numpy as np
 from fastcifar.errors import UsageError
 from fastcifar.data.sources import files
 from fastcifar.data.sources.dataset import (ImageDataset, aligned_empty,
-                                       make_dataset)
+                                            available_memory, make_dataset)
 from fastcifar.data.sources.images import decode_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -74,12 +74,29 @@ def load_image_folder(path: str, prefix: str, tree,
   labels = {split: np.empty(count, np.int32) for split, count in counts.items()}
   for split, rows, decoded, chunk_labels in chunks:
     if not images:  # the first chunk fixes the size of all the others
+      _check_fits(path, counts, decoded.shape[1:])
       images.update((s, aligned_empty((count,) + decoded.shape[1:], np.uint8))
                     for s, count in counts.items())
     images[split][rows] = decoded
     labels[split][rows] = chunk_labels
   arrays = [images["train"], labels["train"], images["test"], labels["test"]]
   return make_dataset(name, *arrays, class_names, origin=path)
+
+
+def _check_fits(path: str, counts: dict[str, int],
+                shape: tuple[int, ...]) -> None:
+  """UsageError when the decoded images would not fit in memory.
+
+  The encoded files say little: a JPEG decodes to several times its size.
+  """
+  count = sum(counts.values())
+  needed, available = count * int(np.prod(shape)), available_memory()
+  if available is not None and needed > available:
+    raise UsageError(
+        f"{path}: its {count} images take {needed / 1e9:.1f} GB decoded, "
+        f"more than the {available / 1e9:.1f} GB of memory available; "
+        "prepare them as shards, which training streams: tools/"
+        f"prepare_data.py --format=shards --source={path} --data_dir=DIR")
 
 
 def image_folder_chunks(path: str, prefix: str, tree,
