@@ -32,6 +32,7 @@ status 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -134,32 +135,54 @@ def prepare_source(source: str, data_dir: str, dataset: str = "cifar10",
   if name is not None and not NAME_RE.match(name):
     raise UsageError(f"--name={name!r} must be letters, digits, '.', '_' or "
                      "'-' (it becomes part of a file name)")
+  created = not os.path.lexists(data_dir)
   try:
-    if file_format == "shards":
-      # A chunk at a time: an image folder larger than memory is never
-      # held whole.
-      found, class_names, test_split, counts, chunks = sources.load_chunks(
-          source, dataset, image_size=image_size, resize=resize)
-      name = _checked_name(name or found)
-      path = sources.shards_path(data_dir, name)
-      sources.write_shards(path, name, class_names, chunks, counts,
-                           test_split)
-      data = sources.load_path(path, cache="disk")
-    else:
-      data = sources.load_path(source, dataset, image_size=image_size,
-                               resize=resize)
-      name = _checked_name(name or data.name)
-      path = sources.prepared_path(data_dir, name)
-      sources.save_prepared(data, path)
+    return _prepare(source, data_dir, dataset, name, image_size, resize,
+                    file_format)
   except UsageError as e:
     # load_path words its messages for training's --data_dir flag; here the
     # path came from --source.
     raise UsageError(str(e).replace(f"--data_dir {os.path.expanduser(source)}",
                                     f"--source={source}")) from e
+  finally:
+    if created and os.path.isdir(data_dir) and not os.listdir(data_dir):
+      os.rmdir(data_dir)  # made for a file that was not written
+
+
+def _prepare(source: str, data_dir: str, dataset: str, name: str | None,
+             image_size: tuple[int, int] | None, resize: str,
+             file_format: str) -> tuple[sources.ImageDataset, str]:
+  """`prepare_source` after its checks; OSErrors here are writes.
+
+  Reading the source raises UsageError naming what cannot be read.
+  """
+  if file_format == "shards":
+    # A chunk at a time: an image folder larger than memory is never held
+    # whole.
+    found, class_names, test_split, counts, chunks = sources.load_chunks(
+        source, dataset, image_size=image_size, resize=resize)
+    name = _checked_name(name or found)
+    path = sources.shards_path(data_dir, name)
+    with _writing(path):
+      sources.write_shards(path, name, class_names, chunks, counts,
+                           test_split)
+    return sources.load_path(path, cache="disk"), path
+  data = sources.load_path(source, dataset, image_size=image_size,
+                           resize=resize)
+  path = sources.prepared_path(data_dir, _checked_name(name or data.name))
+  with _writing(path):
+    sources.save_prepared(data, path)
+  return data, path
+
+
+@contextlib.contextmanager
+def _writing(path: str):
+  """Turns an OSError while writing `path` into a UsageError."""
+  try:
+    yield
   except OSError as e:
     raise UsageError(f"cannot write {path} ({e.strerror or e}); choose "
                      "another --data_dir") from e
-  return data, path
 
 
 def _checked_name(name: str) -> str:

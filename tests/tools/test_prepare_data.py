@@ -174,6 +174,29 @@ def test_name_must_be_a_plain_file_name(tmp_path, capsys, name):
   assert not any(f.endswith(".npz") for f in os.listdir(tmp_path))
 
 
+@pytest.mark.parametrize("file_format", ["npz", "shards"])
+def test_an_unreadable_source_file_is_named(tmp_path, capsys, monkeypatch,
+                                            file_format):
+  # Was an UnboundLocalError traceback (npz), or "cannot write" blaming the
+  # writable output folder (shards).
+  write_image_folder(str(tmp_path / "imgs"))
+  unreadable = tmp_path / "imgs" / "train" / "cat" / "001.png"
+
+  def refusing_open(file, *args, **kwargs):
+    if os.fspath(file) == str(unreadable):  # as chmod 000 for a non-root user
+      raise PermissionError(13, "Permission denied", str(file))
+    return open(file, *args, **kwargs)
+
+  monkeypatch.setattr(sources.files, "open", refusing_open, raising=False)
+  out = tmp_path / "out"
+  assert _run(f"--source={tmp_path / 'imgs'}", f"--data_dir={out}",
+              f"--format={file_format}") == 2
+  assert _error(capsys) == (
+      f"cannot read {unreadable} (Permission denied); make it readable or "
+      "remove it from the source")
+  assert not out.exists()  # nothing half-written, not even the folder
+
+
 def test_unwritable_data_dir(tmp_path, capsys):
   write_cifar10_python(str(tmp_path / "src"))
   blocker = tmp_path / "a-file"

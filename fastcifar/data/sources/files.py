@@ -117,9 +117,13 @@ def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
   if os.path.isdir(path):
     for name in dict.fromkeys(names):  # asked-for order, each once
       full = os.path.join(path, *name.split("/"))
-      check_size(name, os.path.getsize(full))
-      with open(full, "rb") as f:
-        data = f.read()
+      try:
+        check_size(name, os.path.getsize(full))
+        with open(full, "rb") as f:
+          data = f.read()
+      except OSError as e:  # not the writer's fault: name the file
+        raise UsageError(f"cannot read {full} ({e.strerror or e}); make it "
+                         "readable or remove it from the source") from e
       seen.add(name)
       yield name, data
   else:
