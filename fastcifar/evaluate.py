@@ -4,6 +4,10 @@
 
 Prints the overall and per-class accuracy on the test split and writes the
 confusion matrix as a PNG (beside the model unless `--output` says where).
+A model written by `fastcifar.train` (or `fastcifar.fit`) is evaluated on the
+data it was trained on, as run.json beside it records (dataset, data dir,
+image size, resize): no data flag needs repeating, and one that contradicts
+the record is refused.
 Bad input ends with one line naming the problem and the fix, and exit status 2.
 """
 
@@ -16,7 +20,7 @@ import numpy as np
 
 from fastcifar import models
 from fastcifar.cli import common as cli
-from fastcifar.training import evaluation
+from fastcifar.training import evaluation, outputs
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model.")
@@ -80,9 +84,11 @@ def main(argv: list[str]) -> int:
     raise UsageError("--batch_size must be at least 1")
   output = _OUTPUT.value or os.path.join(
       os.path.dirname(os.path.abspath(_MODEL.value)), "confusion_matrix.png")
+  record = outputs.read_run_record(_MODEL.value)
   model = models.load_saved(_MODEL.value, compile=False)
   # Without --image_size, the images come at the size the model takes.
-  dataset = cli.load_data(_DATA, _SEED.value, model.input_shape)
+  dataset = cli.load_data(_DATA, _SEED.value, model.input_shape,
+                          record and record["data"])
   images, labels = ((dataset.test_images, dataset.test_labels)
                     if _SPLIT.value == "test" else
                     (dataset.train_images, dataset.train_labels))
@@ -102,7 +108,10 @@ def main(argv: list[str]) -> int:
             f"{_SPLIT.value}")
   print(f"fastcifar.evaluate: {_MODEL.value} on the {dataset.name} "
         f"{_SPLIT.value} split, pixels fed as {pixels}"
-        f"{', test-time augmentation' if _TTA.value else ''}")
+        f"{', test-time augmentation' if _TTA.value else ''}"
+        + (f", {dataset.image_shape[0]}x{dataset.image_shape[1]} resized by "
+           f"{record['data']['resize']} as run.json records" if record
+           and record["data"].get("resize") else ""))
   print(evaluation.format_report(confusion, dataset.class_names))
   print(f"confusion matrix: {output}")
   return 0

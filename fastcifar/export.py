@@ -10,9 +10,11 @@ trained on (32x32 for CIFAR), any batch size, and returns float32
 Where the installed TensorFlow ships its TFLite converter, also
 OUTPUT/model.tflite (float32) and, with --quantize, model_float16.tflite or
 model_int8.tflite (int8 is calibrated on training images from the data
-flags). A previous export's files in OUTPUT are replaced, including ones
-not written this time. Bad input ends with one line naming the problem and
-the fix, and exit status 2.
+flags, or without them from the data run.json beside the model records).
+OUTPUT/run.json repeats that record (class names, image size, resize), so
+the served model says what it takes. A previous export's files in OUTPUT are
+replaced, including ones not written this time. Bad input ends with one line
+naming the problem and the fix, and exit status 2.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fastcifar import models, serving
 from fastcifar.cli import common as cli
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
+from fastcifar.training import outputs
 
 _MODEL = flags.DEFINE_string("model", None,
                              "The .keras model to export (fastcifar.train "
@@ -51,15 +54,21 @@ def main(argv: list[str]) -> int:
   if _QUANTIZE.value != "none" and not serving.tflite_available():
     raise UsageError(f"--quantize={_QUANTIZE.value} needs TFLite, which this "
                      "TensorFlow no longer ships; drop --quantize")
+  record = outputs.read_run_record(_MODEL.value)
+  if record:
+    cli.recorded_settings(_DATA, record["data"])  # refuses contradictions
   model = models.load_saved(_MODEL.value, compile=False)
   calibration = None
   if _QUANTIZE.value == "int8":
-    calibration = cli.load_data(_DATA, _SEED.value,
-                                model.input_shape).train_images
+    calibration = cli.load_data(_DATA, _SEED.value, model.input_shape,
+                                record and record["data"]).train_images
     if isinstance(calibration, sources.ShardedImages):  # streamed
       calibration = calibration.first(serving.CALIBRATION_IMAGES)
   try:
     written = serving.export_all(model, output, _QUANTIZE.value, calibration)
+    if record:
+      written.append(os.path.join(output, outputs.RUN_RECORD))
+      outputs.write_json(written[-1], record)
   except OSError as e:
     raise UsageError(f"cannot write --output {output} ({e.strerror or e}); "
                      "choose a writable folder") from e

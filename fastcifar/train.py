@@ -11,7 +11,6 @@ import os
 from typing import NoReturn
 
 from absl import flags
-import numpy as np
 import tensorflow as tf
 
 from fastcifar import models, optimizers
@@ -22,12 +21,20 @@ from fastcifar.errors import UsageError
 
 
 _DATA = cli.data_flags()
-_MODEL = flags.DEFINE_enum(
-    "model", "seed", models.MODELS,
+_MODEL = flags.DEFINE_string(
+    "model", "seed",
     "seed: the textbook Keras CNN (defaults: 20 epochs, batch 128, Adam "
     "2e-3 with cosine decay). fast: airbench94's network and recipe "
     "(defaults: 10 epochs, batch 1024, Nesterov SGD with lookahead, label "
-    "smoothing 0.2, alternating flips, test-time augmentation).")
+    "smoothing 0.2, alternating flips, test-time augmentation). "
+    "package.module:function: your own model, function(num_classes=..., "
+    "image_shape=...) returning a keras.Model that takes uint8 images; the "
+    "module is imported from the current directory or PYTHONPATH, and the "
+    "function's `recipe` attribute (a fastcifar.models.recipes.Recipe) "
+    "gives its defaults (without one: seed's).")
+_FROM_LOGITS = flags.DEFINE_boolean(
+    "from_logits", None, "The model outputs logits, not probabilities. "
+    "Default: the model's recipe's (off).")
 _EPOCHS = flags.DEFINE_string(
     "epochs", None, "Training epochs, or auto: train until the validation "
     "loss stops improving (see --patience, --min_delta, --max_epochs) and "
@@ -191,26 +198,11 @@ def profile_batches(steps: str) -> tuple[int, int] | int:
 def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
                    seed: int, chief: bool) -> list:
   """The doctor's Watch and (on the chief) TensorBoard, as the flags ask."""
-  # pylint: disable=g-import-not-at-top
-  import keras
-  from fastcifar import doctor
-  callbacks = []
-  if _PREFLIGHT.value:
-    # A random batch: the arrays may be sorted by class; the pipeline shuffles.
-    pick = np.random.default_rng(seed).choice(
-        len(dataset.train_images), min(256, len(dataset.train_images)),
-        replace=False)
-    callbacks.append(doctor.Watch(
-        # np.asarray: streamed images are read here (256 of them).
-        np.asarray(dataset.train_images[pick]),
-        dataset.train_labels[pick],
-        one_hot_on_device=True, stop=True,
-        hint="--nopreflight skips this check"))
-  if output_dir and chief and _TENSORBOARD.value:
-    callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=os.path.join(output_dir, "tensorboard"),
-        profile_batch=profile_batches(_PROFILE_STEPS.value)))
-  return callbacks
+  from fastcifar.training import fit  # pylint: disable=g-import-not-at-top
+  return fit.make_callbacks(
+      dataset, output_dir, seed, chief, preflight=_PREFLIGHT.value,
+      tensorboard=_TENSORBOARD.value,
+      profile_batch=profile_batches(_PROFILE_STEPS.value))
 
 
 def parse_count_or_auto(name: str, value: str | None, example: int
@@ -236,11 +228,12 @@ def parse_epochs(epochs: str | None) -> int | str | None:
   return parse_count_or_auto("epochs", epochs, 20)
 
 
-def config_from_flags():
-  """The `Config` the flags describe."""
+def config_from_flags(model_recipe=None):
+  """The `Config` the flags describe (`model_recipe`: a user's model's)."""
   from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
   return trainer.recipe(
-      _MODEL.value, epochs=parse_epochs(_EPOCHS.value),
+      _MODEL.value, model_recipe, epochs=parse_epochs(_EPOCHS.value),
+      from_logits=_FROM_LOGITS.value,
       batch_size=_BATCH_SIZE.value,
       learning_rate=_LEARNING_RATE.value,
       label_smoothing=_LABEL_SMOOTHING.value, augment=_AUGMENT.value,
@@ -264,8 +257,11 @@ def config_from_flags():
 def main(argv: list[str]) -> int:
   """Trains as the flags say; UsageError for bad input (see `cli.run`)."""
   del argv
-  from fastcifar.training import trainer  # pylint: disable=g-import-not-at-top
-  config = config_from_flags()
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar.training import fit, trainer
+  # A user's module is imported here, its recipe read: fail in seconds.
+  builder, _, model_recipe = fit.resolve_model(_MODEL.value)
+  config = config_from_flags(model_recipe)
   # Check what can be checked before loading data: fail in seconds.
   config.validate()
   profile_batches(_PROFILE_STEPS.value)
@@ -284,7 +280,8 @@ def main(argv: list[str]) -> int:
     dataset = cli.load_data(_DATA, _SEED.value)
     with _watch_data_service():
       results = trainer.train_and_evaluate(
-          config, dataset, _OUTPUT_DIR.value, strategy=strategy,
+          config, dataset, _OUTPUT_DIR.value, model=builder,
+          model_recipe=model_recipe, strategy=strategy,
           restart=_RESTART.value, data_service=_DATA_SERVICE.value,
           callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
                                    distribute.is_chief(strategy)))

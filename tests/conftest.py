@@ -123,3 +123,23 @@ def mirror(tmp_path, monkeypatch):
   yield server
   server.shutdown()
   server.server_close()
+
+
+@pytest.fixture(scope="session")
+def pad_run(tmp_path_factory) -> str:
+  """model.keras of a run trained on images resized by pad: its path.
+
+  Non-square images (50x90, 80x60): pad and crop give other pixels.
+  """
+  # pylint: disable=g-import-not-at-top
+  from fastcifar.training import trainer
+  from tests.data.test_images import write_sized_folder
+  root = tmp_path_factory.mktemp("pad")
+  write_sized_folder(str(root / "data"), [(64, 64), (50, 90), (80, 60)],
+                     per_class=(12, 4))
+  data = sources.load(data_dir=str(root / "data"), image_size=(32, 32),
+                      resize="pad")
+  trainer.train_and_evaluate(
+      trainer.Config(epochs=1, batch_size=8, precision="float32"), data,
+      str(root / "run"), verbose=0)
+  return str(root / "run" / "model.keras")

@@ -5,6 +5,7 @@ fastcifar's own training loop."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 import struct
 import subprocess
@@ -187,3 +188,20 @@ def test_tensorboard_logs_fastcifars_training_loop(tmp_path):
   profiles = glob.glob(os.path.join(log_dir, "train", "plugins", "profile",
                                     "*", "*.xplane.pb"))
   assert len(profiles) == 1 and os.path.getsize(profiles[0]) > 1000
+
+
+def test_a_run_trained_with_pad_is_evaluated_with_pad(pad_run):
+  # No data flag: the data, its size and --resize=pad come from run.json
+  # (before it, evaluate silently cropped: 0.975 instead of 1.000).
+  done = run_module(f"--model={pad_run}")
+  assert done.returncode == 0, done.stderr
+  assert "32x32 resized by pad as run.json records" in done.stdout
+  results = json.loads(open(os.path.join(os.path.dirname(pad_run),
+                                         "results.json")).read())
+  assert f"accuracy {results['test_accuracy']:.4f} (" in done.stdout
+  refused = run_module(f"--model={pad_run}", "--resize=crop")
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines() == [
+      "fastcifar.evaluate: error: --resize=crop contradicts the run that "
+      "trained the model, which used --resize=pad (its run.json); drop "
+      "--resize"]

@@ -199,3 +199,21 @@ def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch):
   assert sorted(os.path.basename(p) for p in written) == sorted(
       ["saved_model", *tflite])
   assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_trained_with_pad_exports_with_its_record(pad_run, tmp_path):
+  out = tmp_path / "export"
+  done = _export(f"--model={pad_run}", f"--output={out}")
+  assert done.returncode == 0, done.stderr[-2000:]
+  record = json.loads((out / "run.json").read_text())
+  assert (record["data"]["resize"], record["data"]["image_size"]) == (
+      "pad", [32, 32])
+  assert record["data"]["class_names"] == ["a", "b"]
+  refused = _export(f"--model={pad_run}", f"--output={tmp_path / 'x'}",
+                    "--resize=crop", "--quantize=int8")
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines() == [
+      "fastcifar.export: error: --resize=crop contradicts the run that "
+      "trained the model, which used --resize=pad (its run.json); drop "
+      "--resize"]
+  assert not (tmp_path / "x").exists()

@@ -284,3 +284,59 @@ def test_image_size_flag_resizes_a_folder_of_mixed_sizes(tmp_path, capsys):
   assert results["num_parameters"] == 6_493_738 - 8 * 513
   loaded = models.load_saved(str(out / "model.keras"), compile=False)
   assert tuple(loaded.inputs[0].shape) == (None, 64, 64, 3)
+
+
+@pytest.fixture
+def user_module_dir(tmp_path, monkeypatch) -> str:
+  """A folder holding a user's mymodule.py (a small ResNet), on sys.path."""
+  # pylint: disable-next=g-import-not-at-top
+  from tests.training.test_fit import USER_MODULE
+  folder = tmp_path / "user"
+  folder.mkdir()
+  (folder / "mymodule.py").write_text(USER_MODULE)
+  monkeypatch.syspath_prepend(str(folder))
+  monkeypatch.delitem(sys.modules, "mymodule", raising=False)
+  return str(folder)
+
+
+def test_a_users_model_trains_and_evaluates_with_no_data_flag(
+    tmp_path, small_npz, user_module_dir):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT,
+                                                     user_module_dir]))
+  out = tmp_path / "run"
+
+  def command(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"fastcifar.{name}", *args],
+                          capture_output=True, text=True, timeout=300,
+                          env=env, cwd=str(tmp_path))
+
+  trained = command("train", "--model=mymodule:build",
+                    f"--data_dir={small_npz}", "--epochs=1",
+                    "--train_examples=256", "--batch_size=64",
+                    f"--output_dir={out}")
+  assert trained.returncode == 0, trained.stderr[-2000:]
+  assert "fastcifar: mymodule:build model" in trained.stdout
+  results = json.loads((out / "results.json").read_text())
+  assert results["model"] == "mymodule:build"
+  assert results["config"]["data"]["data_dir"] == small_npz
+  evaluated = command("evaluate", f"--model={out / 'model.keras'}")
+  assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+  assert "on the small test split" in evaluated.stdout
+  # Its accuracy is training's own of the test set (256 images).
+  assert (f"accuracy {results['test_accuracy']:.4f}"
+          in evaluated.stdout.splitlines()[1]), evaluated.stdout
+
+
+@pytest.mark.parametrize("model,fragments", [
+    ("nosuchmodule:build", ["--model=nosuchmodule:build",
+                            "cannot import nosuchmodule", "PYTHONPATH"]),
+    ("mymodule:missing", ["mymodule has no function missing"]),
+    ("mymodule:not_a_model", ["mymodule:not_a_model returned str, not a "
+                              "keras.Model"]),
+])
+def test_a_users_bad_model_gets_one_line(model, fragments, capsys, small_npz,
+                                        user_module_dir):
+  del user_module_dir  # on sys.path
+  assert_one_line_error(run_in_process(
+      capsys, f"--model={model}", f"--data_dir={small_npz}", "--epochs=1",
+      "--batch_size=64"), *fragments)

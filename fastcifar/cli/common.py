@@ -163,8 +163,8 @@ def data_flags() -> DataFlags:
 
 
 def load_data(data: DataFlags, seed: int,
-              model_input: Sequence[int | None] | None = None
-              ) -> sources.ImageDataset:
+              model_input: Sequence[int | None] | None = None,
+              record: dict | None = None) -> sources.ImageDataset:
   """The dataset the data flags name (`seed` seeds synthetic data).
 
   Args:
@@ -172,19 +172,65 @@ def load_data(data: DataFlags, seed: int,
     seed: seeds synthetic data.
     model_input: `model.input_shape` of a trained model the data is for:
       without --image_size, images are brought to its size.
+    record: the data record of the run that trained that model
+      (`sources.data_record`): the data flags not given take its values.
 
   Returns:
     The dataset.
+
+  Raises:
+    UsageError: a flag given contradicts `record`, or the data loaded has
+      other classes than it.
   """
-  size = sources.parse_image_size(data.image_size.value)
+  settings = dict(dataset=data.dataset.value, data_dir=data.data_dir.value,
+                  image_size=sources.parse_image_size(data.image_size.value),
+                  resize=data.resize.value, seed=seed)
+  if record:
+    settings.update(recorded_settings(data, record))
+  size = settings["image_size"]
   if size is None and model_input is not None and None not in model_input[1:3]:
     size = tuple(model_input[1:3])
   dataset = sources.load(
-      data.dataset.value, data.data_dir.value, download=data.download.value,
-      mirror=data.mirror.value, seed=seed, image_size=size,
-      resize=data.resize.value, cache=data.cache.value,
+      settings["dataset"], settings["data_dir"], download=data.download.value,
+      mirror=data.mirror.value, seed=settings["seed"], image_size=size,
+      resize=settings["resize"], cache=data.cache.value,
       shuffle_buffer=data.shuffle_buffer.value)
+  if record and list(dataset.class_names) != record["class_names"]:
+    raise UsageError(
+        f"{dataset.name} has the classes {', '.join(dataset.class_names[:4])}"
+        f"..., not those the model was trained on ("
+        f"{', '.join(record['class_names'][:4])}...); pass the --data_dir it "
+        "was trained on")
   if dataset.test_split != "test":
     print(f"fastcifar: {data.dataset.value} tests on {dataset.test_split}",
           flush=True)
   return dataset
+
+
+def recorded_settings(data: DataFlags, record: dict) -> dict:
+  """`sources.load`'s settings from a run's data record, flags checked.
+
+  A data flag given on the command line must agree with the record (or be
+  --data_dir: the same data may have moved); one not given takes the
+  record's value.
+  """
+  recorded = {"dataset": record.get("dataset"),
+              "image_size": tuple(record["image_size"]),
+              "resize": record.get("resize")}
+  settings = {k: v for k, v in recorded.items() if v is not None}
+  for key, value in settings.items():
+    holder = getattr(data, key)
+    given = holder.value
+    if key == "image_size":
+      given = sources.parse_image_size(given)
+    if not flags.FLAGS[holder.name].using_default_value and given != value:
+      shown = ",".join(map(str, value)) if key == "image_size" else value
+      raise UsageError(
+          f"--{holder.name}={holder.value} contradicts the run that trained "
+          f"the model, which used --{holder.name}={shown} (its run.json); "
+          f"drop --{holder.name}")
+  if record.get("data_dir") and data.data_dir.value is None:
+    settings["data_dir"] = record["data_dir"]
+  if record.get("seed") is not None and record.get("dataset") == "synthetic":
+    settings["seed"] = record["seed"]  # synthetic data is made from it
+  return settings

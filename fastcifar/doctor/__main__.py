@@ -4,7 +4,9 @@
 
 Loads the `.keras` model (with its compiled loss and optimizer) and a seeded
 random batch of the data, fed the way `--pixels` and `--labels` say your
-training feeds them, and prints what `fastcifar.doctor.check` finds. Exit
+training feeds them, and prints what `fastcifar.doctor.check` finds. A model
+written by `fastcifar.train` is checked on the data run.json beside it
+records, with no data flag repeated (one that contradicts it is refused). Exit
 status: 0 when nothing is wrong, 1 when an error was found, 2 on bad input.
 """
 
@@ -17,6 +19,7 @@ import numpy as np
 # fastcifar.models also registers Standardize: fastcifar's models load.
 from fastcifar import doctor, models
 from fastcifar.cli import common as cli
+from fastcifar.training import outputs
 from fastcifar.errors import UsageError
 
 _MODEL = flags.DEFINE_string("model", None, "The saved .keras model to check.")
@@ -71,15 +74,18 @@ def main(argv: list[str]) -> int:
     raise UsageError("--model is required: the .keras file to check")
   if _BATCH_SIZE.value < 1:
     raise UsageError("--batch_size must be at least 1")
+  record = outputs.read_run_record(_MODEL.value)
   model = models.load_saved(_MODEL.value)
-  dataset = cli.load_data(_DATA, _SEED.value)
+  dataset = cli.load_data(_DATA, _SEED.value, record=record and record["data"])
   images, labels = ((dataset.train_images, dataset.train_labels)
                     if _SPLIT.value == "train" else
                     (dataset.test_images, dataset.test_labels))
   x, y = sample_batch(images, labels, _BATCH_SIZE.value, _SEED.value,
                       _PIXELS.value)
+  # fastcifar's training (its record says so) one-hots on the device.
   one_hot = (_LABELS.value == "one_hot" or
-             (_LABELS.value == "auto" and is_fastcifar_model(model)))
+             (_LABELS.value == "auto"
+              and (record is not None or is_fastcifar_model(model))))
   findings = doctor.check(model, x, y, one_hot_on_device=one_hot,
                           batch_size=len(x))
   print(f"fastcifar.doctor: {_MODEL.value} on {len(x)} {dataset.name} "

@@ -7,8 +7,9 @@ bytes), the cast runs on the device inside the compiled step, and a saved
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 import warnings
 
 import keras
@@ -236,3 +237,102 @@ def load_saved(path: str, compile: bool = True) -> keras.Model:  # pylint: disab
   except (ValueError, OSError, TypeError) as e:
     raise UsageError(f"--model {path} is not a loadable .keras model "
                      f"({e})") from e
+
+
+# What builds a user's model: `build(num_classes=..., image_shape=...)`.
+Builder = Callable[..., keras.Model]
+
+
+def is_builder_spec(name: str) -> bool:
+  """Whether `name` is a `package.module:function` (not a built-in model)."""
+  module, _, function = name.partition(":")
+  return bool(module and function)
+
+
+def load_builder(spec: str) -> Builder:
+  """Imports the function `package.module:function` names.
+
+  The module is imported as `import` would: from the current directory or
+  `PYTHONPATH`.
+
+  Args:
+    spec: `package.module:function`.
+
+  Returns:
+    The function.
+
+  Raises:
+    UsageError: the module cannot be imported or has no such function.
+  """
+  module_name, _, function = spec.partition(":")
+  if not is_builder_spec(spec):
+    raise UsageError(f"--model={spec} is neither one of {', '.join(MODELS)} "
+                     "nor package.module:function")
+  try:
+    module = importlib.import_module(module_name)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any error in the user's module, not only ImportError, ends here.
+    raise UsageError(
+        f"--model={spec}: cannot import {module_name} ({type(e).__name__}: "
+        f"{str(e).splitlines()[0] if str(e) else ''}); run from the folder "
+        "that holds it, or add that folder to PYTHONPATH") from e
+  builder = getattr(module, function, None)
+  if not callable(builder):
+    raise UsageError(f"--model={spec}: {module_name} has no function "
+                     f"{function}; name a function that returns a keras.Model")
+  return builder
+
+
+def build_user_model(builder: Builder, num_classes: int,
+                     image_shape: Sequence[int]) -> keras.Model:
+  """Calls a user's builder by keyword and checks what it returns.
+
+  Args:
+    builder: `build(num_classes=..., image_shape=...)`.
+    num_classes: the width its output must have.
+    image_shape: `(H, W, C)` of the uint8 images it will take.
+
+  Returns:
+    The model (uncompiled or not: the trainer compiles it).
+
+  Raises:
+    UsageError: the builder returned something other than a `keras.Model`,
+      or one that does not fit the data (`check_fits`).
+  """
+  name = builder_name(builder)
+  model = builder(num_classes=num_classes,
+                  image_shape=tuple(int(s) for s in image_shape))
+  if not isinstance(model, keras.Model):
+    raise UsageError(f"{name} returned {type(model).__name__}, not a "
+                     "keras.Model; return the model it builds")
+  check_fits(model, num_classes, image_shape, name)
+  return model
+
+
+def builder_name(builder: Builder) -> str:
+  """`module:function` of a builder, as `--model` names it."""
+  return (f"{getattr(builder, '__module__', '?')}:"
+          f"{getattr(builder, '__qualname__', type(builder).__name__)}")
+
+
+def check_fits(model: keras.Model, num_classes: int,
+               image_shape: Sequence[int], name: str) -> None:
+  """UsageError if `model`'s input or output does not fit the data.
+
+  A subclassed model whose shapes are known only once called passes.
+  """
+  try:
+    inputs, outputs = model.input_shape, model.output_shape
+  except (AttributeError, ValueError):
+    return
+  if not (isinstance(inputs, tuple) and isinstance(outputs, tuple)):
+    return  # several inputs or outputs: the first step says more
+  wanted = tuple(int(s) for s in image_shape)
+  if any(m is not None and m != w for m, w in zip(inputs[1:], wanted)) or (
+      len(inputs) != len(wanted) + 1):
+    raise UsageError(
+        f"{name} takes images of shape {inputs[1:]}, the data's are "
+        f"{wanted}; build it for image_shape (or pass --image_size)")
+  if outputs[-1] is not None and outputs[-1] != num_classes:
+    raise UsageError(f"{name} has {outputs[-1]} outputs but the data has "
+                     f"{num_classes} classes; build it for num_classes")

@@ -3,6 +3,11 @@
 The training loop knows no model by name: it trains the model and optimizer
 that `build_model` and `make_optimizer` hand it. Adding a model means adding
 its `Recipe` here and its layers to `fastcifar.models`.
+
+A user's own model (`fastcifar.fit`, `--model=module:function`) brings its
+recipe along as the builder's (or the model's) `recipe` attribute, or as
+`fit(..., recipe=...)`; without one it trains by `DEFAULT_RECIPE`, the seed
+model's: Adam with cosine decay.
 """
 
 from __future__ import annotations
@@ -24,33 +29,44 @@ class Recipe:
 
   Attributes:
     defaults: the `Config` fields whose values differ from `Config`'s
-      (its optimizer and schedule among them).
+      (its optimizer and schedule among them; `from_logits=True` for a model
+      that outputs logits).
     learning_rates: the peak rate per optimizer when none is given; an
-      optimizer missing here needs --learning_rate with this model.
+      optimizer missing here needs --learning_rate with this model. None:
+      `DEFAULT_RECIPE`'s.
     freeze_epochs: `{variable name: epochs}`: train those variables for
       the first epochs only (airbench's optimizer applies it).
     auto_defaults: the `Config` fields that differ under --epochs=auto,
       where the run's length is not known in advance.
+
+  For example, a user's ResNet trained with Nesterov SGD for 30 epochs:
+
+      def build(num_classes, image_shape): ...
+      build.recipe = fastcifar.Recipe(defaults=dict(
+          epochs=30, optimizer="nesterov", learning_rate=0.1))
   """
 
-  defaults: Mapping[str, Any]
-  learning_rates: Mapping[str, float]
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  learning_rates: Mapping[str, float] | None = None
   freeze_epochs: Mapping[str, int] = dataclasses.field(default_factory=dict)
   auto_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
+# The textbook Keras CNN with Adam and cosine decay: Config's defaults; also
+# what a user's model without a recipe gets.
+# The other optimizers' rates are usual starting points, not tuned here.
+# Under --epochs=auto its cosine decay would span --max_epochs and barely
+# decay before the run stops; a plateau schedule needs no run length.
+# With plateaus, RMSprop at 1e-3 (the textbook example's optimizer) beat
+# Adam at 2e-3 on the real data: test accuracy 0.8065 after 31 epochs
+# against 0.7832 after 32 (one seed each, AMD EPYC, 2026-12-02).
+DEFAULT_RECIPE = Recipe(defaults={}, learning_rates=dict(
+    adam=2e-3, adamw=2e-3, rmsprop=1e-3, sgd=0.05, nesterov=0.05),
+                        auto_defaults=dict(optimizer="rmsprop",
+                                           lr_schedule="plateau"))
+
 RECIPES: Mapping[str, Recipe] = {
-    # The textbook Keras CNN with Adam and cosine decay: Config's defaults.
-    # The other optimizers' rates are usual starting points, not tuned here.
-    # Under --epochs=auto its cosine decay would span --max_epochs and barely
-    # decay before the run stops; a plateau schedule needs no run length.
-    # With plateaus, RMSprop at 1e-3 (the textbook example's optimizer) beat
-    # Adam at 2e-3 on the real data: test accuracy 0.8065 after 31 epochs
-    # against 0.7832 after 32 (one seed each, AMD EPYC, 2026-12-02).
-    "seed": Recipe(defaults={}, learning_rates=dict(
-        adam=2e-3, adamw=2e-3, rmsprop=1e-3, sgd=0.05, nesterov=0.05),
-                   auto_defaults=dict(optimizer="rmsprop",
-                                      lr_schedule="plateau")),
+    "seed": DEFAULT_RECIPE,
     # airbench94's hyperparameters (its learning rate is per 1,024 examples,
     # for its optimizer); 10 epochs where airbench94 takes 9.9; the test set
     # evaluated only after the last epoch, since on a 2-core CPU each
@@ -74,28 +90,41 @@ def _recipe_of(model: str) -> Recipe:
   return RECIPES[model]
 
 
-def recipe(model: str = "seed", **settings) -> Config:
+def recipe(model: str = "seed", model_recipe: Recipe | None = None,
+           **settings) -> Config:
   """The `Config` of `model`'s recipe, with `settings` (None: the default).
 
   Args:
-    model: one of `models.MODELS`.
+    model: one of `models.MODELS`, or the name of a user's model.
+    model_recipe: the recipe of a user's model; None: the built-in
+      model's (a user's model without a recipe takes `DEFAULT_RECIPE`).
     **settings: `Config` fields; those None take the recipe's value.
 
   Returns:
     The config (not yet validated).
+
+  Raises:
+    UsageError: `model` is no built-in model and no recipe is given, or a
+      setting is not a `Config` field.
   """
   chosen = {k: v for k, v in settings.items() if v is not None}
-  model_recipe = _recipe_of(model)
+  unknown = sorted(set(chosen) - {f.name for f in dataclasses.fields(Config)})
+  if unknown:
+    raise UsageError(f"unknown setting {unknown[0]}; the settings are the "
+                     "fields of fastcifar's Config (the command's flags)")
+  model_recipe = model_recipe or _recipe_of(model)
   auto = model_recipe.auto_defaults if chosen.get("epochs") == "auto" else {}
   merged = {**model_recipe.defaults, **auto, **_decision_defaults(chosen),
             **chosen}
   optimizer = merged.get("optimizer", Config.optimizer)
+  rates = (DEFAULT_RECIPE.learning_rates if model_recipe.learning_rates is None
+           else model_recipe.learning_rates)
   if "learning_rate" not in merged and optimizer in optimizers.OPTIMIZERS:
-    if optimizer not in model_recipe.learning_rates:
+    if optimizer not in rates:
       raise UsageError(
           f"--model={model} has no default learning rate for --optimizer="
           f"{optimizer}; pass --learning_rate")
-    merged["learning_rate"] = model_recipe.learning_rates[optimizer]
+    merged["learning_rate"] = rates[optimizer]
   return Config(model=model, **merged)
 
 
@@ -119,18 +148,20 @@ def _decision_defaults(chosen: Mapping[str, Any]) -> dict[str, Any]:
   return defaults
 
 
-def make_optimizer(config: Config,
-                   steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(config: Config, steps_per_epoch: int,
+                   model_recipe: Recipe | None = None
+                   ) -> keras.optimizers.Optimizer:
   """The run's optimizer and schedule, with the recipe's layer rules.
 
   Schedules that need a run length span `config.epoch_limit` epochs (under
-  --epochs=auto, --max_epochs).
+  --epochs=auto, --max_epochs). `model_recipe`: a user's model's (None: the
+  built-in model's).
   """
   total_steps = config.epoch_limit * steps_per_epoch
   warmup_steps = (None if config.warmup_epochs is None
                   else round(config.warmup_epochs * steps_per_epoch))
   if config.optimizer == "airbench":
-    freeze = _recipe_of(config.model).freeze_epochs
+    freeze = (model_recipe or _recipe_of(config.model)).freeze_epochs
     extra = {} if config.weight_decay is None else {
         "weight_decay_per_1024": config.weight_decay}
     return optimizers.airbench_optimizer(

@@ -17,6 +17,8 @@ class Config:
   in another model's.
   """
 
+  # "seed", "fast", or a user's model: `package.module:function` for the
+  # command, the builder's or model's name for `fastcifar.fit`.
   model: str = "seed"
   epochs: int | str = 20  # or "auto": until the validation loss stalls
   batch_size: int = 128
@@ -53,6 +55,8 @@ class Config:
   plateau_factor: float = 0.2
   plateau_patience: int = 2
   min_lr: float = 0.0
+  # The model outputs logits, not probabilities (a user's model may).
+  from_logits: bool = False
 
   @property
   def auto_epochs(self) -> bool:
@@ -66,8 +70,10 @@ class Config:
   def validate(self) -> None:
     """Raises UsageError naming the first setting out of range."""
     checks = [
-        ("model", self.model in models.MODELS,
-         f"one of {', '.join(models.MODELS)}"),
+        # Whether a name is known is decided where it is resolved
+        # (`recipes.recipe`): a user's model has a name of its own.
+        ("model", isinstance(self.model, str) and bool(self.model),
+         f"one of {', '.join(models.MODELS)} or package.module:function"),
         ("epochs", self.auto_epochs or (
             isinstance(self.epochs, int) and self.epochs >= 1),
          "at least 1, or auto"),

@@ -76,3 +76,36 @@ def save_model(model: keras.Model, path: str) -> None:
   """Saves a `.keras` model to `path`, atomically."""
   with atomic_path(path) as tmp:
     model.save(tmp)
+
+
+# Beside model.keras: the run's config and data (`sources.data_record`), so
+# the commands after training need no data flag repeated.
+RUN_RECORD = "run.json"
+
+
+def read_run_record(model_path: str) -> dict | None:
+  """The record `fastcifar.train` wrote beside `model_path`, if any.
+
+  Args:
+    model_path: a `.keras` file.
+
+  Returns:
+    The run's config, its `data` among it; None beside a model saved by
+    other means (or by a fastcifar that wrote no record).
+
+  Raises:
+    UsageError: the record is there but unreadable.
+  """
+  path = os.path.join(os.path.dirname(os.path.abspath(model_path)),
+                      RUN_RECORD)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path) as f:
+      record = json.load(f)
+    if not isinstance(record.get("data"), dict):
+      raise ValueError("no data record")
+  except (OSError, ValueError, AttributeError) as e:
+    raise UsageError(f"{path} is damaged ({e}); delete it and pass the data "
+                     "flags the model was trained with") from e
+  return record

@@ -24,7 +24,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import optimizers
+from fastcifar import models, optimizers
 from fastcifar.data import augment, pipeline
 from fastcifar.errors import UsageError
 from fastcifar.models import recipes
@@ -37,9 +37,11 @@ from fastcifar.data import sources
 from fastcifar.data.sources import ImageDataset
 
 
-def compile_model(model: keras.Model, config: Config,
-                  steps_per_epoch: int) -> None:
+def compile_model(model: keras.Model, config: Config, steps_per_epoch: int,
+                  model_recipe: recipes.Recipe | None = None) -> None:
   """Compiles with the recipe's optimizer, a one-hot loss and accuracy.
+
+  `model_recipe`: a user's model's (None: the built-in model's).
 
   Under mixed_float16 Keras wraps the optimizer in a `LossScaleOptimizer`.
   The compiled loss and metrics are what a loaded `.keras` model evaluates
@@ -47,8 +49,9 @@ def compile_model(model: keras.Model, config: Config,
   it can average over the global batch across replicas.
   """
   model.compile(
-      optimizer=make_optimizer(config, steps_per_epoch),
+      optimizer=make_optimizer(config, steps_per_epoch, model_recipe),
       loss=keras.losses.CategoricalCrossentropy(
+          from_logits=config.from_logits,
           label_smoothing=config.label_smoothing),
       metrics=["accuracy"])  # by keyword: the third positional is loss_weights
 
@@ -102,9 +105,10 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
   def gradients(images, labels):
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
     with tf.GradientTape() as tape:
-      probs = model(images, training=True)
+      probs = model(images, training=True)  # or logits: argmax is the same
       per_example = keras.losses.categorical_crossentropy(
-          targets, probs, label_smoothing=config.label_smoothing)
+          targets, probs, from_logits=config.from_logits,
+          label_smoothing=config.label_smoothing)
       loss = tf.nn.compute_average_loss(per_example,
                                         global_batch_size=global_batch)
       if model.losses:
@@ -150,23 +154,30 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
 
 def make_eval_step(model: keras.Model, strategy: tf.distribute.Strategy,
                    num_classes: int, jit_compile: bool,
-                   tta: bool = False) -> Callable:
+                   tta: bool = False, from_logits: bool = False) -> Callable:
   """Builds the distributed evaluation step.
 
   Args:
     tta: average the model's outputs over `augment.test_time_views`.
+    from_logits: the model outputs logits; they are made probabilities
+      before any averaging.
 
   Returns:
     `step(images, labels, weights) -> (loss_sum, correct, count)`, padding
     (weight 0) excluded.
   """
 
+  def probabilities(images):
+    outputs = model(images, training=False)
+    return tf.nn.softmax(tf.cast(outputs, tf.float32)) if from_logits else (
+        outputs)
+
   def replica_step(images, labels, weights):
     if tta:
-      probs = tf.add_n([w * model(view, training=False)
+      probs = tf.add_n([w * probabilities(view)
                         for view, w in augment.test_time_views(images)])
     else:
-      probs = model(images, training=False)
+      probs = probabilities(images)
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
     per_example = keras.losses.categorical_crossentropy(targets, probs)
     correct = tf.cast(
@@ -195,7 +206,8 @@ def evaluate(eval_step: Callable, dataset) -> dict[str, float]:
 
 
 # A run's final files; results.json, written last, marks the run finished.
-FINAL_OUTPUTS = ("model.keras", "history.json", "results.json")
+FINAL_OUTPUTS = ("model.keras", outputs.RUN_RECORD, "history.json",
+                 "results.json")
 
 
 class AlreadyFinished(Exception):
@@ -221,6 +233,7 @@ class _Run:
   dataset: ImageDataset
   strategy: tf.distribute.Strategy
   model: keras.Model
+  prebuilt: bool  # the caller built the model: it keeps its own dtypes
   images: np.ndarray | sources.ShardedImages  # trained on (maybe streamed)
   labels: np.ndarray
   val_images: np.ndarray  # held out for val_*; empty: val_* is the test set
@@ -262,6 +275,8 @@ class _Run:
 
 def train_and_evaluate(config: Config, dataset: ImageDataset,
                        output_dir: str | None = None, *,
+                       model: keras.Model | models.Builder | None = None,
+                       model_recipe: recipes.Recipe | None = None,
                        strategy: tf.distribute.Strategy | None = None,
                        callbacks: Sequence[keras.callbacks.Callback] = (),
                        verbose: int = 1, restart: bool = False,
@@ -281,6 +296,13 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     config: the run's settings.
     dataset: uint8 data from `fastcifar.data.sources`.
     output_dir: where outputs and checkpoints go; None keeps nothing.
+    model: a user's model to train instead of `config.model`'s: a
+      `keras.Model` (it keeps the dtypes it was built with) or a builder,
+      `build(num_classes=..., image_shape=...)`, called under the
+      strategy's scope and the run's precision policy. Either takes uint8
+      images and outputs probabilities (logits with `config.from_logits`).
+    model_recipe: the user's model's recipe (its layer rules); None: the
+      built-in model's, `recipes.DEFAULT_RECIPE` for a user's model.
     strategy: a `tf.distribute` strategy; `distribute.make_strategy()` when
       None. Under several workers only the chief writes to `output_dir`; the
       others keep their checkpoints in temporary folders they remove.
@@ -314,7 +336,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   strategy = strategy or distribute.make_strategy()
   if output_dir:
     _check_not_finished(output_dir, restart)
-  run = _build_run(config, dataset, strategy, start)
+  run = _build_run(config, dataset, strategy, start, model, model_recipe)
+  strategy = run.strategy  # (a model built beforehand: the default one)
   run.controls = make_controls(config, run.model, verbose)
   if output_dir:
     _restore(run, output_dir, restart)
@@ -349,8 +372,12 @@ def _check_not_finished(output_dir: str, restart: bool) -> None:
 
 
 def _build_run(config: Config, dataset: ImageDataset,
-               strategy: tf.distribute.Strategy, start: float) -> _Run:
+               strategy: tf.distribute.Strategy, start: float,
+               model: keras.Model | models.Builder | None = None,
+               model_recipe: recipes.Recipe | None = None) -> _Run:
   """Picks the examples, seeds, and builds the compiled model.
+
+  `model` and `model_recipe`: as for `train_and_evaluate`.
 
   The validation examples are held out first, so they do not depend on
   `train_examples`; the channel statistics and any layer fitted to data (the
@@ -367,21 +394,20 @@ def _build_run(config: Config, dataset: ImageDataset,
                                          config.train_examples, config.seed)
   pipeline.check_batch_size(len(images), config.batch_size)
   steps_per_epoch = len(images) // config.batch_size
-  if isinstance(images, sources.ShardedImages):
-    # Streamed: the statistics written with the shards (of the whole train
-    # split), not a pass over the data; indexing above only picked ids.
-    mean, std = images.mean, images.std
-  else:
-    mean, std = pipeline.channel_stats(images)
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:
     tf.config.experimental.enable_op_determinism()
+  prebuilt = isinstance(model, keras.Model)
+  if prebuilt:
+    strategy = _prebuilt_strategy(model, dataset, strategy)
+    precision = model.dtype_policy.name  # what it computes in, not ours
   with policy.precision_scope(precision), strategy.scope():
-    model = recipes.build_model(config, dataset.num_classes, mean, std,
-                                images)
-    compile_model(model, config, steps_per_epoch)
+    if not prebuilt:
+      model = _new_model(config, dataset, images, model)
+    compile_model(model, config, steps_per_epoch, model_recipe)
     model.optimizer.build(model.trainable_variables)
   return _Run(config=config, dataset=dataset, strategy=strategy, model=model,
+              prebuilt=prebuilt,
               images=images, labels=labels,
               # (read into memory when streamed: a small split)
               val_images=np.asarray(dataset.train_images[held_out]),
@@ -394,6 +420,44 @@ def _build_run(config: Config, dataset: ImageDataset,
               jit_compile=policy.resolve_jit_compile(config.jit_compile,
                                                      device),
               start=start)
+
+
+def _new_model(config: Config, dataset: ImageDataset,
+               images: np.ndarray | sources.ShardedImages,
+               builder: models.Builder | None) -> keras.Model:
+  """The user's builder's model, or `config.model`'s fitted to `images`."""
+  if builder is not None:
+    return models.build_user_model(builder, dataset.num_classes,
+                                   dataset.image_shape)
+  if isinstance(images, sources.ShardedImages):
+    # Streamed: the statistics written with the shards (of the whole train
+    # split), not a pass over the data; indexing above only picked ids.
+    mean, std = images.mean, images.std
+  else:
+    mean, std = pipeline.channel_stats(images)
+  return recipes.build_model(config, dataset.num_classes, mean, std, images)
+
+
+def _prebuilt_strategy(model: keras.Model, dataset: ImageDataset,
+                       strategy: tf.distribute.Strategy
+                       ) -> tf.distribute.Strategy:
+  """Where a model built beforehand trains: TensorFlow's default strategy.
+
+  Its variables were made outside any strategy's scope, and only the
+  default strategy (one device) trains those.
+
+  Raises:
+    UsageError: it does not fit the data, or `strategy` has several replicas.
+  """
+  models.check_fits(model, dataset.num_classes, dataset.image_shape,
+                    f"the model {model.name}")
+  if strategy.num_replicas_in_sync > 1:
+    raise UsageError(
+        f"the model {model.name} was built before training, outside the "
+        f"strategy's scope, and cannot train on "
+        f"{strategy.num_replicas_in_sync} replicas; pass its builder, "
+        "build(num_classes, image_shape), instead")
+  return tf.distribute.get_strategy()
 
 
 def _restore(run: _Run, output_dir: str, restart: bool) -> None:
@@ -440,6 +504,12 @@ def _print_start(run: _Run) -> None:
         f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}, "
         f"{run.steps_per_loop} steps per loop",
         flush=True)
+  if run.prebuilt:
+    print(f"fastcifar: the model was built before training: it keeps its "
+          f"own dtypes ({run.precision}), not the precision fastcifar "
+          f"chooses ({policy.resolve_precision(config.precision, run.device)})"
+          "; pass a builder to have it chosen",
+          flush=True)
   if run.first_epoch == config.epoch_limit or run.stopped:
     of = "early stopping's last" if run.stopped else f"of {config.epoch_limit}"
     print(f"fastcifar: {run.checkpoint.directory} holds epoch "
@@ -492,7 +562,8 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
                                run.dataset.num_classes, run.jit_compile,
                                run.steps_per_epoch)
   eval_step = make_eval_step(run.model, run.strategy, run.dataset.num_classes,
-                             run.jit_compile)
+                             run.jit_compile,
+                             from_logits=config.from_logits)
 
   def make_train_data(**shard):
     ds = pipeline.train_dataset(run.images, run.labels,
@@ -594,7 +665,8 @@ def _final_evaluation(run: _Run, test_data) -> dict[str, float]:
   history = run.history
   if run.validation_split:
     final = evaluate(make_eval_step(run.model, run.strategy,
-                                    run.dataset.num_classes, run.jit_compile),
+                                    run.dataset.num_classes, run.jit_compile,
+                                    from_logits=run.config.from_logits),
                      test_data)
   else:
     final = {"accuracy": history["val_accuracy"][-1],
@@ -603,7 +675,7 @@ def _final_evaluation(run: _Run, test_data) -> dict[str, float]:
   if run.config.tta:
     final.update(evaluate(make_eval_step(
         run.model, run.strategy, run.dataset.num_classes, run.jit_compile,
-        tta=True), test_data))
+        tta=True, from_logits=run.config.from_logits), test_data))
   return final
 
 
@@ -660,7 +732,10 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
       "num_replicas": run.strategy.num_replicas_in_sync,
       "tensorflow_version": tf.__version__,
       "keras_version": keras.__version__,
-      "config": dataclasses.asdict(config),
+      # The data too, so that evaluate, export and the doctor need no data
+      # flag repeated (run.json beside model.keras holds the same).
+      "config": {**dataclasses.asdict(config),
+                 "data": sources.data_record(run.dataset)},
   }
 
 
@@ -686,6 +761,8 @@ def _write_outputs(run: _Run, results: dict) -> None:
   """The chief writes model, history and results; checkpoints go."""
   if run.chief:
     outputs.save_model(run.model, os.path.join(run.output_dir, "model.keras"))
+    outputs.write_json(os.path.join(run.output_dir, outputs.RUN_RECORD),
+                       results["config"])
     outputs.write_json(os.path.join(run.output_dir, "history.json"),
                        _history_with_sources(run, results))
     # Last: results.json marks the run done.

@@ -48,7 +48,10 @@ def test_learns_synthetic_data_and_writes_outputs(small_data, tmp_path):
   history = json.loads((tmp_path / "history.json").read_text())
   assert len(history["val_accuracy"]) == 3
   assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
-                                          "results.json"]
+                                          "results.json", "run.json"]
+  assert json.loads((tmp_path / "run.json").read_text()) == on_disk["config"]
+  assert on_disk["config"]["data"]["class_names"] == list(
+      small_data.class_names)
   # The saved model is compiled, takes raw uint8 and agrees with training's
   # own evaluation.
   model = keras.saving.load_model(tmp_path / "model.keras")

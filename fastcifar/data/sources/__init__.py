@@ -22,7 +22,8 @@ from fastcifar.data.sources import download as downloads
 from fastcifar.data.sources import files
 from fastcifar.data.sources.cifar_archives import find_layout, load_archive
 from fastcifar.data.sources.dataset import (CIFAR_SHAPE, ImageDataset,
-                                            available_memory, make_dataset)
+                                            available_memory, data_record,
+                                            make_dataset)
 from fastcifar.data.sources.image_folder import (find_image_folder,
                                             image_folder_chunks,
                                             load_image_folder)
@@ -56,7 +57,7 @@ AUTO_MEMORY_SHARE = 0.5
 
 __all__ = [
     "CACHES", "CIFAR_SHAPE", "DATASETS", "ShardedImages", "array_chunks",
-    "array_counts",
+    "array_counts", "data_record",
     "shards_path", "write_shards", "ImageDataset", "RESIZE_METHODS",
     "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_chunks",
     "load_path",
@@ -162,7 +163,10 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
         "--cache=disk streams a shard folder; write one with tools/"
         "prepare_data.py --format=shards --source=... --data_dir=DIR and "
         "train with --data_dir=DIR/fastcifar-NAME")
-  return found
+  # What a run records (`data_record`), so later commands load the same.
+  return dataclasses.replace(found, loaded_with=dict(
+      dataset=dataset, resize=resize, seed=seed,
+      data_dir=data_dir and os.path.abspath(os.path.expanduser(data_dir))))
 
 
 def _load(dataset, data_dir, download, mirror, seed, image_size, resize,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -60,6 +61,8 @@ class ImageDataset:
   Both splits have one image shape, `image_shape`, which models are built
   for. `test_split` says where the test examples came from when that is not
   the source's own test split (e.g. "validation", or part of train held out).
+  `loaded_with` holds the settings `fastcifar.sources.load` read it with
+  (dataset, data_dir, resize, seed), None for arrays from elsewhere.
   """
 
   name: str
@@ -69,6 +72,7 @@ class ImageDataset:
   test_labels: np.ndarray
   class_names: tuple[str, ...]
   test_split: str = "test"
+  loaded_with: Mapping[str, Any] | None = None
 
   @property
   def num_classes(self) -> int:
@@ -133,3 +137,22 @@ def make_dataset(name: str, train_images, train_labels, test_images,
     splits[split] = (images, labels.astype(np.int32))
   return ImageDataset(name, *splits["train"], *splits["test"], class_names,
                       test_split)
+
+
+def data_record(dataset: ImageDataset) -> dict[str, Any]:
+  """What a run records of its data, so that what follows needs no data flag.
+
+  Args:
+    dataset: the data a model was trained on.
+
+  Returns:
+    JSON-ready: `name`, `class_names`, `image_size` `[H, W]`, `test_split`,
+    and `dataset`, `data_dir`, `resize`, `seed` as `sources.load` was
+    called (None for data it did not load).
+  """
+  loaded = dataset.loaded_with or {}
+  return {"name": dataset.name, "class_names": list(dataset.class_names),
+          "image_size": list(dataset.image_shape[:2]),
+          "test_split": dataset.test_split,
+          **{key: loaded.get(key)
+             for key in ("dataset", "data_dir", "resize", "seed")}}
