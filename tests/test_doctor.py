@@ -580,3 +580,20 @@ def test_command_line_checks_a_saved_model(tmp_path):
   assert missing.returncode == 2
   assert missing.stderr.strip().splitlines()[-1].startswith(
       "fastcifar.doctor: error:")
+
+
+def test_command_line_reads_the_runs_data_record(pad_run):
+  # No data flag: the image folder, its size and --resize=pad from run.json.
+  done = run_module("fastcifar.doctor", f"--model={pad_run}")
+  assert done.returncode in (0, 1), done.stderr
+  # 24 training images of classes a, b; fastcifar's training: one-hot labels.
+  assert done.stdout.startswith(
+      f"fastcifar.doctor: {pad_run} on 24 data train images fed as uint8, "
+      "labels one-hot"), done.stdout
+  refused = run_module("fastcifar.doctor", f"--model={pad_run}",
+                       "--image_size=48")
+  assert refused.returncode == 2
+  assert refused.stderr.strip().splitlines() == [
+      "fastcifar.doctor: error: --image_size=48 contradicts the run that "
+      "trained the model, which used --image_size=32,32 (its run.json); drop "
+      "--image_size"]

@@ -39,10 +39,11 @@ class Recipe:
     auto_defaults: the `Config` fields that differ under --epochs=auto,
       where the run's length is not known in advance.
 
-  For example, a user's ResNet trained with Nesterov SGD for 30 epochs:
+  For example, a user's ResNet trained with Nesterov SGD for 30 epochs
+  (`from fastcifar.models import recipes`):
 
       def build(num_classes, image_shape): ...
-      build.recipe = fastcifar.Recipe(defaults=dict(
+      build.recipe = recipes.Recipe(defaults=dict(
           epochs=30, optimizer="nesterov", learning_rate=0.1))
   """
 
