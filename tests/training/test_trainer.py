@@ -518,7 +518,7 @@ def constructed_val_loss(monkeypatch, curve, recorder):
       calls.append(result)
     return result
 
-  monkeypatch.setattr(training, "evaluate", evaluate)
+  monkeypatch.setattr(trainer, "evaluate", evaluate)
 
 
 def test_auto_stops_on_the_constructed_curve_and_keeps_the_best_weights(
