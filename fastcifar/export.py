@@ -65,10 +65,8 @@ def main(argv: list[str]) -> int:
     if isinstance(calibration, sources.ShardedImages):  # streamed
       calibration = calibration.first(serving.CALIBRATION_IMAGES)
   try:
-    written = serving.export_all(model, output, _QUANTIZE.value, calibration)
-    if record:
-      written.append(os.path.join(output, outputs.RUN_RECORD))
-      outputs.write_json(written[-1], record)
+    written = serving.export_all(model, output, _QUANTIZE.value, calibration,
+                                 record)
   except OSError as e:
     raise UsageError(f"cannot write --output {output} ({e.strerror or e}); "
                      "choose a writable folder") from e

@@ -26,6 +26,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fastcifar.training import outputs
+
 
 QUANTIZATIONS = ("none", "float16", "int8")
 SIGNATURE = "serving_default"
@@ -61,12 +63,16 @@ def as_float32(model: keras.Model) -> keras.Model:
   return clone
 
 
-def export_saved_model(model: keras.Model, path: str) -> str:
+def export_saved_model(model: keras.Model, path: str,
+                       from_logits: bool = False) -> str:
   """Writes `model` as a SavedModel with the serving signature above.
 
   Args:
     model: a Keras model taking uint8 `(batch, H, W, 3)` images.
     path: the SavedModel folder to write.
+    from_logits: the model outputs logits (a user's model may, see
+      `Config.from_logits`): the signature applies the softmax, so that it
+      returns probabilities all the same.
 
   Returns:
     `path`.
@@ -74,9 +80,13 @@ def export_saved_model(model: keras.Model, path: str) -> str:
   model = as_float32(model)
   archive = keras.export.ExportArchive()
   archive.track(model)
+
+  def probabilities(images):
+    result = model(images, training=False)
+    return {OUTPUT_NAME: tf.nn.softmax(result) if from_logits else result}
+
   archive.add_endpoint(
-      SIGNATURE,
-      lambda images: {OUTPUT_NAME: model(images, training=False)},
+      SIGNATURE, probabilities,
       input_signature=[tf.TensorSpec((None, *model.input_shape[1:]),
                                      tf.uint8, name=INPUT_NAME)])
   archive.write_out(path, verbose=False)
@@ -132,11 +142,13 @@ def export_tflite(saved_model: str, path: str, quantize: str = "none",
 def artifact_names() -> tuple[str, ...]:
   """Every file or folder `export_all` may write into its output folder."""
   return ("saved_model", "model.tflite",
-          *(f"model_{q}.tflite" for q in QUANTIZATIONS if q != "none"))
+          *(f"model_{q}.tflite" for q in QUANTIZATIONS if q != "none"),
+          outputs.RUN_RECORD)
 
 
 def export_all(model: keras.Model, output: str, quantize: str = "none",
-               calibration_images: np.ndarray | None = None) -> list[str]:
+               calibration_images: np.ndarray | None = None,
+               record: dict | None = None) -> list[str]:
   """Writes OUTPUT/saved_model and, where TFLite exists, OUTPUT/model.tflite.
 
   Everything is written into a staging folder inside `output` first, then
@@ -152,6 +164,11 @@ def export_all(model: keras.Model, output: str, quantize: str = "none",
       `model_QUANTIZE.tflite` ("float16" or "int8"); "none": not.
     calibration_images: training images, for "int8": a uint8 array or
       anything that slices into one.
+    record: the run.json `fastcifar.train` wrote beside the model
+      (`outputs.read_run_record`), None for a model saved by other means.
+      Its `from_logits` says whether the signature applies the softmax;
+      it is copied to OUTPUT/run.json, so that the export says what data
+      (classes, image size, resize) it takes.
 
   Returns:
     The paths written.
@@ -159,8 +176,11 @@ def export_all(model: keras.Model, output: str, quantize: str = "none",
   os.makedirs(output, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=".export-", dir=output)
   try:
-    saved_model = export_saved_model(model,
-                                     os.path.join(staging, "saved_model"))
+    saved_model = export_saved_model(
+        model, os.path.join(staging, "saved_model"),
+        from_logits=bool(record and record.get("from_logits")))
+    if record:
+      outputs.write_json(os.path.join(staging, outputs.RUN_RECORD), record)
     if tflite_available():
       export_tflite(saved_model, os.path.join(staging, "model.tflite"))
       if quantize != "none":

@@ -312,10 +312,13 @@ def main(argv: list[str]) -> int:
 
 def _export(output_dir: str) -> None:
   """--export: the saved model, ready to serve, in OUTPUT_DIR/export."""
-  from fastcifar import serving  # pylint: disable=g-import-not-at-top
-  model = models.load_saved(os.path.join(output_dir, "model.keras"),
-                            compile=False)
-  for path in serving.export_all(model, os.path.join(output_dir, "export")):
+  # pylint: disable=g-import-not-at-top
+  from fastcifar import serving
+  from fastcifar.training import outputs
+  model_path = os.path.join(output_dir, "model.keras")
+  model = models.load_saved(model_path, compile=False)
+  for path in serving.export_all(model, os.path.join(output_dir, "export"),
+                                 record=outputs.read_run_record(model_path)):
     print(f"fastcifar.train: exported {path}")
 
 

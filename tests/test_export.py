@@ -186,7 +186,8 @@ def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch):
       ["notes.txt", "saved_model", *tflite, *quantized])
   # An export that fails half-way leaves the first one whole.
   with monkeypatch.context() as patch:
-    def half_written(model, path):
+    def half_written(model, path, **kwargs):
+      del model, kwargs
       os.makedirs(path)
       raise OSError("disk full")
     patch.setattr(serving, "export_saved_model", half_written)
@@ -217,3 +218,23 @@ def test_a_run_trained_with_pad_exports_with_its_record(pad_run, tmp_path):
       "trained the model, which used --resize=pad (its run.json); drop "
       "--resize"]
   assert not (tmp_path / "x").exists()
+
+
+def test_a_logits_model_is_served_as_probabilities(tmp_path):
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  images = np.random.default_rng(0).integers(0, 256, (8, 8, 8, 3), np.uint8)
+  model = keras.Sequential([
+      keras.Input((8, 8, 3), dtype="uint8"), keras.layers.Rescaling(1 / 255),
+      keras.layers.Flatten(), keras.layers.Dense(10)])  # logits
+  record = {"from_logits": True, "data": {"class_names": list("abcdefghij")}}
+  written = serving.export_all(model, str(tmp_path), record=record)
+  assert json.loads((tmp_path / "run.json").read_text()) == record
+  assert str(tmp_path / "run.json") in written
+  serve = tf.saved_model.load(str(tmp_path / "saved_model")).signatures[
+      "serving_default"]
+  got = serve(images=tf.constant(images))["probabilities"].numpy()
+  np.testing.assert_allclose(got, tf.nn.softmax(model(images)).numpy(),
+                             atol=1e-6)
+  # A later export of a model without a record leaves no stale one.
+  serving.export_all(model, str(tmp_path))
+  assert not (tmp_path / "run.json").exists()

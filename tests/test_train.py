@@ -58,8 +58,11 @@ def test_in_process_run_writes_results(tmp_path, small_npz):
              output_dir=str(tmp_path), export=True)
   with flagsaver.flagsaver(**run):
     assert train.main(["train"]) == 0
-  # --export: ready to serve (test_export.py checks what the files predict).
+  # --export: ready to serve (test_export.py checks what the files predict),
+  # with the run's record of its data.
   assert (tmp_path / "export" / "saved_model" / "saved_model.pb").is_file()
+  assert (json.loads((tmp_path / "export" / "run.json").read_text())
+          == json.loads((tmp_path / "run.json").read_text()))
   assert ((tmp_path / "export" / "model.tflite").is_file()
           or not serving.tflite_available())
   # The same command on the finished run trains no more, but exports.
