@@ -99,7 +99,8 @@ def fit(model: keras.Model | models.Builder | str,
     strategy = distribute.make_strategy(strategy)
   all_callbacks = make_callbacks(
       data, output_dir, config.seed, distribute.is_chief(strategy),
-      preflight=preflight, tensorboard=tensorboard) + list(callbacks)
+      preflight=preflight, tensorboard=tensorboard,
+      hint="fit(..., preflight=False) skips this check") + list(callbacks)
   try:
     return trainer.train_and_evaluate(
         config, data, output_dir, model=builder, model_recipe=model_recipe,
@@ -157,7 +158,8 @@ def _own_recipe(model: keras.Model | models.Builder) -> recipes.Recipe:
 def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
                    seed: int, chief: bool, *, preflight: bool = True,
                    tensorboard: bool = True,
-                   profile_batch: tuple[int, int] | int = 0
+                   profile_batch: tuple[int, int] | int = 0,
+                   hint: str = "--nopreflight skips this check"
                    ) -> list[keras.callbacks.Callback]:
   """The doctor's Watch and (on the chief) TensorBoard.
 
@@ -169,6 +171,7 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
     preflight: add the Watch.
     tensorboard: add TensorBoard.
     profile_batch: as `keras.callbacks.TensorBoard` takes it.
+    hint: how to skip the Watch, said when it stops a run.
 
   Returns:
     The callbacks.
@@ -185,7 +188,7 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
         np.asarray(dataset.train_images[pick]),
         dataset.train_labels[pick],
         one_hot_on_device=True, stop=True,
-        hint="--nopreflight skips this check"))
+        hint=hint))
   if output_dir and chief and tensorboard:
     callbacks.append(keras.callbacks.TensorBoard(
         log_dir=os.path.join(output_dir, "tensorboard"),

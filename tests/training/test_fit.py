@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from fastcifar import doctor
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
 from fastcifar.models import recipes
@@ -158,3 +159,18 @@ def test_bad_models_and_settings_are_refused(user_module):
     fit.fit(user_module.build(10, (32, 32, 3)), two, **TINY)
   with pytest.raises(TypeError, match="not int"):
     fit.fit(42, data)
+
+
+def test_the_doctor_refuses_a_model_that_cannot_learn():
+  data = sources.load_synthetic(num_train=128, num_test=64, seed=0)
+
+  def unscaled(num_classes, image_shape):  # pixels 0-255 into the conv
+    inputs = keras.Input(image_shape, dtype="uint8")
+    x = keras.layers.Conv2D(8, 3)(keras.ops.cast(inputs, "float32"))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(
+        num_classes, activation="softmax")(x))
+
+  with pytest.raises(doctor.PreflightError,
+                     match=r"integer-input.*preflight=False\) skips"):
+    fit.fit(unscaled, data, **TINY)
