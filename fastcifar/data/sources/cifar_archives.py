@@ -20,7 +20,8 @@ import numpy as np
 
 from fastcifar.errors import UsageError
 from fastcifar.data.sources import files
-from fastcifar.data.sources.dataset import ImageDataset, make_dataset
+from fastcifar.data.sources.dataset import (CIFAR_SHAPE, ImageDataset,
+                                            aligned_empty, make_dataset)
 
 # The only globals a pickle of numpy arrays, lists, bytes and dicts names,
 # under every protocol Python 2 or 3 writes: the official batches (Python 2,
@@ -117,13 +118,13 @@ def _field(batch: dict, key: str, origin: str):
   return batch[key]
 
 
-def _images_from_rows(rows, origin: str) -> np.ndarray:
+def _rows(rows, origin: str) -> np.ndarray:
+  """The batch's pixel rows, checked: uint8 `(N, 3072)`."""
   rows = np.asarray(rows)
   if rows.dtype != np.uint8 or rows.ndim != 2 or rows.shape[1] != 3072:
     raise UsageError(f"{origin}: image data is {rows.dtype} {rows.shape}, "
                      "expected uint8 rows of 3072 (32x32x3) pixels")
-  # CIFAR stores each image as 1024 red, 1024 green, then 1024 blue values.
-  return rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  return rows
 
 
 def _names(value) -> list[str]:
@@ -179,35 +180,63 @@ def find_layout(names: list[str], dataset: str | None = None):
   return None
 
 
-def _read_pickle_split(contents, paths, layout: _Layout):
+def _pickle_member(data: bytes, path: str, layout: _Layout):
+  """One pickled batch's `(rows, labels)`: uint8 rows of 3072, int32."""
+  batch = safe_unpickle(data, path)
   label_key = "fine_labels" if layout.name == "cifar100" else "labels"
-  images, labels = [], []
-  for path in paths:
-    batch = safe_unpickle(contents[path], path)
-    images.append(_images_from_rows(_field(batch, "data", path), path))
-    labels.append(np.asarray(_field(batch, label_key, path), np.int64))
-  return np.concatenate(images), np.concatenate(labels)
+  return (_rows(_field(batch, "data", path), path),
+          np.asarray(_field(batch, label_key, path), np.int64))
 
 
-def _read_binary_split(contents, paths, layout: _Layout):
+def _binary_member(data: bytes, path: str, layout: _Layout):
+  """One binary batch's `(rows, labels)`: views into `data` where possible."""
   # Each record: label byte(s) then 3072 pixel bytes. CIFAR-100 records carry
   # the coarse label first, then the fine label.
   label_bytes = 2 if layout.name == "cifar100" else 1
   record = label_bytes + 3072
-  images, labels = [], []
-  for path in paths:
-    raw = np.frombuffer(contents[path], np.uint8)
-    if raw.size == 0 or raw.size % record:
-      raise UsageError(f"{path}: {raw.size} bytes is not a whole number of "
-                       f"{record}-byte CIFAR records; the file is truncated")
-    raw = raw.reshape(-1, record)
-    labels.append(raw[:, label_bytes - 1].astype(np.int64))
-    images.append(_images_from_rows(raw[:, label_bytes:], path))
-  return np.concatenate(images), np.concatenate(labels)
+  raw = np.frombuffer(data, np.uint8)
+  if raw.size == 0 or raw.size % record:
+    raise UsageError(f"{path}: {raw.size} bytes is not a whole number of "
+                     f"{record}-byte CIFAR records; the file is truncated")
+  raw = raw.reshape(-1, record)
+  return raw[:, label_bytes:], raw[:, label_bytes - 1].astype(np.int64)
+
+
+def _assemble(parts: list) -> tuple[np.ndarray, np.ndarray]:
+  """One split's members' `(rows, labels)` as one aligned HWC image array.
+
+  Each member's rows are dropped as soon as they are copied, so the images
+  are held about once: the output's pages fill as the rows are freed.
+
+  Args:
+    parts: the members' `(rows, labels)` in the split's order; emptied.
+
+  Returns:
+    `(images, labels)`: uint8 `(N, 32, 32, 3)`, 64-byte aligned (the input
+    pipeline then uses it without a copy), and int64 `(N,)`.
+  """
+  count = sum(len(rows) for rows, _ in parts)
+  images = aligned_empty((count,) + CIFAR_SHAPE, np.uint8)
+  labels = np.empty(count, np.int64)
+  start = 0
+  parts.reverse()  # pop() from the end frees each member in order
+  while parts:
+    rows, part_labels = parts.pop()
+    stop = start + len(rows)
+    # CIFAR stores each image as 1024 red, 1024 green, then 1024 blue values.
+    images[start:stop] = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels[start:stop] = part_labels
+    start = stop
+    del rows, part_labels  # before the next member is copied
+  return images, labels
 
 
 def load_archive(path: str, layout: _Layout, folder: str) -> ImageDataset:
-  """Reads an official CIFAR archive or extracted folder.
+  """Reads an official CIFAR archive or extracted folder, member by member.
+
+  The archive streams: each batch is parsed as it is read and only its
+  pixel rows are kept, then copied into one aligned array per split, so
+  the archive and its decoded copy are never held at once.
 
   Args:
     path: the `.tar.gz`, or the folder it was extracted to.
@@ -219,16 +248,24 @@ def load_archive(path: str, layout: _Layout, folder: str) -> ImageDataset:
   def full(name):
     return posixpath.join(folder, name)
 
-  wanted = [full(n) for n in layout.train + layout.test + (layout.meta,)]
-  contents = files.read_files(path, wanted)
-  read_split = _read_binary_split if layout.binary else _read_pickle_split
-  train = read_split(contents, [full(n) for n in layout.train], layout)
-  test = read_split(contents, [full(n) for n in layout.test], layout)
+  splits = {full(n): "train" for n in layout.train}
+  splits.update((full(n), "test") for n in layout.test)
   meta_path = full(layout.meta)
+  parse = _binary_member if layout.binary else _pickle_member
+  parsed, meta = {}, None
+  for name, data in files.iter_files(path, [*splits, meta_path]):
+    if name == meta_path:
+      meta = data
+    else:
+      parsed[name] = parse(data, name, layout)
+    del data  # a member's bytes go once parsed (the rows may view them)
+  arrays = []
+  for split in ("train", "test"):
+    arrays += _assemble([parsed.pop(n) for n in splits if splits[n] == split])
   if layout.binary:
-    class_names = contents[meta_path].decode("utf-8").split()
+    class_names = meta.decode("utf-8").split()
   else:
-    meta = safe_unpickle(contents[meta_path], meta_path)
+    unpickled = safe_unpickle(meta, meta_path)
     key = "fine_label_names" if layout.name == "cifar100" else "label_names"
-    class_names = _names(_field(meta, key, meta_path))
-  return make_dataset(layout.name, *train, *test, class_names, origin=path)
+    class_names = _names(_field(unpickled, key, meta_path))
+  return make_dataset(layout.name, *arrays, class_names, origin=path)

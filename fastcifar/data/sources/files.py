@@ -126,6 +126,7 @@ def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
                          "readable or remove it from the source") from e
       seen.add(name)
       yield name, data
+      del data  # not held while the next file is read
   else:
     with _open_tar(path) as tar:
       for member in _tar_members(tar, path):
@@ -142,23 +143,8 @@ def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
                              "repack the archive")
           seen.add(name)
           yield name, data
+          del data  # not held while the next member is read
   missing = wanted - seen
   if missing:
     raise UsageError(f"{path}: missing {sorted(missing)[0]}; the archive or "
                      "folder is incomplete")
-
-
-def read_files(path: str, names) -> dict[str, bytes]:
-  """Reads the named files of a folder or a tar archive into memory.
-
-  Args:
-    path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
-    names: relative names as `list_files` returns them.
-
-  Returns:
-    name -> contents, for every name asked for.
-
-  Raises:
-    UsageError: a file is missing, too large, or the archive is damaged.
-  """
-  return dict(iter_files(path, names))
