@@ -181,7 +181,7 @@ def find_layout(names: list[str], dataset: str | None = None):
 
 
 def _pickle_member(data: bytes, path: str, layout: _Layout):
-  """One pickled batch's `(rows, labels)`: uint8 rows of 3072, int32."""
+  """One pickled batch's `(rows, labels)`: uint8 rows of 3072, int64."""
   batch = safe_unpickle(data, path)
   label_key = "fine_labels" if layout.name == "cifar100" else "labels"
   return (_rows(_field(batch, "data", path), path),
@@ -189,10 +189,8 @@ def _pickle_member(data: bytes, path: str, layout: _Layout):
 
 
 def _binary_member(data: bytes, path: str, layout: _Layout):
-  """One binary batch's `(rows, labels)`: views into `data` where possible."""
-  # Each record: label byte(s) then 3072 pixel bytes. CIFAR-100 records carry
-  # the coarse label first, then the fine label.
-  label_bytes = 2 if layout.name == "cifar100" else 1
+  """One binary batch's `(rows, labels)`: the rows are a view of `data`."""
+  label_bytes = _label_bytes(layout)
   record = label_bytes + 3072
   raw = np.frombuffer(data, np.uint8)
   if raw.size == 0 or raw.size % record:
@@ -202,66 +200,86 @@ def _binary_member(data: bytes, path: str, layout: _Layout):
   return raw[:, label_bytes:], raw[:, label_bytes - 1].astype(np.int64)
 
 
-def _assemble(parts: list) -> tuple[np.ndarray, np.ndarray]:
-  """One split's members' `(rows, labels)` as one aligned HWC image array.
+def _label_bytes(layout: _Layout) -> int:
+  # Each binary record: label byte(s) then 3072 pixel bytes. CIFAR-100
+  # records carry the coarse label first, then the fine label.
+  return 2 if layout.name == "cifar100" else 1
 
-  Each member's rows are dropped as soon as they are copied, so the images
-  are held about once: the output's pages fill as the rows are freed.
 
-  Args:
-    parts: the members' `(rows, labels)` in the split's order; emptied.
+def _move_down(images: np.ndarray, source: int, target: int, count: int,
+               chunk: int = 1024) -> None:
+  """Moves `count` images from row `source` down to row `target` in place.
 
-  Returns:
-    `(images, labels)`: uint8 `(N, 32, 32, 3)`, 64-byte aligned (the input
-    pipeline then uses it without a copy), and int64 `(N,)`.
+  Front to back, a chunk at a time: with `target <= source` no chunk
+  overwrites rows still to be moved, and only a chunk is ever buffered.
   """
-  count = sum(len(rows) for rows, _ in parts)
-  images = aligned_empty((count,) + CIFAR_SHAPE, np.uint8)
-  labels = np.empty(count, np.int64)
-  start = 0
-  parts.reverse()  # pop() from the end frees each member in order
-  while parts:
-    rows, part_labels = parts.pop()
-    stop = start + len(rows)
-    # CIFAR stores each image as 1024 red, 1024 green, then 1024 blue values.
-    images[start:stop] = rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    labels[start:stop] = part_labels
-    start = stop
-    del rows, part_labels  # before the next member is copied
-  return images, labels
+  for i in range(0, count, chunk):
+    n = min(chunk, count - i)
+    images[target + i:target + i + n] = images[source + i:source + i + n]
 
 
 def load_archive(path: str, layout: _Layout, folder: str) -> ImageDataset:
   """Reads an official CIFAR archive or extracted folder, member by member.
 
-  The archive streams: each batch is parsed as it is read and only its
-  pixel rows are kept, then copied into one aligned array per split, so
-  the archive and its decoded copy are never held at once.
+  Each split's images go straight into one preallocated, aligned array (the
+  input pipeline then uses it without a copy): every batch file is given a
+  slot as large as its size allows (a record or 3,072 pixel bytes per
+  image), parsed as it streams in, copied to its slot and dropped; the
+  slots are then closed up in the layout's order. So the archive and its
+  decoded copy are never held at once, and no decoded batch outlives its
+  copy (memory freed in pieces is not always given back to the system, so
+  holding the batches until the end would raise the peak by their size).
 
   Args:
     path: the `.tar.gz`, or the folder it was extracted to.
     layout, folder: as `find_layout` returned them.
 
   Returns:
-    The `ImageDataset`.
+    The `ImageDataset`, its images views of the start of those arrays
+    (the rest, the slots' slack, is never touched and takes no memory).
   """
   def full(name):
     return posixpath.join(folder, name)
 
-  splits = {full(n): "train" for n in layout.train}
-  splits.update((full(n), "test") for n in layout.test)
-  meta_path = full(layout.meta)
+  members = {"train": [full(n) for n in layout.train],
+             "test": [full(n) for n in layout.test]}
+  split_of = {name: split for split in members for name in members[split]}
+  sizes = files.file_sizes(path, list(split_of))
+  per_image = _label_bytes(layout) + 3072 if layout.binary else 3072
+  slots, room = {}, {}
+  for split, names in members.items():
+    room[split] = 0
+    for name in names:  # a missing file: iter_files names it below
+      slots[name] = (room[split], sizes.get(name, 0) // per_image)
+      room[split] += slots[name][1]
+  images = {split: aligned_empty((room[split],) + CIFAR_SHAPE, np.uint8)
+            for split in members}
+  counts, labels = {}, {}
   parse = _binary_member if layout.binary else _pickle_member
-  parsed, meta = {}, None
-  for name, data in files.iter_files(path, [*splits, meta_path]):
+  meta_path, meta = full(layout.meta), None
+  for name, data in files.iter_files(path, [*split_of, meta_path]):
     if name == meta_path:
       meta = data
-    else:
-      parsed[name] = parse(data, name, layout)
-    del data  # a member's bytes go once parsed (the rows may view them)
+      continue
+    rows, labels[name] = parse(data, name, layout)
+    del data  # the binary rows still view it, until copied below
+    start, slot = slots[name]
+    if len(rows) > slot:  # never write past the slot
+      raise UsageError(f"{name}: {len(rows)} images in a {sizes[name]}-byte "
+                       "file; the file is damaged")
+    # CIFAR stores each image as 1024 red, 1024 green, then 1024 blue values.
+    images[split_of[name]][start:start + len(rows)] = rows.reshape(
+        -1, 3, 32, 32).transpose(0, 2, 3, 1)
+    counts[name] = len(rows)
+    del rows
   arrays = []
-  for split in ("train", "test"):
-    arrays += _assemble([parsed.pop(n) for n in splits if splits[n] == split])
+  for split, names in members.items():
+    end = 0
+    for name in names:
+      _move_down(images[split], slots[name][0], end, counts[name])
+      end += counts[name]
+    arrays += [images[split][:end],
+               np.concatenate([labels[n] for n in names])]
   if layout.binary:
     class_names = meta.decode("utf-8").split()
   else:

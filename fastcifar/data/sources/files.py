@@ -87,6 +87,27 @@ def list_files(path: str) -> list[str]:
                   for m in _tar_members(tar, path, with_dirs=True))
 
 
+def file_sizes(path: str, names) -> dict[str, int]:
+  """The sizes of the named files of a folder or a tar archive, unread.
+
+  Args:
+    path: a folder, or a `.tar`, `.tar.gz` or `.tgz` file.
+    names: relative names as `list_files` returns them.
+
+  Returns:
+    name -> size in bytes, for those of `names` that exist (a tar is read
+    through once, its members' contents skipped).
+  """
+  wanted = set(names)
+  if os.path.isdir(path):
+    found = {n: os.path.join(path, *n.split("/")) for n in wanted}
+    return {n: os.path.getsize(f) for n, f in found.items()
+            if os.path.isfile(f)}
+  with _open_tar(path) as tar:
+    return {_clean(m.name): m.size for m in _tar_members(tar, path)
+            if _clean(m.name) in wanted}
+
+
 def iter_files(path: str, names) -> Iterator[tuple[str, bytes]]:
   """Reads the named files of a folder or a tar archive one at a time.
 
