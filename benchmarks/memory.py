@@ -54,7 +54,7 @@ FLAGS = flags.FLAGS
 
 # The floor: what any run holds before training, the data included.
 LOAD_ONLY = ("import sys, keras, tensorflow\n"
-             "from fastcifar import sources\n"
+             "from fastcifar.data import sources\n"
              "data = sources.load(sys.argv[1], sys.argv[2] or None)\n")
 
 
