@@ -2,8 +2,8 @@
 
 Importing the package changes no global state: no mixed-precision policy, no
 environment variable. The one exception is a command starting: while Python
-locates `python -m fastcifar.X` (sys.argv[0] is "-m" then, as documented for
--m), TensorFlow's start-up logging is silenced before X imports it (see
+locates `python -m fastcifar.X` (not another program that imports fastcifar),
+TensorFlow's start-up logging is silenced before X imports it (see
 `fastcifar.cli.quiet`; `--verbose` keeps it). The folders, one per concern:
 
 - `fastcifar.data`: every data source ending in uint8 arrays (`sources`),
@@ -21,8 +21,22 @@ import sys as _sys
 
 __version__ = "0.1.0"
 
+
+def _command_starting() -> bool:
+  """Whether Python is locating `python -m fastcifar.X` for X to run.
+
+  sys.argv[0] is "-m" while it does (as documented for -m), but also while
+  it imports another program's packages, which may import fastcifar:
+  sys.orig_argv says which module runs.
+  """
+  argv = getattr(_sys, "orig_argv", [])
+  if getattr(_sys, "argv", [])[:1] != ["-m"] or "-m" not in argv[:-1]:
+    return False
+  return argv[argv.index("-m") + 1].startswith(__name__ + ".")
+
+
 # `python -m fastcifar.X` is starting: silence TensorFlow before X loads it.
-if getattr(_sys, "argv", [])[:1] == ["-m"]:
+if _command_starting():
   # pylint: disable-next=g-import-not-at-top
   from fastcifar.cli import quiet as _quiet
   _quiet.start()

@@ -19,12 +19,13 @@ naming the problem and the fix, and exit status 2.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from absl import flags
 
 from fastcifar import models, serving
-from fastcifar.cli import common as cli
+from fastcifar.cli import common as cli, quiet
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
 from fastcifar.training import outputs
@@ -64,9 +65,13 @@ def main(argv: list[str]) -> int:
                                 record and record["data"]).train_images
     if isinstance(calibration, sources.ShardedImages):  # streamed
       calibration = calibration.first(serving.CALIBRATION_IMAGES)
+  # The converter's C++ notes reach file descriptor 2 whatever the log level.
+  quieted = (contextlib.nullcontext() if flags.FLAGS.verbose
+             else quiet.filtered_stderr(quiet.CONVERTER_NOISE))
   try:
-    written = serving.export_all(model, output, _QUANTIZE.value, calibration,
-                                 record)
+    with quieted:
+      written = serving.export_all(model, output, _QUANTIZE.value,
+                                   calibration, record)
   except OSError as e:
     raise UsageError(f"cannot write --output {output} ({e.strerror or e}); "
                      "choose a writable folder") from e

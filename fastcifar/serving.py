@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from typing import Any, Iterator
 
 import keras
@@ -132,7 +133,12 @@ def export_tflite(saved_model: str, path: str, quantize: str = "none",
     # image is refused (each would be a read of its own).
     images = np.asarray(calibration_images[:CALIBRATION_IMAGES])
     converter.representative_dataset = lambda: _calibration(images)
-  flatbuffer = converter.convert()
+  with warnings.catch_warnings():
+    # int8 calibration runs TensorFlow's own tf.lite.Interpreter, which warns
+    # that it is deprecated: news for TensorFlow, nothing a user can change.
+    warnings.filterwarnings("ignore", r"\s*Warning: tf\.lite\.Interpreter is "
+                            "deprecated", UserWarning)
+    flatbuffer = converter.convert()
   with open(path + ".tmp", "wb") as f:  # never a half-written model
     f.write(flatbuffer)
   os.replace(path + ".tmp", path)

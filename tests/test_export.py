@@ -19,6 +19,7 @@ import pytest
 
 from fastcifar import serving, models
 from fastcifar.data import sources
+from tests.cli.test_quiet import log_lines
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,6 +92,7 @@ def test_exported_model_predicts_as_the_keras_model_without_fastcifar(
   exported = _export(f"--model={model_path}", f"--output={tmp_path}/export",
                      "--quantize=int8", f"--data_dir={calibration}")
   assert exported.returncode == 0, exported.stderr[-3000:]
+  assert not log_lines(exported.stdout + exported.stderr), exported.stderr
   tolerances = {"saved_model": TOLERANCE["saved_model"]}
   if serving.tflite_available():
     serving.export_tflite(str(tmp_path / "export" / "saved_model"),

@@ -17,6 +17,7 @@ import pytest
 
 from fastcifar import serving, models, train
 from fastcifar.cli import common as cli
+from tests.cli.test_quiet import log_lines
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,17 +102,18 @@ def test_module_entry_point_end_to_end(tmp_path):
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["num_train_examples"] == 2048
   assert (tmp_path / "model.keras").stat().st_size > 1_000_000
-  assert not _tensorflow_noise(result.stdout + result.stderr), result.stderr
+  assert not log_lines(result.stdout + result.stderr), result.stderr
 
 
-# What TensorFlow prints on its own at start-up and during a run.
-_NOISE = ("I0000", "W0000", "E0000", "WARNING: All log messages", "cuInit",
-          "oneDNN")
-
-
-def _tensorflow_noise(output: str) -> list[str]:
-  return [line for line in output.splitlines()
-          if line.startswith(_NOISE[:4]) or any(n in line for n in _NOISE[4:])]
+def test_a_run_that_saves_and_exports_logs_nothing(tmp_path, small_npz):
+  # TensorFlow logs INFO lines at every checkpoint save and export, once
+  # absl's app.run has raised the verbosity to INFO.
+  result = run_cli(f"--data_dir={small_npz}", "--epochs=2",
+                   "--train_examples=256", "--batch_size=64", "--nopreflight",
+                   f"--output_dir={tmp_path}", "--export")
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert (tmp_path / "export" / "saved_model").is_dir()
+  assert not log_lines(result.stdout + result.stderr), result.stderr
 
 
 def test_verbose_brings_tensorflow_logging_back(small_npz):
@@ -119,7 +121,7 @@ def test_verbose_brings_tensorflow_logging_back(small_npz):
                    "--train_examples=128", "--batch_size=64", "--nopreflight")
   assert result.returncode == 0, result.stderr[-2000:]
   # TensorFlow 2.21 logs at least its oneDNN notice while it loads.
-  assert _tensorflow_noise(result.stderr), result.stderr
+  assert log_lines(result.stderr), result.stderr
 
 
 def assert_one_line_error(result, *fragments: str) -> str:

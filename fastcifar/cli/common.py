@@ -55,9 +55,11 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
 
   def parse_flags(argv: list[str]) -> list[str]:
     try:
-      return flags.FLAGS(argv)
+      remaining = flags.FLAGS(argv)
     except flags.Error as e:
       sys.exit(fail(f"{e}; see --helpfull for every flag"))
+    quiet.quiet_logging(_VERBOSE.value)
+    return remaining
 
   _list_flags_in_help(main.__module__)
 

@@ -14,6 +14,12 @@ failure. Commands call `start()` before TensorFlow is imported:
   filtered out of stderr while `import tensorflow` runs, and every other line
   written then (a Python warning, a crash message) passes through.
 
+Once the flags are parsed, `quiet_logging` keeps Python logging at WARNING:
+absl's `app.run` raises it to INFO when -v/--verbosity is not given, and
+TensorFlow and TFDS log INFO lines at every checkpoint, export and dataset
+read ("Sharding callback duration", "Assets written to", "Constructing
+tf.data.Dataset"), which then land inside Keras's progress bar.
+
 `--verbose` (or `start(verbose=True)`) leaves everything as TensorFlow does
 it. Importing this module changes nothing; only commands call `start`.
 """
@@ -28,6 +34,7 @@ import sys
 from typing import Sequence
 
 from absl import flags
+from absl import logging
 
 # absl's C++ log line ("I0000 00:00:1796191317.845982 6404 port.cc:153] ..."),
 # TensorFlow's older one ("2025-09-17 14:44:05.157831: I path.cc:32] ...")
@@ -35,6 +42,8 @@ from absl import flags
 NOISE = (r"(WARNING: All log messages before absl::InitializeLog\(\)"
          r"|[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
          r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] \S+:\d+\] )")
+# The TFLite converter's C++ line on every int8 calibration, unprefixed.
+CONVERTER_NOISE = NOISE[:-1] + r"|fully_quantize: \d+, inference_type: )"
 
 # Runs in a child process, so that what it has read still reaches the
 # terminal if TensorFlow aborts the parent while loading.
@@ -120,3 +129,20 @@ def start(argv: Sequence[str] | None = None, *,
     return
   with filtered_stderr():
     importlib.import_module("tensorflow")
+
+
+def quiet_logging(verbose: bool,
+                  flag_values: flags.FlagValues = flags.FLAGS) -> None:
+  """Keeps Python logging at WARNING after absl has parsed the flags.
+
+  `absl.app.run` sets the verbosity to INFO, once the flags are parsed,
+  unless -v/--verbosity was given; TensorFlow's and TFDS's INFO lines are
+  for their developers. Call it from the flags parser `app.run` is given.
+
+  Args:
+    verbose: --verbose: keep absl's choice.
+    flag_values: where -v/--verbosity is defined.
+  """
+  if not verbose and not flag_values["verbosity"].present:
+    # Assigning the flag marks it set, so app.run leaves it be.
+    logging.set_verbosity(logging.WARNING)
