@@ -202,6 +202,7 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
   return fit.make_callbacks(
       dataset, output_dir, seed, chief, preflight=_PREFLIGHT.value,
       tensorboard=_TENSORBOARD.value,
+      early_stopping=parse_epochs(_EPOCHS.value) == "auto",
       profile_batch=profile_batches(_PROFILE_STEPS.value))
 
 

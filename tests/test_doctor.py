@@ -82,6 +82,16 @@ def unnormalized_input(data, fixed):
   return compiled(tiny_cnn()), x, onehot, {}
 
 
+def float01_into_a_model_that_scales_0_255(data, fixed):
+  # fastcifar's models take uint8 and standardize inside: 0-1 floats (the
+  # doctor's --pixels=float01) are truncated to 0 or 1 on the way in.
+  images, labels, unit, _ = data
+  mean, std = input_pipeline.channel_stats(images)
+  model = models.build_model("seed", NUM_CLASSES, mean, std)
+  training.compile_model(model, training.Config(), 10)
+  return model, images if fixed else unit, labels, {"one_hot_on_device": True}
+
+
 def integer_input(data, fixed):
   images, _, _, onehot = data
   first = (keras.layers.Rescaling(1 / 255),) if fixed else ()
@@ -215,6 +225,8 @@ def nan_in_batch(data, fixed):
 
 MISTAKES = [
     (unnormalized_input, "unnormalized-input", doctor.ERROR),
+    (float01_into_a_model_that_scales_0_255, "unnormalized-input",
+     doctor.ERROR),
     (integer_input, "integer-input", doctor.ERROR),
     (integer_input_uint8_model, "integer-input", doctor.ERROR),
     (ids_with_categorical_loss, "label-loss-mismatch", doctor.ERROR),
@@ -478,6 +490,23 @@ def test_watch_names_too_few_epochs_only_while_still_rising():
   level.set_model(model)
   feed_epochs(level, [0.70, 0.75, 0.76, 0.761, 0.758])
   assert level.codes == []
+
+
+def test_watch_tells_an_early_stopped_run_to_raise_its_limit():
+  # --epochs=auto ran out of --max_epochs: it already stops early.
+  watch = doctor.Watch(print_fn=lambda _: None, early_stopping=True)
+  watch.set_model(compiled(tiny_cnn()))
+  feed_epochs(watch, [0.40, 0.50, 0.58, 0.64])
+  assert watch.codes == ["too-few-epochs"]
+  assert "--max_epochs=8" in watch.findings[0].fix
+  assert "--epochs" not in watch.findings[0].fix
+
+
+def test_watch_does_not_ask_for_more_epochs_at_100_percent():
+  watch = doctor.Watch(print_fn=lambda _: None)
+  watch.set_model(compiled(tiny_cnn()))
+  feed_epochs(watch, [0.91, 0.96, 0.99, 1.0])
+  assert watch.codes == []
 
 
 def test_watch_judges_sparse_evaluations_by_training_accuracy():

@@ -345,3 +345,15 @@ def test_a_users_bad_model_gets_one_line(model, fragments, capsys, small_npz,
   assert_one_line_error(run_in_process(
       capsys, f"--model={model}", f"--data_dir={small_npz}", "--epochs=1",
       "--batch_size=64"), *fragments)
+
+
+@pytest.mark.parametrize("epochs,early_stopping", [("auto", True),
+                                                   ("3", False)])
+def test_the_doctor_knows_an_auto_epochs_run_stops_early(epochs,
+                                                         early_stopping):
+  from fastcifar import doctor, sources  # pylint: disable=g-import-not-at-top
+  dataset = sources.load_synthetic(num_train=64, num_test=8, seed=0)
+  with flagsaver.flagsaver(epochs=epochs):
+    watches = [c for c in train.make_callbacks(dataset, None, 0, True)
+               if isinstance(c, doctor.Watch)]
+  assert [w.early_stopping for w in watches] == [early_stopping]

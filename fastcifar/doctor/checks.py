@@ -180,14 +180,40 @@ def _check_pixels(model: keras.Model, x: np.ndarray) -> list[Finding]:
   if peak > 10:
     return [_raw_pixels_finding(integer, h, ERROR, layer=layer,
                                 fed=x.dtype)]
-  if 0 < peak < 0.02 and _max_abs(x) <= 1.0:
-    return [Finding(
-        "unnormalized-input", WARNING,
-        f"pixels reach {layer.name} in [0, {peak:.4f}]: they were scaled "
-        "twice (divided by 255 on the host and again inside the model)",
-        "scale once: drop the x / 255 on the host (feed 0-255) or drop the "
-        "Rescaling(1/255) layer")]
+  if _max_abs(x) <= 1.0 and np.ptp(x) >= 0.5 and np.ptp(h) < 0.1:
+    return [_scaled_twice(model, layer, h)]
   return []
+
+
+def _scaled_twice(model: keras.Model, layer: keras.layers.Layer,
+                  h: np.ndarray) -> Finding:
+  """The finding for 0-1 pixels fed to a model that scales 0-255 itself.
+
+  Their spread at `layer` is then 1/255 of the normal one (under 0.1, where
+  0-1 or standardized pixels span 1 or more), whatever offset the model's
+  scaling adds (Standardize's mean). A uint8 Input also truncates them to 0
+  or 1: the images are black, and the net cannot learn.
+  """
+  integer = _integer_input(model)
+  cause = ("the model takes uint8 0-255 pixels, so 0-1 floats become 0 or 1"
+           " (black images)" if integer else "they were scaled twice "
+           "(divided by 255 on the host and again inside the model)")
+  return Finding(
+      "unnormalized-input", ERROR if integer else WARNING,
+      f"pixels fed as 0-1 reach {layer.name} spanning only "
+      f"{np.min(h):.4f}..{np.max(h):.4f}: {cause}",
+      "scale once: feed the 0-255 pixels as stored (drop the x / 255 on the "
+      "host), or drop the model's own scaling (Rescaling(1/255), "
+      "Standardize)")
+
+
+def _integer_input(model: keras.Model) -> bool:
+  """Whether the model's (first) Input takes integers, e.g. uint8 pixels."""
+  try:
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+  except (AttributeError, IndexError, TypeError, ValueError):
+    return False
+  return "int" in dtype
 
 
 # The first layer normalizes its own input, or is a nested pretrained net

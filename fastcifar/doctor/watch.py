@@ -32,8 +32,9 @@ class Watch(keras.callbacks.Callback):
   or the weights become NaN or infinite, and `not-learning` when, after
   `after_steps` steps, the last `window` steps average chance accuracy (or,
   without an accuracy metric, a loss within 2% of log(classes)). At train end
-  it names `too-few-epochs` when accuracy was still clearly rising. Every
-  finding is printed and kept in `findings`.
+  it names `too-few-epochs` when accuracy was still clearly rising (and had
+  room to: not within a point of 100%). Every finding is printed and kept in
+  `findings`.
 
   Warns by default. With `stop=True`, errors at train begin raise
   `PreflightError` before the first step, and `nan-loss` or `not-learning`
@@ -47,8 +48,8 @@ class Watch(keras.callbacks.Callback):
   def __init__(self, data: Any = None, labels: Any = None, *,
                stop: bool = False, after_steps: int = 200, window: int = 50,
                one_hot_on_device: bool = False, num_classes: int | None = None,
-               running_means: bool = True, hint: str = "",
-               print_fn: Callable[[str], None] = print_stderr):
+               running_means: bool = True, early_stopping: bool = False,
+               hint: str = "", print_fn: Callable[[str], None] = print_stderr):
     """Configures the watch.
 
     Args:
@@ -60,6 +61,9 @@ class Watch(keras.callbacks.Callback):
       one_hot_on_device: as for `check`.
       num_classes: the number of classes; the model's output width if None.
       running_means: batch logs hold running epoch averages (as in `fit`).
+      early_stopping: the run stops itself when the validation loss stalls
+        (EarlyStopping, fastcifar.train --epochs=auto): ending still rising,
+        it ran out of its epoch limit, and the fix is to raise that.
       hint: added to the `PreflightError` message, e.g. how to skip the check.
       print_fn: where findings are written; stderr by default.
     """
@@ -72,6 +76,7 @@ class Watch(keras.callbacks.Callback):
     self.one_hot_on_device = one_hot_on_device
     self.num_classes = num_classes
     self.running_means = running_means
+    self.early_stopping = early_stopping
     self.hint = hint
     self.print_fn = print_fn
     self._reset()
@@ -154,17 +159,27 @@ class Watch(keras.callbacks.Callback):
     series = (self._epoch_val_metric if len(self._epoch_val_metric) ==
               len(self._epoch_metric) else self._epoch_metric)
     gain = _recent_gain(series, self._epoch_steps)
-    if gain is None or gain <= 0.01:
+    # Under a point a epoch, or a point from 100%: more epochs cannot add one.
+    if gain is None or gain <= 0.01 or (series and series[-1] > 0.99):
       return
     epochs = len(self._epoch_metric) or 1
     self._report([Finding(
         "too-few-epochs", WARNING,
         f"accuracy was still rising when training ended ({100 * gain:+.1f} "
         "points per epoch at the end): more epochs will raise it",
-        "train until the validation loss stops improving: fastcifar.train "
-        "--epochs=auto (it holds out a validation split and keeps the best "
-        f"epoch; Keras: EarlyStopping(restore_best_weights=True)), or at "
-        f"least --epochs={2 * epochs}")])
+        self._more_epochs(2 * epochs))])
+
+  def _more_epochs(self, epochs: int) -> str:
+    """The too-few-epochs fix: stop early, or raise the early stop's limit."""
+    if self.early_stopping:
+      return ("the validation loss was still improving when the epoch limit "
+              f"ended the run: raise it, to at least {epochs} "
+              f"(fastcifar.train --max_epochs={epochs}; Keras: "
+              f"fit(epochs={epochs}) beside EarlyStopping)")
+    return ("train until the validation loss stops improving: fastcifar.train"
+            " --epochs=auto (it holds out a validation split and keeps the "
+            "best epoch; Keras: EarlyStopping(restore_best_weights=True)), or "
+            f"at least --epochs={epochs}")
 
   def _per_step(self, batch: int, loss: float, accuracy: float | None,
                 steps: int) -> tuple[float, float | None]:

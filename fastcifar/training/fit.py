@@ -100,6 +100,7 @@ def fit(model: keras.Model | models.Builder | str,
   all_callbacks = make_callbacks(
       data, output_dir, config.seed, distribute.is_chief(strategy),
       preflight=preflight, tensorboard=tensorboard,
+      early_stopping=config.auto_epochs,
       hint="fit(..., preflight=False) skips this check") + list(callbacks)
   try:
     return trainer.train_and_evaluate(
@@ -157,7 +158,7 @@ def _own_recipe(model: keras.Model | models.Builder) -> recipes.Recipe:
 
 def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
                    seed: int, chief: bool, *, preflight: bool = True,
-                   tensorboard: bool = True,
+                   tensorboard: bool = True, early_stopping: bool = False,
                    profile_batch: tuple[int, int] | int = 0,
                    hint: str = "--nopreflight skips this check"
                    ) -> list[keras.callbacks.Callback]:
@@ -170,6 +171,9 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
     chief: only the chief writes logs.
     preflight: add the Watch.
     tensorboard: add TensorBoard.
+    early_stopping: the run stops when the validation loss stalls
+      (--epochs=auto): the Watch's too-few-epochs then asks for a higher
+      limit (see `doctor.Watch`).
     profile_batch: as `keras.callbacks.TensorBoard` takes it.
     hint: how to skip the Watch, said when it stops a run.
 
@@ -187,7 +191,7 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
         # np.asarray: streamed images are read here (256 of them).
         np.asarray(dataset.train_images[pick]),
         dataset.train_labels[pick],
-        one_hot_on_device=True, stop=True,
+        one_hot_on_device=True, stop=True, early_stopping=early_stopping,
         hint=hint))
   if output_dir and chief and tensorboard:
     callbacks.append(keras.callbacks.TensorBoard(
