@@ -86,9 +86,9 @@ def float01_into_a_model_that_scales_0_255(data, fixed):
   # fastcifar's models take uint8 and standardize inside: 0-1 floats (the
   # doctor's --pixels=float01) are truncated to 0 or 1 on the way in.
   images, labels, unit, _ = data
-  mean, std = input_pipeline.channel_stats(images)
+  mean, std = pipeline.channel_stats(images)
   model = models.build_model("seed", NUM_CLASSES, mean, std)
-  training.compile_model(model, training.Config(), 10)
+  trainer.compile_model(model, trainer.Config(), 10)
   return model, images if fixed else unit, labels, {"one_hot_on_device": True}
 
 

@@ -351,7 +351,9 @@ def test_a_users_bad_model_gets_one_line(model, fragments, capsys, small_npz,
                                                    ("3", False)])
 def test_the_doctor_knows_an_auto_epochs_run_stops_early(epochs,
                                                          early_stopping):
-  from fastcifar import doctor, sources  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar import doctor
+  from fastcifar.data import sources  # pylint: disable=g-import-not-at-top
   dataset = sources.load_synthetic(num_train=64, num_test=8, seed=0)
   with flagsaver.flagsaver(epochs=epochs):
     watches = [c for c in train.make_callbacks(dataset, None, 0, True)
