@@ -13,12 +13,29 @@ import contextlib
 import json
 import os
 import secrets
-from typing import Iterator, TYPE_CHECKING
+from typing import Callable, Iterator, TYPE_CHECKING
 
 from fastcifar.errors import UsageError
 
 if TYPE_CHECKING:  # the model's type only: importing Keras is slow
   import keras
+
+
+def _create_fresh(folder: str, prefix: str, suffix: str,
+                  create: Callable[[str], None]) -> str:
+  """`create(path)` for a fresh path in `folder`; returns the path.
+
+  `create` must fail with FileExistsError when the path exists, so the path
+  is never another's.
+  """
+  for _ in range(100):
+    path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+    try:
+      create(path)
+      return path
+    except FileExistsError:
+      continue
+  raise FileExistsError(f"no free temporary name in {folder}")
 
 
 def new_temp_file(folder: str, prefix: str, suffix: str = "") -> str:
@@ -27,14 +44,18 @@ def new_temp_file(folder: str, prefix: str, suffix: str = "") -> str:
   As `tempfile.mkstemp` (exclusive creation, so never another's file), but
   with mode `0666 & ~umask`, as `open` gives.
   """
-  for _ in range(100):
-    path = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
-    try:
-      os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-      return path
-    except FileExistsError:
-      continue
-  raise FileExistsError(f"no free temporary name in {folder}")
+  return _create_fresh(folder, prefix, suffix, lambda path: os.close(
+      os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)))
+
+
+def new_temp_folder(folder: str, prefix: str) -> str:
+  """Creates an empty folder of a fresh name in `folder`; returns its path.
+
+  As `tempfile.mkdtemp`, but with mode `0777 & ~umask`, as `mkdir` gives:
+  mkdtemp's 0700 survives the rename and keeps others out of a folder whose
+  files they may read.
+  """
+  return _create_fresh(folder, prefix, "", os.mkdir)
 
 
 @contextlib.contextmanager

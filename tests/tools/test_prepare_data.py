@@ -339,3 +339,36 @@ def test_cache_disk_needs_shards_and_shards_keep_their_size(tmp_path):
   path = sources.shards_path(str(out), "src")
   with pytest.raises(sources.UsageError, match="prepare the shards again at"):
     sources.load("cifar10", path, image_size=(48, 48))
+
+
+def test_dataset_and_parent_find_shards_prepared_under_a_longer_name(
+    tmp_path, capsys):
+  # docs/data.md prepares --name=cifar10-64; --dataset=cifar10 must find it.
+  source = str(tmp_path / "fastcifar-cifar10.npz")
+  data = sources.load_synthetic(num_train=20, num_test=10, seed=0)
+  sources.save_prepared(data, source)
+  out = tmp_path / "data"
+  assert _run(f"--source={source}", f"--data_dir={out}", "--name=cifar10-64",
+              "--format=shards") == 0
+  found = sources.load("cifar10", str(out), cache="memory")
+  assert found.name == "cifar10-64"
+  np.testing.assert_array_equal(found.test_images, data.test_images)
+  with pytest.raises(sources.UsageError, match="no dataset I recognise"):
+    sources.load("cifar100", str(out), download=False)
+  sources.save_prepared(data, str(out / "fastcifar-cifar10-small.npz"))
+  with pytest.raises(sources.UsageError,
+                     match=r"2 prepared copies of cifar10 \(fastcifar-"
+                     r"cifar10-64, fastcifar-cifar10-small.npz\); pass the"):
+    sources.load("cifar10", str(out))
+  capsys.readouterr()
+
+
+def test_git_ignores_the_data_folder_the_docs_prepare_into():
+  if not os.path.isdir(os.path.join(REPO, ".git")) and not os.path.isfile(
+      os.path.join(REPO, ".git")):
+    pytest.skip("not a git checkout")
+  def ignored(path: str) -> bool:
+    return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO,
+                          check=False).returncode == 0
+  assert ignored("data/fastcifar-cifar10.npz")
+  assert not ignored("fastcifar/data/pipeline.py")

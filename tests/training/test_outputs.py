@@ -92,3 +92,15 @@ def test_outputs_get_the_mode_of_any_new_file(tmp_path, umask_027):
   modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
   assert modes == {"model.keras": umask_027, "results.json": umask_027,
                    "fastcifar-cifar10.npz": umask_027}
+
+
+def test_a_shard_folder_gets_the_mode_of_any_new_folder(tmp_path, umask_027):
+  # Not mkdtemp's 0700 around files of 0640: others in the group read both.
+  from fastcifar.data import sources  # pylint: disable=g-import-not-at-top
+  data = sources.load_synthetic(num_train=8, num_test=8, seed=0)
+  path = sources.shards_path(str(tmp_path), "cifar10")
+  sources.write_shards(path, data.name, data.class_names,
+                       sources.array_chunks(data), sources.array_counts(data))
+  assert os.stat(path).st_mode & 0o777 == 0o750  # 0777 & ~umask
+  assert {(p.stat().st_mode & 0o777) for p in tmp_path.glob("*/*")} == {
+      umask_027}

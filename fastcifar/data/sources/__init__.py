@@ -224,8 +224,38 @@ def load_path(path: str, dataset: str = "cifar10", *,
   for folder in (path, shards_path(path, dataset)):
     if os.path.isdir(folder) and is_shards_dir(folder):
       return _open_shards(folder, image_size, cache, shuffle_buffer)
+  variant = _prepared_variant(path, dataset)
+  if variant:
+    return load_path(variant, dataset, image_size=image_size, resize=resize,
+                     cache=cache, shuffle_buffer=shuffle_buffer)
   return resize_dataset(_load_path(path, dataset, download, sized),
                         image_size, resize)
+
+
+def _prepared_variant(path: str, dataset: str) -> str | None:
+  """What `tools/prepare_data.py --name=DATASET-...` wrote into folder `path`.
+
+  `--dataset=cifar10 --data_dir=DIR` takes DIR/fastcifar-cifar10(.npz) and,
+  when DIR holds no other cifar10 (no TFDS copy, no official archive), what
+  was prepared under a longer name, e.g. `--name=cifar10-64`: the one there,
+  or a refusal listing them.
+  """
+  if (not os.path.isdir(path) or os.path.isfile(prepared_path(path, dataset))
+      or is_tfds_dir(path, dataset)
+      or any(os.path.isfile(os.path.join(path, archive))
+             for archive in OFFICIAL_ARCHIVES.get(dataset, ()))):
+    return None
+  prefix = os.path.basename(shards_path(path, dataset)) + "-"
+  found = sorted(os.path.join(path, entry) for entry in os.listdir(path)
+                 if entry.startswith(prefix) and (
+                     entry.endswith(".npz") or
+                     is_shards_dir(os.path.join(path, entry))))
+  if len(found) > 1:
+    raise UsageError(
+        f"--data_dir {path} holds {len(found)} prepared copies of {dataset} "
+        f"({', '.join(os.path.basename(f) for f in found)}); pass the one to "
+        f"use, e.g. --data_dir={found[0]}")
+  return found[0] if found else None
 
 
 def _load_path(path: str, dataset: str, download: bool,

@@ -41,6 +41,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from fastcifar.errors import UsageError
+from fastcifar.training import outputs
 from fastcifar.data.sources.dataset import (ImageDataset, aligned_empty,
                                             make_dataset)
 
@@ -195,7 +196,7 @@ def write_shards(path: str, name: str, class_names: Sequence[str],
   """
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".fastcifar-shards-", dir=parent)
+  tmp = outputs.new_temp_folder(parent, ".fastcifar-shards-")
   try:
     rng = np.random.default_rng(seed)
     writers, image_shape, sums = {}, None, ChannelSums()
