@@ -127,8 +127,9 @@ def data_flags() -> DataFlags:
           "data_dir", None,
           "A TFDS data dir, a CIFAR archive (python or binary, .tar.gz or "
           "extracted), an image folder ROOT/{train,test}/<class>/ or a "
-          ".tar.gz of one, or a .npz or shard folder from "
-          "tools/prepare_data.py. Default: "
+          ".tar.gz of one, a .npz or shard folder from "
+          "tools/prepare_data.py, or a .npz of keras.datasets' x_train, "
+          "y_train, x_test, y_test (see docs/data.md). Default: "
           "TFDS's data dir, else Keras's cache ($KERAS_HOME/datasets, "
           "~/.keras/datasets), else a download into that cache."),
       download=flags.DEFINE_boolean(

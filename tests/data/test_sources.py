@@ -767,6 +767,32 @@ def test_prepared_refuses_damaged_or_pickled_files(tmp_path):
     prepared.load_prepared(path)
 
 
+def test_a_keras_layout_npz_is_read(tmp_path):
+  # As keras.datasets.cifar10.load_data() returns them: y is (N, 1) uint8.
+  data = sources.load_synthetic(num_train=40, num_test=20, seed=2)
+  arrays = dict(x_train=data.train_images,
+                y_train=data.train_labels.astype(np.uint8)[:, None],
+                x_test=data.test_images,
+                y_test=data.test_labels.astype(np.uint8)[:, None])
+  path = str(tmp_path / "cifar10.npz")
+  np.savez(path, **arrays)
+  loaded = sources.load_path(path)
+  assert loaded.name == "cifar10"
+  assert loaded.class_names == tuple(str(c) for c in range(10))
+  _assert_arrays(loaded, (data.train_images, data.train_labels,
+                          data.test_images, data.test_labels))
+  np.savez(path, **arrays, class_names=np.array(CIFAR10_NAMES))
+  assert sources.load_path(path).class_names == CIFAR10_NAMES
+  np.savez(path, **{**arrays, "y_test": np.array([object()] * 20)})
+  with pytest.raises(UsageError, match="unreadable"):  # still no pickle
+    sources.load_path(path)
+  del arrays["y_test"]
+  np.savez(path, **arrays)
+  with pytest.raises(UsageError, match="no 'y_test' array; expected the "
+                     "arrays of tools/prepare_data.py"):
+    sources.load_path(path)
+
+
 # --- Format detection and its messages ---------------------------------------
 
 
