@@ -134,7 +134,7 @@ _STEPS_PER_LOOP = flags.DEFINE_string(
     "device, and the loss check, progress bar and callbacks run once per "
     "loop (as Keras's steps_per_execution). Same batches and numbers for "
     "every N. auto: about 4,096 examples per loop on CPUs, a whole epoch (at "
-    "most 500 steps) on GPUs and TPUs. --profile_steps then counts loops.")
+    "most 500 steps) on GPUs and TPUs.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seeds data order, init, dropout, "
                              "augmentation and the synthetic data.")
 _TRAIN_EXAMPLES = flags.DEFINE_integer(
@@ -175,16 +175,16 @@ _EXPORT = flags.DEFINE_boolean(
     "where TensorFlow ships TFLite, model.tflite (see fastcifar.export).")
 _PROFILE_STEPS = flags.DEFINE_string(
     "profile_steps", "",
-    "Profile training steps FIRST,LAST (e.g. 10,15) into the TensorBoard "
-    "logs; with --steps_per_loop above 1 they count loops, as Keras's "
-    "TensorBoard counts steps_per_execution calls (--steps_per_loop=1 "
-    "profiles single steps). Empty: no profile.")
+    "Profile training steps FIRST,LAST of the run (e.g. 10,15; counted from "
+    "1) into OUTPUT_DIR/tensorboard. Steps run in loops (--steps_per_loop) "
+    "and a profile holds whole loops: those holding the steps asked, said "
+    "in one line when they are more. Empty: no profile.")
 
 
-def profile_batches(steps: str) -> tuple[int, int] | int:
-  """--profile_steps as keras.callbacks.TensorBoard(profile_batch=) takes it."""
+def profile_steps(steps: str) -> tuple[int, int] | None:
+  """--profile_steps as `(FIRST, LAST)`; None when empty."""
   if not steps:
-    return 0
+    return None
   try:
     first, last = (int(s) for s in steps.split(","))
   except ValueError:
@@ -197,13 +197,13 @@ def profile_batches(steps: str) -> tuple[int, int] | int:
 
 def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
                    seed: int, chief: bool) -> list:
-  """The doctor's Watch and (on the chief) TensorBoard, as the flags ask."""
+  """The doctor's Watch and (on the chief) TensorBoard and the profile."""
   from fastcifar.training import fit  # pylint: disable=g-import-not-at-top
   return fit.make_callbacks(
       dataset, output_dir, seed, chief, preflight=_PREFLIGHT.value,
       tensorboard=_TENSORBOARD.value,
       early_stopping=parse_epochs(_EPOCHS.value) == "auto",
-      profile_batch=profile_batches(_PROFILE_STEPS.value))
+      profile_steps=profile_steps(_PROFILE_STEPS.value))
 
 
 def parse_count_or_auto(name: str, value: str | None, example: int
@@ -265,9 +265,11 @@ def main(argv: list[str]) -> int:
   config = config_from_flags(model_recipe)
   # Check what can be checked before loading data: fail in seconds.
   config.validate()
-  profile_batches(_PROFILE_STEPS.value)
   if _EXPORT.value and not _OUTPUT_DIR.value:
     raise UsageError("--export writes OUTPUT_DIR/export: pass --output_dir")
+  if profile_steps(_PROFILE_STEPS.value) and not _OUTPUT_DIR.value:
+    raise UsageError("--profile_steps writes into OUTPUT_DIR/tensorboard: "
+                     "pass --output_dir")
   if _OUTPUT_DIR.value:
     trainer.prepare_output_dir(_OUTPUT_DIR.value)
   if _DATA_SERVICE.value and not _DATA_SERVICE.value.startswith("grpc://"):

@@ -81,6 +81,23 @@ def test_in_process_run_writes_results(tmp_path, small_npz):
   assert results["dataset"] == "small"  # named after fastcifar-small.npz
 
 
+def test_profile_steps_profile_the_loops_holding_them(tmp_path, small_npz,
+                                                    capsys):
+  # 256 images at batch 16, 15 steps per loop: loops of steps 1-15 and 16,
+  # 4 loops in 2 epochs. Counted as loops, 8,10 was never reached: no
+  # profile, no word.
+  run = dict(data_dir=small_npz, epochs=2, train_examples=256, batch_size=16,
+             steps_per_loop="15", output_dir=str(tmp_path),
+             profile_steps="8,10", preflight=False)
+  with flagsaver.flagsaver(**run):
+    assert train.main(["train"]) == 0
+  assert ("--profile_steps=8,10: training runs 15 steps per loop "
+          "(--steps_per_loop) in 32 steps, so steps 1-15 are profiled"
+          in capsys.readouterr().out)
+  profiles = list((tmp_path / "tensorboard").glob("**/*.xplane.pb"))
+  assert len(profiles) == 1 and profiles[0].stat().st_size > 1000
+
+
 def test_each_model_gets_its_recipe_unless_a_flag_says_otherwise():
   with flagsaver.flagsaver(model="fast"):
     config = train.config_from_flags()
@@ -171,6 +188,7 @@ def assert_one_line_error(result, *fragments: str) -> str:
     (["--plateau_factor=2"], ["--plateau_factor=2"]),
     (["--steps_per_loop=0"], ["--steps_per_loop=0", "at least 1, or auto"]),
     (["--steps_per_loop=many"], ["--steps_per_loop=many", "auto"]),
+    (["--profile_steps=8,10"], ["--profile_steps", "--output_dir"]),
 ])
 def test_bad_flags_get_one_line(args, fragments, capsys):
   # A small valid run first, so a flag that is wrongly accepted ends quickly;

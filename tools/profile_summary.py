@@ -52,7 +52,8 @@ def newest_profile(logdir: str) -> str:
   found = glob.glob(os.path.join(logdir, "**", "*.xplane.pb"), recursive=True)
   if not found:
     raise UsageError(f"no profile (*.xplane.pb) under {logdir}: train with "
-                     "--output_dir=DIR --profile_steps=FIRST,LAST and pass "
+                     "--output_dir=DIR --profile_steps=FIRST,LAST (steps the "
+                     "run has; it says so as it starts if not) and pass "
                      "--logdir=DIR/tensorboard")
   return max(found, key=os.path.getmtime)
 

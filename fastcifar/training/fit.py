@@ -35,7 +35,7 @@ import tensorflow as tf
 from fastcifar import models
 from fastcifar.data import sources
 from fastcifar.models import recipes
-from fastcifar.training import distribute, trainer
+from fastcifar.training import distribute, profiling, trainer
 
 
 def fit(model: keras.Model | models.Builder | str,
@@ -159,10 +159,10 @@ def _own_recipe(model: keras.Model | models.Builder) -> recipes.Recipe:
 def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
                    seed: int, chief: bool, *, preflight: bool = True,
                    tensorboard: bool = True, early_stopping: bool = False,
-                   profile_batch: tuple[int, int] | int = 0,
+                   profile_steps: tuple[int, int] | None = None,
                    hint: str = "--nopreflight skips this check"
                    ) -> list[keras.callbacks.Callback]:
-  """The doctor's Watch and (on the chief) TensorBoard.
+  """The doctor's Watch and (on the chief) TensorBoard and a profile.
 
   Args:
     dataset: the Watch checks a seeded random batch of its training images.
@@ -174,7 +174,8 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
     early_stopping: the run stops when the validation loss stalls
       (--epochs=auto): the Watch's too-few-epochs then asks for a higher
       limit (see `doctor.Watch`).
-    profile_batch: as `keras.callbacks.TensorBoard` takes it.
+    profile_steps: `(first, last)` training steps to profile into
+      OUTPUT_DIR/tensorboard/train (`profiling.ProfileSteps`); None: none.
     hint: how to skip the Watch, said when it stops a run.
 
   Returns:
@@ -193,8 +194,11 @@ def make_callbacks(dataset: sources.ImageDataset, output_dir: str | None,
         dataset.train_labels[pick],
         one_hot_on_device=True, stop=True, early_stopping=early_stopping,
         hint=hint))
-  if output_dir and chief and tensorboard:
-    callbacks.append(keras.callbacks.TensorBoard(
-        log_dir=os.path.join(output_dir, "tensorboard"),
-        profile_batch=profile_batch))
+  log_dir = output_dir and os.path.join(output_dir, "tensorboard")
+  if log_dir and chief and tensorboard:
+    callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir,
+                                                 profile_batch=0))
+  if log_dir and chief and profile_steps:
+    callbacks.append(profiling.ProfileSteps(os.path.join(log_dir, "train"),
+                                            *profile_steps))
   return callbacks

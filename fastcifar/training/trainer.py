@@ -351,7 +351,7 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   callback_list = keras.callbacks.CallbackList(
       list(callbacks), add_history=True, add_progbar=verbose > 0,
       model=run.model, verbose=verbose, epochs=config.epoch_limit,
-      steps=run.steps_per_epoch)
+      steps=run.steps_per_epoch, steps_per_loop=run.steps_per_loop)
   if verbose:
     _print_start(run)
   _train_epochs(run, callback_list, val_data, data_service)
