@@ -151,11 +151,40 @@ def epoch_order(num_examples: int, seed: int, epoch) -> tf.Tensor:
   return tf.argsort(keys)
 
 
-def check_batch_size(num_examples: int, batch_size: int) -> None:
-  """Raises UsageError when there is not even one full training batch."""
+# An epoch takes whole batches and leaves the rest out (a different rest
+# each epoch). Up to a tenth left out is the usual cost of a batch size
+# (CIFAR's 50,000 at 1,024 leave out 1.7%); beyond it the run says so.
+DROPPED_SHARE_NOTED = 0.1
+
+
+def check_batch_size(num_examples: int, batch_size: int) -> str | None:
+  """Checks that whole batches take (most of) the training examples.
+
+  Args:
+    num_examples: the training examples.
+    batch_size: the global batch size.
+
+  Returns:
+    None, or one line to print when an epoch leaves out more than
+    `DROPPED_SHARE_NOTED` of the examples, with a batch size that would not.
+
+  Raises:
+    UsageError: not even one full batch (no step could be taken).
+  """
   if num_examples < batch_size:
     raise UsageError(f"{num_examples} training examples is fewer than one "
-                     f"batch of {batch_size}; lower the batch size")
+                     f"batch of {batch_size}; pass --batch_size="
+                     f"{num_examples} or less")
+  steps = num_examples // batch_size
+  dropped = num_examples - steps * batch_size
+  if dropped <= DROPPED_SHARE_NOTED * num_examples:
+    return None
+  return (f"batch {batch_size} takes {steps * batch_size:,} of the "
+          f"{num_examples:,} training examples per epoch ({steps} "
+          f"step{'s' if steps > 1 else ''}): {dropped:,} "
+          f"({dropped / num_examples:.0%}) are left out of every epoch, a "
+          f"different {dropped:,} each time; --batch_size="
+          f"{num_examples // (steps + 1)} would leave out almost none")
 
 
 def shard_batches(batches: tf.Tensor, shard_index: int, num_shards: int,

@@ -392,7 +392,9 @@ def _build_run(config: Config, dataset: ImageDataset,
     images, labels = images[train], labels[train]
   images, labels = pipeline.subset(images, labels,
                                          config.train_examples, config.seed)
-  pipeline.check_batch_size(len(images), config.batch_size)
+  note = pipeline.check_batch_size(len(images), config.batch_size)
+  if note:  # said before the run starts, quiet or not
+    print(f"fastcifar: {note}", flush=True)
   steps_per_epoch = len(images) // config.batch_size
   keras.utils.set_random_seed(config.seed)
   if config.deterministic:

@@ -102,10 +102,25 @@ def test_resuming_gives_the_same_batches_as_the_full_run():
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("n,batch_size,note", [
+    (50_000, 1024, None),  # 848 (1.7%) left out: the usual
+    (1100, 1000, None),    # 9%
+    (2000, 1024, "batch 1024 takes 1,024 of the 2,000 training examples per "
+     "epoch (1 step): 976 (49%) are left out of every epoch, a different 976 "
+     "each time; --batch_size=1000 would leave out almost none"),
+    (700, 128, None),      # 60 (8.6%)
+    (380, 128, "batch 128 takes 256 of the 380 training examples per epoch "
+     "(2 steps): 124 (33%) are left out of every epoch, a different 124 each "
+     "time; --batch_size=126 would leave out almost none"),
+])
+def test_a_batch_leaving_out_more_than_a_tenth_is_noted(n, batch_size, note):
+  assert pipeline.check_batch_size(n, batch_size) == note
+
+
 def test_fewer_examples_than_a_batch():
   images, labels = _data(5)
   with pytest.raises(UsageError, match="5 training examples is fewer than one "
-                     "batch of 8"):
+                     "batch of 8; pass --batch_size=5 or less"):
     pipeline.train_dataset(images, labels, 8, seed=0, epochs=1)
   # Exactly one batch is fine.
   ds = pipeline.train_dataset(images, labels, 5, seed=0, epochs=1)

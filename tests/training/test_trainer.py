@@ -283,6 +283,18 @@ def test_fewer_examples_than_a_batch(small_data):
                                 verbose=0)
 
 
+def test_a_batch_leaving_out_much_of_the_data_is_said_first(small_data,
+                                                             capsys):
+  # 160 images at batch 128: one step, 32 images out of every epoch.
+  trainer.train_and_evaluate(
+      tiny_config(train_examples=160, batch_size=128, epochs=1), small_data,
+      verbose=0)
+  assert capsys.readouterr().out.splitlines()[0] == (
+      "fastcifar: batch 128 takes 128 of the 160 training examples per "
+      "epoch (1 step): 32 (20%) are left out of every epoch, a different 32 "
+      "each time; --batch_size=80 would leave out almost none")
+
+
 def test_unwritable_output_dir(small_data, tmp_path):
   blocker = tmp_path / "file"
   blocker.write_text("not a folder")
