@@ -1,0 +1,96 @@
+"""The README's and docs' commands run as written on data a user can get.
+
+A user has the CIFAR-10 a first run put in Keras's cache (here a tiny one of
+the same layout), not the development machines' ../shared/data.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastcifar.data import sources
+from tests.data.test_sources import CIFAR10_NAMES, write_cifar10_python
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = [os.path.join(REPO, "README.md"),
+        *sorted(glob.glob(os.path.join(REPO, "docs", "*.md")))]
+
+
+def _read(path: str) -> str:
+  with open(path, encoding="utf-8") as f:
+    return f.read()
+
+
+def _blocks(path: str, language: str, containing: str) -> list[str]:
+  """The fenced `language` code blocks of `path` that contain `containing`."""
+  found = re.findall(rf"^```{language}\n(.*?)^```$", _read(path),
+                     re.S | re.M)
+  return [block for block in found if containing in block]
+
+
+@pytest.fixture
+def user(tmp_path) -> dict:
+  """A user's environment: CIFAR-10 in Keras's cache, as load_data leaves it
+  (a tiny one: 200 train, 100 test images), fastcifar importable."""
+  cache = tmp_path / "keras" / "datasets"
+  cache.mkdir(parents=True)
+  _, arrays = write_cifar10_python(str(cache), seed=5, per_batch=40,
+                                   num_test=100)
+  # `python` in the docs is this environment's, as in an activated venv.
+  path = os.pathsep.join([os.path.dirname(sys.executable),
+                          os.environ.get("PATH", "")])
+  env = dict(os.environ, PATH=path, PYTHONPATH=REPO,
+             KERAS_HOME=str(tmp_path / "keras"),
+             TFDS_DATA_DIR=str(tmp_path / "tfds"), TF_CPP_MIN_LOG_LEVEL="3")
+  work = tmp_path / "work"
+  work.mkdir()
+  return {"env": env, "cwd": work, "arrays": arrays}
+
+
+def _run(command: list[str], user: dict) -> subprocess.CompletedProcess:
+  result = subprocess.run(command, cwd=str(user["cwd"]), env=user["env"],
+                          capture_output=True, text=True, timeout=300,
+                          check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def test_no_doc_names_the_development_machines_data():
+  for path in DOCS:
+    assert "shared/data" not in _read(path), path
+
+
+def test_the_jpeg_copy_is_made_as_data_md_says(user):
+  [script] = _blocks(os.path.join(REPO, "docs", "data.md"), "bash",
+                     "cifar10-jpg.tar.gz")
+  _run(["bash", "-c", script], user)
+  copy = sources.load("cifar10", str(user["cwd"] / "cifar10-jpg.tar.gz"))
+  train_images, train_labels, test_images, test_labels = user["arrays"]
+  assert copy.class_names == tuple(CIFAR10_NAMES)
+  assert (len(copy.train_images), len(copy.test_images)) == (
+      len(train_images), len(test_images))
+  # The folder orders images by class: compare the counts per class and,
+  # through quality-75 JPEG, the mean pixel.
+  np.testing.assert_array_equal(np.bincount(copy.test_labels, minlength=10),
+                                np.bincount(test_labels, minlength=10))
+  assert abs(copy.train_images.mean() - train_images.mean()) < 2
+
+
+def test_the_serving_example_classifies_an_image_it_writes(user):
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar import models, serving
+  model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+  serving.export_saved_model(
+      model, str(user["cwd"] / "runs" / "seed" / "export" / "saved_model"))
+  for path in (os.path.join(REPO, "README.md"),
+               os.path.join(REPO, "docs", "serving.md")):
+    [example] = _blocks(path, "python", "serving_default")
+    result = _run([sys.executable, "-c", example], user)
+    assert "shape=(1, 10)" in result.stdout, (path, result.stdout)
