@@ -18,6 +18,8 @@ import pytest
 from fastcifar import serving, models, train
 from fastcifar.cli import common as cli
 from tests.cli.test_quiet import log_lines
+# pylint: disable-next=unused-import
+from tests.data.test_sources import tiny_tfds_dir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -130,6 +132,16 @@ def test_a_run_that_saves_and_exports_logs_nothing(tmp_path, small_npz):
                    f"--output_dir={tmp_path}", "--export")
   assert result.returncode == 0, result.stderr[-2000:]
   assert (tmp_path / "export" / "saved_model").is_dir()
+  assert not log_lines(result.stdout + result.stderr), result.stderr
+
+
+def test_a_tfds_run_logs_nothing(tiny_tfds_dir):
+  # TFDS logs INFO lines for every split it reads ("Constructing
+  # tf.data.Dataset ...").
+  result = run_cli("--dataset=tfds:fastcifar_tiny_images",
+                   f"--data_dir={tiny_tfds_dir}", "--image_size=12",
+                   "--epochs=1", "--batch_size=8", "--nopreflight")
+  assert result.returncode == 0, result.stderr[-2000:]
   assert not log_lines(result.stdout + result.stderr), result.stderr
 
 
