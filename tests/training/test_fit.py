@@ -174,3 +174,20 @@ def test_the_doctor_refuses_a_model_that_cannot_learn():
   with pytest.raises(doctor.PreflightError,
                      match=r"integer-input.*preflight=False\) skips"):
     fit.fit(unscaled, data, **TINY)
+
+
+@pytest.mark.parametrize("epochs,early_stopping", [("auto", True), (2, False)])
+def test_the_doctor_knows_an_auto_epochs_fit_stops_early(monkeypatch, epochs,
+                                                         early_stopping):
+  # Its too-few-epochs advice: raise the limit, not "use --epochs=auto".
+  seen = []
+
+  def train_and_evaluate(config, data, output_dir, callbacks, **kwargs):
+    del config, data, output_dir, kwargs
+    seen.extend(c for c in callbacks if isinstance(c, doctor.Watch))
+    return {}
+
+  monkeypatch.setattr(fit.trainer, "train_and_evaluate", train_and_evaluate)
+  data = sources.load_synthetic(num_train=64, num_test=8, seed=0)
+  fit.fit("seed", data, epochs=epochs, verbose=0)
+  assert [w.early_stopping for w in seen] == [early_stopping]
