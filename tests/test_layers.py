@@ -1,5 +1,6 @@
 """Tests for fastcifar.layers: whitening whitens, BatchNorm matches Keras's,
-Dropout drops as Keras's does."""
+Dropout drops as Keras's does, Standardize standardizes, FlipAndTranslate
+augments as the training step does."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from fastcifar.data import augment
 from fastcifar import layers as fast_layers
 from fastcifar.training import policy
+from fastcifar.training.policy import precision_scope
+
+MEAN = [0.49, 0.48, 0.45]
+STD = [0.25, 0.24, 0.26]
 
 
 def _correlated_images(n: int = 300, seed: int = 0) -> np.ndarray:
@@ -174,3 +180,123 @@ def test_conv3x3_takes_the_matmul_gradient_only_on_cpus(
 
   graph = kernel_gradient.get_concrete_function(images).graph
   assert kernel_gradient_op in {op.type for op in graph.get_operations()}
+
+
+def _images(n: int = 4, seed: int = 0, size=(32, 32)) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (n, *size, 3),
+                                              dtype=np.uint8)
+
+
+def test_standardize_computes_scaled_minus_mean_over_std():
+  layer = fast_layers.Standardize(MEAN, STD)
+  images = _images(3)
+  got = keras.ops.convert_to_numpy(layer(images))
+  want = (images.astype(np.float64) / 255.0 - MEAN) / STD
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  assert not layer.weights  # constants of the config, not parameters
+
+
+def test_standardize_under_bfloat16_casts_only_the_result():
+  with precision_scope("mixed_bfloat16"):
+    layer = fast_layers.Standardize(MEAN, STD)
+  got = layer(_images(2))
+  assert got.dtype == "bfloat16"
+  want = (_images(2) / 255.0 - MEAN) / STD
+  # bfloat16 keeps 8 bits of mantissa: within half a part in 128 of the value.
+  np.testing.assert_allclose(
+      keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), want,
+      rtol=2**-8, atol=2**-8)
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_standardize_compiled_for_training_gives_the_same_values(precision):
+  # Training runs the layer compiled by XLA, inference as plain ops: the
+  # same arithmetic, so the same numbers (to a rounding of the last bit).
+  with precision_scope(precision):
+    layer = fast_layers.Standardize(MEAN, STD)
+  images = _images(8, size=(5, 7))  # a shape no other test traces
+  traces = fast_layers._standardize_compiled.experimental_get_tracing_count()
+  trained = keras.ops.convert_to_numpy(
+      keras.ops.cast(layer(images, training=True), "float32"))
+  assert (fast_layers._standardize_compiled.experimental_get_tracing_count()
+          == traces + 1)  # the compiled function ran
+  inferred = keras.ops.convert_to_numpy(
+      keras.ops.cast(layer(images, training=False), "float32"))
+  tolerance = 2**-8 if precision == "mixed_bfloat16" else 1e-6
+  np.testing.assert_allclose(trained, inferred, rtol=tolerance,
+                             atol=tolerance)
+
+
+def test_standardize_config_round_trip():
+  layer = fast_layers.Standardize(MEAN, STD, name="norm")
+  clone = fast_layers.Standardize.from_config(layer.get_config())
+  assert clone.mean == MEAN and clone.std == STD and clone.name == "norm"
+
+
+def test_standardize_loads_from_a_file_saved_before_it_moved():
+  # Written by fastcifar.models before Standardize moved to fastcifar.layers:
+  # the registered name, not the module, finds the class.
+  saved = {"module": "fastcifar.models", "class_name": "Standardize",
+           "config": {"name": "standardize", "trainable": True,
+                      "mean": MEAN, "std": STD},
+           "registered_name": "fastcifar>Standardize"}
+  layer = keras.saving.deserialize_keras_object(saved)
+  assert isinstance(layer, fast_layers.Standardize)
+  assert layer.mean == MEAN
+
+
+def _augment_model(**kwargs) -> keras.Model:
+  inputs = keras.Input((16, 16, 3), dtype="uint8")
+  return keras.Model(inputs, fast_layers.FlipAndTranslate(**kwargs)(inputs))
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_flip_and_translate_augments_as_the_training_step(jit_compile):
+  # The step's augmentation for (seed, step): `augment.flip_and_translate`
+  # seeded by (seed, step * replicas + replica), one replica here.
+  images = _images(8, size=(16, 16))
+  layer = _augment_model(seed=5).layers[1]
+  call = tf.function(lambda x: layer(x, training=True),
+                     jit_compile=jit_compile)
+  for step in range(3):
+    want = augment.flip_and_translate(images,
+                                      tf.constant([5, step], tf.int64))
+    np.testing.assert_array_equal(call(images).numpy(), want.numpy())
+  assert int(layer.step.numpy()) == 3
+  assert not np.array_equal(want.numpy(), images)  # it did augment
+
+
+def test_flip_and_translate_alternates_flips_by_epoch():
+  images = _images(8, size=(16, 16))
+  layer = _augment_model(seed=2, alternating_flip=True,
+                         steps_per_epoch=2).layers[1]
+  for step in range(5):
+    want = augment.flip_and_translate(
+        images, tf.constant([2, step], tf.int64), epoch=step // 2)
+    np.testing.assert_array_equal(
+        layer(images, training=True).numpy(), want.numpy())
+  with pytest.raises(ValueError, match="needs steps_per_epoch"):
+    fast_layers.FlipAndTranslate(alternating_flip=True)
+
+
+def test_flip_and_translate_passes_images_unchanged_outside_training():
+  model = _augment_model(seed=1)
+  images = _images(4, size=(16, 16))
+  np.testing.assert_array_equal(model.predict(images, verbose=0), images)
+  np.testing.assert_array_equal(model(images).numpy(), images)
+  assert int(model.layers[1].step.numpy()) == 0  # no step counted
+
+
+def test_flip_and_translate_saves_and_goes_on_from_its_step(tmp_path):
+  model = _augment_model(seed=3, max_shift=1)
+  images = _images(4, size=(16, 16))
+  model(images, training=True)
+  path = str(tmp_path / "model.keras")
+  model.save(path)
+  loaded = keras.saving.load_model(path)
+  layer = loaded.layers[1]
+  assert (layer.seed, layer.max_shift, int(layer.step.numpy())) == (3, 1, 1)
+  want = augment.flip_and_translate(images, tf.constant([3, 1], tf.int64), 1)
+  np.testing.assert_array_equal(loaded(images, training=True).numpy(),
+                                want.numpy())

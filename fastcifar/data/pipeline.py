@@ -215,8 +215,42 @@ def check_divisible(batch_size: int, num_replicas: int) -> None:
                      f"{num_replicas}")
 
 
+def split_examples(images: np.ndarray, labels: np.ndarray,
+                   validation_examples: int, train_examples: int, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The command's training examples: a validation split held out first.
+
+  Held out before `train_examples` are picked, so the validation examples
+  do not depend on how many are trained on.
+
+  Args:
+    images, labels: the whole training split (images may be streamed).
+    validation_examples: held out (`validation_split`); 0 none.
+    train_examples: a seeded subset of the rest (`subset`); 0 all.
+    seed: picks both.
+
+  Returns:
+    `(images, labels, held_out)`: the examples trained on, and the indices
+    of the validation examples in the training split.
+  """
+  train, held_out = validation_split(labels, validation_examples, seed)
+  if len(held_out):  # (indexing copies: not without a split)
+    images, labels = images[train], labels[train]
+  images, labels = subset(images, labels, train_examples, seed)
+  return images, labels, held_out
+
+
+def _epoch_numbers(epochs: int | tf.data.Dataset,
+                   first_epoch: int) -> tf.data.Dataset:
+  """The epochs a training dataset produces, as a dataset of their numbers."""
+  if isinstance(epochs, tf.data.Dataset):
+    return epochs
+  return tf.data.Dataset.range(first_epoch, epochs)
+
+
 def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
-                  seed: int, epochs: int, first_epoch: int = 0, *,
+                  seed: int, epochs: int | tf.data.Dataset,
+                  first_epoch: int = 0, *,
                   shard_index: int = 0, num_shards: int = 1,
                   replicas_per_shard: int = 1) -> tf.data.Dataset:
   """Shuffled, batched training data for epochs `first_epoch..epochs-1`.
@@ -233,7 +267,8 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
     labels: int32 `(N,)`.
     batch_size: the global batch: examples per step over all replicas.
     seed: fixes the order of every epoch.
-    epochs: the epoch to stop before.
+    epochs: the epoch to stop before; or an int64 dataset of the epoch
+      numbers to produce, one after the other (`first_epoch` unused).
     first_epoch: the epoch to start at (non-zero when resuming).
     shard_index, num_shards, replicas_per_shard: see `shard_batches`; from a
       `tf.distribute.InputContext`.
@@ -263,7 +298,7 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
         tf.reshape(order, [steps, batch_size]), shard_index, num_shards,
         replicas_per_shard))
 
-  ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  ds = _epoch_numbers(epochs, first_epoch).flat_map(epoch_batches)
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
               num_parallel_calls=tf.data.AUTOTUNE)
   return with_pipeline_options(ds.prefetch(tf.data.AUTOTUNE))
@@ -290,7 +325,8 @@ def shuffle_block(block, seed: int, epoch, index):
 
 
 def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
-                           seed: int, epochs: int, first_epoch: int = 0, *,
+                           seed: int, epochs: int | tf.data.Dataset,
+                           first_epoch: int = 0, *,
                            shard_index: int = 0, num_shards: int = 1,
                            replicas_per_shard: int = 1) -> tf.data.Dataset:
   """`train_dataset` for images streamed from shard files, not held.
@@ -350,7 +386,7 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.rebatch(batch_size, drop_remainder=True)
 
-  ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+  ds = _epoch_numbers(epochs, first_epoch).flat_map(epoch_batches)
   if rows.shape[0] > 1 or num_shards > 1:
     # This pipeline's rows of each global batch, one batch per replica: the
     # same parts `shard_batches` gives the in-memory pipeline.

@@ -15,11 +15,12 @@ import warnings
 import keras
 from keras import layers, ops
 import numpy as np
-import tensorflow as tf
 
 from fastcifar import layers as fast_layers
 from fastcifar.errors import UsageError
 from fastcifar.data.sources import CIFAR_SHAPE
+# Standardize: in fastcifar.layers; models.Standardize as before.
+from fastcifar.layers import Standardize
 
 MODELS = ("seed", "fast")
 # The smallest image side each model takes: the seed CNN's two unpadded
@@ -29,47 +30,6 @@ MIN_IMAGE_SIDE = {"seed": 10, "fast": 9}
 # The fast model's whitening is fitted to this many images at 32x32, and to
 # as many pixels' worth (fewer images) when they are larger.
 WHITENING_IMAGES = 5000
-
-
-@keras.saving.register_keras_serializable(package="fastcifar")
-class Standardize(layers.Layer):
-  """uint8 pixels to `(x/255 - mean) / std` per channel, in the compute dtype.
-
-  mean and std are constants of the config (fractions of 255), not weights, so
-  the layer adds no parameters. The arithmetic runs in float32 and only the
-  result is cast, so bfloat16 loses nothing in the subtraction.
-  """
-
-  def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
-    super().__init__(**kwargs)
-    self.mean = [float(m) for m in mean]
-    self.std = [float(s) for s in std]
-
-  def call(self, images, training=False):
-    scale = [1.0 / (255.0 * s) for s in self.std]
-    offset = [m / s for m, s in zip(self.mean, self.std)]
-    if training:
-      # In the training step, one pass compiled by XLA instead of four ops
-      # (cast, multiply, subtract, cast): 1.024x the seed CNN's step (two
-      # in-process A/B runs of 10 and 14 rounds, 2-core Xeon, 2026-12-03).
-      # Elsewhere plain ops, so that an exported model needs no XLA.
-      return _standardize_compiled(images, scale, offset, self.compute_dtype)
-    return _standardize(images, scale, offset, self.compute_dtype)
-
-  def compute_output_shape(self, input_shape):
-    return input_shape
-
-  def get_config(self):
-    return {**super().get_config(), "mean": self.mean, "std": self.std}
-
-
-def _standardize(images, scale: Sequence[float], offset: Sequence[float],
-                 dtype: str):
-  """`cast(float32(images) * scale - offset, dtype)`, per channel."""
-  return ops.cast(ops.cast(images, "float32") * scale - offset, dtype)
-
-
-_standardize_compiled = tf.function(_standardize, jit_compile=True)
 
 
 def seed_cnn_layers(num_classes: int,

@@ -56,13 +56,6 @@ def compile_model(model: keras.Model, config: Config, steps_per_epoch: int,
       metrics=["accuracy"])  # by keyword: the third positional is loss_weights
 
 
-# XLA fuses the augmentation's index arithmetic and gather into one pass over
-# the batch: 0.1 ms per batch of 128 against 3 ms uncompiled (2-core AMD
-# EPYC, 2026-12-02). Inside a step compiled whole (on accelerators), it is
-# simply part of it.
-_augment = tf.function(augment.flip_and_translate, jit_compile=True)
-
-
 def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
                     config: Config, num_classes: int, jit_compile: bool,
                     steps_per_epoch: int) -> step_loop.TrainLoop:
@@ -85,22 +78,13 @@ def make_train_step(model: keras.Model, strategy: tf.distribute.Strategy,
   """
   optimizer = model.optimizer
   global_batch = config.batch_size
-  replicas = strategy.num_replicas_in_sync
 
   def augmented(images, labels, step):
     """One replica's batch as it trains: augmented by its step's seed."""
     if not config.augment:
       return images, labels
-    replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-    step_seed = tf.stack([tf.constant(config.seed, tf.int64),
-                          step * replicas + tf.cast(replica, tf.int64)])
-    epoch = step // steps_per_epoch
-    # The compiled call's output shape is unknown to Grappler; restated,
-    # it can simplify the model's first ops again (drop a Rescaling's
-    # `+ 0`: 0.04-0.09 ms of a tiny model's step on a 2-core Xeon).
-    return tf.ensure_shape(_augment(
-        images, step_seed, epoch=epoch if config.alternating_flip else None),
-                           images.shape), labels
+    epoch = step // steps_per_epoch if config.alternating_flip else None
+    return augment.augment_step(images, config.seed, step, epoch), labels
 
   def gradients(images, labels):
     targets = tf.one_hot(labels, num_classes, dtype=tf.float32)
@@ -385,13 +369,9 @@ def _build_run(config: Config, dataset: ImageDataset,
   """
   device = policy.detect_device()
   precision = policy.resolve_precision(config.precision, device)
-  images, labels = dataset.train_images, dataset.train_labels
-  train, held_out = pipeline.validation_split(
-      labels, config.validation_examples, config.seed)
-  if len(held_out):  # (indexing copies: not without a split)
-    images, labels = images[train], labels[train]
-  images, labels = pipeline.subset(images, labels,
-                                         config.train_examples, config.seed)
+  images, labels, held_out = pipeline.split_examples(
+      dataset.train_images, dataset.train_labels, config.validation_examples,
+      config.train_examples, config.seed)
   note = pipeline.check_batch_size(len(images), config.batch_size)
   if note:  # said before the run starts, quiet or not
     print(f"fastcifar: {note}", flush=True)

@@ -109,53 +109,6 @@ def test_outputs_are_float32_probabilities_under_every_policy(
   np.testing.assert_allclose(probabilities.sum(-1), 1.0, rtol=1e-5)
 
 
-def test_standardize_computes_scaled_minus_mean_over_std():
-  layer = models.Standardize(MEAN, STD)
-  images = _images(3)
-  got = keras.ops.convert_to_numpy(layer(images))
-  want = (images.astype(np.float64) / 255.0 - MEAN) / STD
-  assert got.dtype == np.float32
-  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  assert not layer.weights  # constants of the config, not parameters
-
-
-def test_standardize_under_bfloat16_casts_only_the_result():
-  with precision_scope("mixed_bfloat16"):
-    layer = models.Standardize(MEAN, STD)
-  got = layer(_images(2))
-  assert got.dtype == "bfloat16"
-  want = (_images(2) / 255.0 - MEAN) / STD
-  # bfloat16 keeps 8 bits of mantissa: within half a part in 128 of the value.
-  np.testing.assert_allclose(
-      keras.ops.convert_to_numpy(keras.ops.cast(got, "float32")), want,
-      rtol=2**-8, atol=2**-8)
-
-
-@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
-def test_standardize_compiled_for_training_gives_the_same_values(precision):
-  # Training runs the layer compiled by XLA, inference as plain ops: the
-  # same arithmetic, so the same numbers (to a rounding of the last bit).
-  with precision_scope(precision):
-    layer = models.Standardize(MEAN, STD)
-  images = _images(8, size=(5, 7))  # a shape no other test traces
-  traces = models._standardize_compiled.experimental_get_tracing_count()
-  trained = keras.ops.convert_to_numpy(
-      keras.ops.cast(layer(images, training=True), "float32"))
-  assert (models._standardize_compiled.experimental_get_tracing_count()
-          == traces + 1)  # the compiled function ran
-  inferred = keras.ops.convert_to_numpy(
-      keras.ops.cast(layer(images, training=False), "float32"))
-  tolerance = 2**-8 if precision == "mixed_bfloat16" else 1e-6
-  np.testing.assert_allclose(trained, inferred, rtol=tolerance,
-                             atol=tolerance)
-
-
-def test_standardize_config_round_trip():
-  layer = models.Standardize(MEAN, STD, name="norm")
-  clone = models.Standardize.from_config(layer.get_config())
-  assert clone.mean == MEAN and clone.std == STD and clone.name == "norm"
-
-
 def test_saved_fast_model_predicts_the_same(tmp_path):
   model = models.build_model("fast", 10, MEAN, STD, _images(64))
   images = _images(5)
