@@ -17,10 +17,46 @@ TensorFlow's start-up logging is silenced before X imports it (see
   (their shared pieces in `fastcifar.cli`).
 """
 
+import importlib as _importlib
 import sys as _sys
 
 __version__ = "0.1.0"
 
+# The public API (docs/library.md), each name imported on first use, so that
+# `import fastcifar` stays light (no TensorFlow) while `fastcifar.fit` works.
+_API = {
+    "load_data": "fastcifar.datasets",
+    "train_dataset": "fastcifar.datasets",
+    "eval_dataset": "fastcifar.datasets",
+    "ImageDataset": "fastcifar.sources",
+    "fit": "fastcifar.training.fit",
+    "layers": None,  # the module fastcifar.layers itself
+}
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+  """Imports a public name when it is first looked up (PEP 562)."""
+  if name not in _API:
+    raise AttributeError(f"module 'fastcifar' has no attribute {name!r}")
+  module = _API[name] or f"{__name__}.{name}"
+  try:
+    found = _importlib.import_module(module)
+  except ModuleNotFoundError as e:
+    if e.name is None or not module.startswith(e.name):
+      raise  # a module it needs is missing: say which
+    # This version has no such module: a missing attribute, for hasattr.
+    raise AttributeError(f"module 'fastcifar' has no attribute {name!r} "
+                         f"({e})") from e
+  if _API[name] is None:
+    return found
+  value = getattr(found, name)
+  globals()[name] = value  # looked up once
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(__all__))
 
 def _command_starting() -> bool:
   """Whether Python is locating `python -m fastcifar.X` for X to run.

@@ -24,11 +24,13 @@ RESIZE_METHODS = ("crop", "pad")
 _BATCH = 1024  # images decoded per step: bounds the float scratch of resizing
 
 
-def parse_image_size(text: str | None) -> tuple[int, int] | None:
+def parse_image_size(text: str | int | Sequence[int] | None
+                     ) -> tuple[int, int] | None:
   """`--image_size` as (height, width): "64" is 64x64, "96,128" is 96x128.
 
   Args:
-    text: the flag's value; None or "" for the data's own size.
+    text: the flag's value, or (from Python) an int side or a pair of
+      sides; None or "" for the data's own size.
 
   Returns:
     `(height, width)`, or None.
@@ -36,11 +38,13 @@ def parse_image_size(text: str | None) -> tuple[int, int] | None:
   Raises:
     UsageError: not one or two positive integers.
   """
-  if not text:
+  if text is None or text == "":
     return None
+  parts = (text.split(",") if isinstance(text, str)
+           else [text] if isinstance(text, int) else list(text))
   try:
-    sides = [int(s) for s in text.split(",")]
-  except ValueError:
+    sides = [int(s) for s in parts]
+  except (TypeError, ValueError):
     sides = []
   if len(sides) not in (1, 2) or min(sides) < 1:
     raise UsageError(f"--image_size={text}: write H or H,W in pixels, e.g. "
