@@ -36,7 +36,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from fastcifar import quiet
+from fastcifar.cli import quiet
 if __name__ == "__main__":
   quiet.start()  # before the imports below load TensorFlow
 
@@ -48,8 +48,8 @@ import tensorflow as tf
 
 import fastcifar
 from benchmarks import harness
-from fastcifar import policy
-from fastcifar.sources import ImageDataset
+from fastcifar.training import policy
+from fastcifar.data.sources import ImageDataset
 
 FLAGS = flags.FLAGS
 SIDES = ("keras", "datasets", "fit")  # in the order each round runs them

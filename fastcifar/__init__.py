@@ -25,10 +25,10 @@ __version__ = "0.1.0"
 # The public API (docs/library.md), each name imported on first use, so that
 # `import fastcifar` stays light (no TensorFlow) while `fastcifar.fit` works.
 _API = {
-    "load_data": "fastcifar.datasets",
-    "train_dataset": "fastcifar.datasets",
-    "eval_dataset": "fastcifar.datasets",
-    "ImageDataset": "fastcifar.sources",
+    "load_data": "fastcifar.data.datasets",
+    "train_dataset": "fastcifar.data.datasets",
+    "eval_dataset": "fastcifar.data.datasets",
+    "ImageDataset": "fastcifar.data.sources",
     "fit": "fastcifar.training.fit",
     "layers": None,  # the module fastcifar.layers itself
 }
@@ -57,6 +57,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
   return sorted(set(globals()) | set(__all__))
+
 
 def _command_starting() -> bool:
   """Whether Python is locating `python -m fastcifar.X` for X to run.

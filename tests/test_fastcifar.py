@@ -35,7 +35,8 @@ def test_each_name_resolves(name):
 
 
 def test_the_api_is_the_modules_own():
-  from fastcifar import datasets, layers, sources  # pylint: disable=g-import-not-at-top
+  from fastcifar import layers  # pylint: disable=g-import-not-at-top
+  from fastcifar.data import datasets, sources  # pylint: disable=g-import-not-at-top
   assert fastcifar.layers is layers
   assert fastcifar.train_dataset is datasets.train_dataset
   assert fastcifar.ImageDataset is sources.ImageDataset

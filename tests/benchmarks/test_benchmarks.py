@@ -226,7 +226,7 @@ def test_importing_the_benchmarks_defines_no_flags():
   # Flags come only with running a script, so scripts can import one another.
   for name in ("input_pipeline", "training_throughput", "time_to_accuracy",
                "memory", "run_all", "recipe", "harness", "step_overhead",
-               "epoch_cost"):
+               "epoch_cost", "library"):
     importlib.import_module(f"benchmarks.{name}")
   defining = [module for module in flags.FLAGS.flags_by_module_dict()
               if "benchmarks" in module]

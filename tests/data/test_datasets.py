@@ -10,7 +10,7 @@ import pytest
 
 import fastcifar
 from benchmarks import library
-from fastcifar import datasets, input_pipeline, sources
+from fastcifar.data import datasets, pipeline, sources
 from fastcifar.errors import UsageError
 
 
@@ -33,11 +33,11 @@ def _labels(ds) -> list[np.ndarray]:
 
 def _commands(data, batch_size, seed, epochs, **examples):
   """fastcifar.train's batches (labels) for `epochs` epochs, per epoch."""
-  images, labels, _ = input_pipeline.split_examples(
+  images, labels, _ = pipeline.split_examples(
       data.train_images, data.train_labels,
       examples.get("validation_examples", 0),
       examples.get("train_examples", 0), seed)
-  batches = _labels(input_pipeline.train_dataset(images, labels, batch_size,
+  batches = _labels(pipeline.train_dataset(images, labels, batch_size,
                                                  seed, epochs))
   steps = len(images) // batch_size
   return [batches[e * steps:(e + 1) * steps] for e in range(epochs)]
@@ -84,7 +84,7 @@ def test_examples_held_out_and_subset_are_the_commands():
   assert _same(_labels(ds), _commands(data, 20, 4, 1, **settings)[0])
   validation = datasets.eval_dataset(data, 25, split="validation", seed=4,
                                      validation_examples=60)
-  _, held_out = input_pipeline.validation_split(data.train_labels, 60, 4)
+  _, held_out = pipeline.validation_split(data.train_labels, 60, 4)
   got = np.concatenate([images.numpy() for images, _ in validation])
   np.testing.assert_array_equal(got, data.train_images[held_out])
   trained = {image.tobytes() for batch, _ in ds for image in batch.numpy()}

@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 import tensorflow as tf
 
-from fastcifar import input_pipeline, sources
+from fastcifar.data import pipeline, sources
+from fastcifar.data.sources import ImageDataset
 from fastcifar.errors import UsageError
-from fastcifar.sources import ImageDataset
 
 SPLITS = ("test", "validation")
 
@@ -84,10 +84,10 @@ def train_dataset(data: ImageDataset, batch_size: int, seed: int = 0, *,
   Raises:
     UsageError: fewer examples than one batch, or too many held out.
   """
-  images, labels, _ = input_pipeline.split_examples(
+  images, labels, _ = pipeline.split_examples(
       data.train_images, data.train_labels, validation_examples,
       train_examples, seed)
-  input_pipeline.check_batch_size(len(images), batch_size)
+  pipeline.check_batch_size(len(images), batch_size)
   # `fit` starts a new iterator of a dataset of known length every epoch
   # (and one more it never reads), so the epoch number lives outside the
   # iterators: a pass takes it when it produces its first batch, and only
@@ -96,7 +96,7 @@ def train_dataset(data: ImageDataset, batch_size: int, seed: int = 0, *,
                         name="fastcifar_epoch")
   epochs = tf.data.Dataset.range(1).map(
       lambda _: counter.assign_add(1) - 1)
-  ds = input_pipeline.train_dataset(images, labels, batch_size, seed, epochs)
+  ds = pipeline.train_dataset(images, labels, batch_size, seed, epochs)
   return ds.apply(tf.data.experimental.assert_cardinality(
       len(images) // batch_size))
 
@@ -123,12 +123,12 @@ def eval_dataset(data: ImageDataset, batch_size: int = 500, *,
     UsageError: an unknown split, or "validation" without examples held out.
   """
   images, labels = _split(data, split, seed, validation_examples)
-  images_t = input_pipeline.host_tensor(images)
-  labels_t = input_pipeline.host_tensor(labels)
+  images_t = pipeline.host_tensor(images)
+  labels_t = pipeline.host_tensor(labels)
   ds = tf.data.Dataset.range(0, len(images), batch_size).map(
       lambda start: (images_t[start:start + batch_size],
                      labels_t[start:start + batch_size]))
-  return input_pipeline.with_pipeline_options(ds.prefetch(tf.data.AUTOTUNE))
+  return pipeline.with_pipeline_options(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def _split(data: ImageDataset, split: str, seed: int,
@@ -138,7 +138,7 @@ def _split(data: ImageDataset, split: str, seed: int,
     raise UsageError(f"split={split!r}: choose one of {', '.join(SPLITS)}")
   if split == "test":
     return data.test_images, data.test_labels
-  _, held_out = input_pipeline.validation_split(
+  _, held_out = pipeline.validation_split(
       data.train_labels, validation_examples, seed)
   if not len(held_out):
     raise UsageError("split='validation' needs examples held out: pass "

@@ -1,0 +1,59 @@
+"""Tests of benchmarks/library.py: it runs all three ways and sums up right.
+
+Nothing here asserts a speed (see test_benchmarks.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastcifar
+from benchmarks import library
+from tests.benchmarks.test_benchmarks import records_and_table, run_benchmark
+
+
+def test_library_quick(tmp_path):
+  output = tmp_path / "out.jsonl"
+  result = run_benchmark(
+      "benchmarks.library", "--quick", f"--output={output}",
+      "--train_examples=256", "--test_examples=64", "--batch_size=64",
+      timeout=600)
+  records, _ = records_and_table(result, output)
+  sides = ["keras", "datasets"] + (["fit"] if hasattr(fastcifar, "fit")
+                                   else [])
+  assert [r["side"] for r in records] == sides + ["summary"]
+  for record in records[:-1]:
+    assert record["images_per_second"] > 0
+    assert 0 <= record["test_accuracy"] <= 1
+    assert (record["epochs"], record["train_examples"]) == (2, 256)
+  summary = records[-1]
+  assert summary["datasets_ratio_to_keras"] == pytest.approx(
+      records[1]["images_per_second"] / records[0]["images_per_second"])
+
+
+def test_summary_takes_medians_and_ratios_to_keras():
+  runs = [{"side": "keras", "images_per_second": 100.0, "test_accuracy": 0.5},
+          {"side": "keras", "images_per_second": 120.0, "test_accuracy": 0.7},
+          {"side": "datasets", "images_per_second": 330.0,
+           "test_accuracy": 0.6}]
+  summary = library.summarize(runs)
+  assert summary["keras_images_per_second"] == 110.0
+  assert summary["keras_test_accuracy"] == 0.6
+  assert summary["datasets_ratio_to_keras"] == 3.0
+  assert "fit_ratio_to_keras" not in summary
+
+
+def test_steady_rate_leaves_out_the_first_epoch():
+  assert library.steady_rate(1000, [9.0, 2.0, 3.0]) == 400.0
+
+
+def test_the_models_share_the_resnet_and_differ_in_their_input():
+  shapes = dict(num_classes=10, image_shape=(16, 16, 3))
+  models = [library.build(**shapes), library.build_with_augmentation(**shapes),
+            library.build_plain_keras(**shapes)]
+  trained = {sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+             for m in models}
+  assert len(trained) == 1 and trained.pop() > 300_000
+  assert models[1].layers[1].__class__.__name__ == "FlipAndTranslate"
+  assert models[0].inputs[0].dtype == "uint8"
