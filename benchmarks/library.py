@@ -64,7 +64,8 @@ def resnet(x, num_classes: int, widths: Sequence[int] = (32, 64, 128)):
 
   A 3x3 conv stem, then one residual block per width (two 3x3 convs with
   BatchNorm; the second and third halve the map, their shortcut a strided
-  1x1 conv), global average pooling and a float32 softmax.
+  1x1 conv), global average pooling and a float32 softmax. As
+  docs/library.md shows it, line for line.
 
   Args:
     x: the Keras tensor of the standardized images.
@@ -74,23 +75,21 @@ def resnet(x, num_classes: int, widths: Sequence[int] = (32, 64, 128)):
   Returns:
     The Keras tensor of the class probabilities.
   """
-  layers = keras.layers
-  x = layers.Conv2D(widths[0], 3, padding="same", use_bias=False)(x)
-  x = layers.ReLU()(layers.BatchNormalization()(x))
-  for block, width in enumerate(widths):
-    stride = 1 if block == 0 else 2
-    shortcut = x
+  L = keras.layers  # pylint: disable=invalid-name
+
+  def conv(x, width, size=3, stride=1):  # BatchNorm follows: no bias
+    return L.BatchNormalization()(L.Conv2D(
+        width, size, strides=stride, padding="same", use_bias=False)(x))
+
+  x = L.ReLU()(conv(x, widths[0]))
+  for i, width in enumerate(widths):
+    stride = 1 if i == 0 else 2
+    y = conv(L.ReLU()(conv(x, width, stride=stride)), width)
     if stride != 1 or x.shape[-1] != width:
-      shortcut = layers.BatchNormalization()(layers.Conv2D(
-          width, 1, strides=stride, use_bias=False)(x))
-    y = layers.Conv2D(width, 3, strides=stride, padding="same",
-                      use_bias=False)(x)
-    y = layers.ReLU()(layers.BatchNormalization()(y))
-    y = layers.Conv2D(width, 3, padding="same", use_bias=False)(y)
-    y = layers.BatchNormalization()(y)
-    x = layers.ReLU()(layers.Add()([shortcut, y]))
-  x = layers.GlobalAveragePooling2D()(x)
-  return layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+      x = conv(x, width, 1, stride)
+    x = L.ReLU()(L.Add()([x, y]))
+  x = L.GlobalAveragePooling2D()(x)
+  return L.Dense(num_classes, activation="softmax", dtype="float32")(x)
 
 
 def build(num_classes: int, image_shape: Sequence[int]) -> keras.Model:
@@ -209,7 +208,7 @@ def run_fit(data: ImageDataset, epochs: int, batch_size: int, seed: int,
     return None
   results = fastcifar.fit(build, data, epochs=epochs, batch_size=batch_size,
                           seed=seed, precision=precision,
-                          validation_freq=epochs)
+                          validation_freq=epochs, verbose=0)
   return {"images_per_second": results["images_per_second"],
           "test_accuracy": results["test_accuracy"],
           "jit_compile": results["jit_compile"]}

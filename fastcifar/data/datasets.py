@@ -90,8 +90,9 @@ def train_dataset(data: ImageDataset, batch_size: int, seed: int = 0, *,
   pipeline.check_batch_size(len(images), batch_size)
   # `fit` starts a new iterator of a dataset of known length every epoch
   # (and one more it never reads), so the epoch number lives outside the
-  # iterators: a pass takes it when it produces its first batch, and only
-  # passes that are read count.
+  # iterators: a pass takes the next one when it is first read (tf.data
+  # starts a pipeline's work then, prefetching included), so the pass `fit`
+  # never reads takes none (tested).
   counter = tf.Variable(first_epoch, dtype=tf.int64, trainable=False,
                         name="fastcifar_epoch")
   epochs = tf.data.Dataset.range(1).map(

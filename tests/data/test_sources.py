@@ -1108,3 +1108,12 @@ def test_an_extracted_layout_beats_the_other_datasets_archive(tmp_path):
   tar_gz(folder, str(tmp_path / "cifar-10-python.tar.gz"))
   write_cifar100_python(str(tmp_path))
   assert sources.load("cifar100", str(tmp_path)).name == "cifar100"
+
+
+def test_all_is_the_public_names_only():
+  assert all(hasattr(sources, name) for name in sources.__all__)
+  assert {"load", "load_path", "ImageDataset", "make_dataset"} <= set(
+      sources.__all__)
+  # Errors have their module; the rest are the sources' or the tools' own.
+  assert not {"UsageError", "array_chunks", "shards_path",
+              "prepared_path"} & set(sources.__all__)

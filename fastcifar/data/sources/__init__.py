@@ -41,7 +41,7 @@ from fastcifar.data.sources.tfds_source import (TFDS_NAMES, TFDS_PREFIX,
                                            load_tfds, tfds_name)
 
 DATASETS = TFDS_NAMES + ("synthetic",)  # and any TFDS_PREFIX + NAME
-OFFICIAL_ARCHIVES = {
+_OFFICIAL_ARCHIVES = {
     "cifar10": ("cifar-10-python.tar.gz", "cifar-10-binary.tar.gz"),
     "cifar100": ("cifar-100-python.tar.gz", "cifar-100-binary.tar.gz"),
 }
@@ -55,14 +55,14 @@ CACHES = ("auto", "memory", "disk")
 # and the test split.
 AUTO_MEMORY_SHARE = 0.5
 
+# The public names: what a user of the package loads data with. The other
+# names here are the sources' own, or the repository's tools'.
 __all__ = [
-    "CACHES", "CIFAR_SHAPE", "DATASETS", "ShardedImages", "array_chunks",
-    "array_counts", "data_record",
-    "shards_path", "write_shards", "ImageDataset", "RESIZE_METHODS",
-    "TFDS_PREFIX", "UsageError", "check_dataset", "load", "load_chunks",
-    "load_path",
-    "load_synthetic", "make_dataset", "parse_image_size", "prepared_path",
-    "resize_dataset", "save_prepared",
+    "ImageDataset", "ShardedImages", "make_dataset", "data_record",
+    "load", "load_path", "load_chunks", "load_synthetic", "save_prepared",
+    "write_shards", "resize_dataset", "parse_image_size", "check_dataset",
+    "CACHES", "CIFAR_SHAPE", "DATASETS", "RESIZE_METHODS", "TFDS_NAMES",
+    "TFDS_PREFIX",
 ]
 
 
@@ -74,7 +74,7 @@ def check_dataset(dataset: str) -> None:
                      "dataset (e.g. tfds:svhn_cropped)")
 
 
-def check_cache(cache: str) -> None:
+def _check_cache(cache: str) -> None:
   """UsageError unless `cache` is one of `CACHES`."""
   if cache not in CACHES:
     raise UsageError(f"--cache={cache}: choose one of {', '.join(CACHES)}")
@@ -153,7 +153,7 @@ def load(dataset: str = "cifar10", data_dir: str | None = None, *,
   """
   check_dataset(dataset)
   check_resize(resize)  # before any data is read
-  check_cache(cache)
+  _check_cache(cache)
   if shuffle_buffer < 1:
     raise UsageError(f"--shuffle_buffer={shuffle_buffer} must be at least 1")
   found = _load(dataset, data_dir, download, mirror, seed, image_size, resize,
@@ -270,7 +270,7 @@ def _load_path(path: str, dataset: str, download: bool,
       return load_prepared(prepared_path(path, dataset))
     if is_tfds_dir(path, dataset):
       return load_tfds(dataset, path, download=False, **sized)
-    for archive in OFFICIAL_ARCHIVES.get(dataset, ()):
+    for archive in _OFFICIAL_ARCHIVES.get(dataset, ()):
       if os.path.isfile(os.path.join(path, archive)):
         return _load_path(os.path.join(path, archive), dataset, download,
                           sized)
@@ -288,7 +288,7 @@ def _load_path(path: str, dataset: str, download: bool,
   folder = find_image_folder(names)
   if folder:
     return load_image_folder(path, *folder, **sized)
-  for other, archives in OFFICIAL_ARCHIVES.items():
+  for other, archives in _OFFICIAL_ARCHIVES.items():
     for archive in archives:
       if os.path.isfile(os.path.join(path, archive)):
         _refuse_other_dataset(path, other, archive, dataset)
@@ -322,7 +322,7 @@ def load_chunks(path: str, dataset: str = "cifar10", *,
       and not os.path.isfile(prepared_path(expanded, dataset))
       and not is_tfds_dir(expanded, dataset)
       and not any(os.path.isfile(os.path.join(expanded, a))
-                  for archives in OFFICIAL_ARCHIVES.values()
+                  for archives in _OFFICIAL_ARCHIVES.values()
                   for a in archives)):
     names = files.list_files(expanded)
     if not find_layout(names):
