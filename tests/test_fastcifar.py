@@ -28,7 +28,7 @@ def test_import_is_light_and_dir_lists_the_api():
   assert loaded == "False False"
 
 
-@pytest.mark.parametrize("name", [n for n in API if n != "fit"])
+@pytest.mark.parametrize("name", API)
 def test_each_name_resolves(name):
   assert name in fastcifar.__all__
   assert getattr(fastcifar, name) is not None
@@ -42,6 +42,8 @@ def test_the_api_is_the_modules_own():
   assert fastcifar.ImageDataset is sources.ImageDataset
   from fastcifar import load_data  # pylint: disable=g-import-not-at-top
   assert load_data is datasets.load_data
+  from fastcifar.training import fit  # pylint: disable=g-import-not-at-top
+  assert fastcifar.fit is fit.fit
 
 
 def test_an_unknown_name_is_an_attribute_error():

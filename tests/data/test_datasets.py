@@ -180,3 +180,22 @@ def test_a_small_resnet_fits_two_epochs_without_running_out(capfd):
   logged = capfd.readouterr()
   assert "ran out of data" not in logged.out + logged.err
   assert "OUT_OF_RANGE" not in logged.err
+
+
+def test_streamed_shards_are_the_commands_epochs_too(tmp_path):
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (100, 8, 8, 3), dtype=np.uint8)
+  labels = rng.integers(0, 4, 100).astype(np.int32)
+  path = str(tmp_path / "fastcifar-s")
+  sources.write_shards(path, "s", list("abcd"),
+                       [("train", images, labels),
+                        ("test", images[:4], labels[:4])],
+                       {"train": 100, "test": 4}, shard_bytes=16 * 8 * 8 * 3)
+  data = fastcifar.load_data(data_dir=path, cache="disk",
+                             shuffle_buffer=24)
+  assert isinstance(data.train_images, sources.ShardedImages)
+  ds = fastcifar.train_dataset(data, 10, seed=3)
+  assert int(ds.cardinality()) == 10
+  command = _commands(data, 10, 3, epochs=2)
+  assert _same(_labels(ds), command[0])
+  assert _same(_labels(ds), command[1])
