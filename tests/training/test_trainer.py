@@ -495,12 +495,12 @@ def test_statistics_and_whitening_see_only_training_examples(
   monkeypatch.setattr(trainer.recipes, "build_model", spy)
   trainer.train_and_evaluate(
       tiny_config(epochs=1, validation_examples=256), small_data, verbose=0)
-  _, held_out = trainer.input_pipeline.validation_split(
+  _, held_out = trainer.pipeline.validation_split(
       small_data.train_labels, 256, 3)
   held = {small_data.train_images[i].tobytes() for i in held_out}
   assert len(seen["images"]) == 1024 - 256
   assert not held & {image.tobytes() for image in seen["images"]}
-  assert seen["mean"] == trainer.input_pipeline.channel_stats(
+  assert seen["mean"] == trainer.pipeline.channel_stats(
       seen["images"])[0]
 
 
