@@ -10,6 +10,7 @@ casts and standardizes them: `fastcifar.layers.Standardize`).
 from __future__ import annotations
 
 from typing import Sequence
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -83,11 +84,18 @@ def train_dataset(data: ImageDataset, batch_size: int, seed: int = 0, *,
 
   Raises:
     UsageError: fewer examples than one batch, or too many held out.
+
+  Warns:
+    UserWarning: whole batches leave out more than a tenth of the examples
+      every epoch (the command says so too), with a batch size that would
+      not.
   """
   images, labels, _ = pipeline.split_examples(
       data.train_images, data.train_labels, validation_examples,
       train_examples, seed)
-  pipeline.check_batch_size(len(images), batch_size)
+  note = pipeline.check_batch_size(len(images), batch_size)
+  if note:  # as the command says it, for a library as a warning
+    warnings.warn(f"fastcifar: {note}", stacklevel=2)
   # `fit` starts a new iterator of a dataset of known length every epoch
   # (and one more it never reads), so the epoch number lives outside the
   # iterators: a pass takes the next one when it is first read (tf.data

@@ -117,6 +117,11 @@ def test_train_dataset_refuses_fewer_examples_than_a_batch():
     fastcifar.train_dataset(_data(num_train=100), 128)
 
 
+def test_train_dataset_says_when_batches_leave_out_many_examples():
+  with pytest.warns(UserWarning, match="are left out of every epoch"):
+    fastcifar.train_dataset(_data(num_train=300), 256)
+
+
 def test_load_data_is_the_commands_data_at_any_image_size(small_npz):
   data = fastcifar.load_data(data_dir=small_npz, image_size=(20, 24))
   assert isinstance(data, fastcifar.ImageDataset)
