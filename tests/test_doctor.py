@@ -455,7 +455,11 @@ def test_watch_names_nan_loss_hidden_behind_a_finite_loss(data):
   watch = doctor.Watch(x, onehot, stop=True, print_fn=lambda _: None)
   counter = fit(model, x, onehot, watch, epochs=3, shuffle=False)
   assert watch.codes == ["nan-loss"]
-  assert counter.steps == 8  # found at the end of the first epoch
+  # Found within the first epoch: by the weight check at its end (8 steps)
+  # where max-pooling skips NaN (oneDNN's AMX kernels, Sapphire Rapids), at
+  # the poisoned batch itself (step 4) where the pooled NaN reaches the loss
+  # (oneDNN's AVX-512 kernels on an AMD EPYC, 2026-12-07).
+  assert 4 <= counter.steps <= 8
 
 
 def test_watch_names_a_nan_loss_at_once():
