@@ -155,6 +155,14 @@ _RESTART = flags.DEFINE_boolean(
     "unfinished run: its checkpoints, model.keras, history.json and "
     "results.json are removed as the run starts (by default an unfinished "
     "run resumes). A stopped --restart run resumes without --restart.")
+_CHECKPOINT_EVERY = flags.DEFINE_string(
+    "checkpoint_every", "10m",
+    "With --output_dir, a checkpoint ends every epoch; this adds ones inside "
+    "epochs, so a kill loses at most this much training: N steps (e.g. "
+    "500), or training time since the last checkpoint (e.g. 90s, 10m, 1h; "
+    "under --strategy=multi_worker, epoch ends only). epoch: at epoch ends "
+    "only. A rerun resumes at the checkpoint's epoch and step, exactly as "
+    "the run would have gone on (see docs/reliability.md).")
 _DETERMINISTIC = flags.DEFINE_boolean(
     "deterministic", False, "TensorFlow op determinism: same seed, same "
     "numbers, somewhat slower.")
@@ -246,6 +254,7 @@ def config_from_flags(model_recipe=None):
       deterministic=_DETERMINISTIC.value,
       steps_per_loop=parse_count_or_auto("steps_per_loop",
                                          _STEPS_PER_LOOP.value, 64),
+      checkpoint_every=_CHECKPOINT_EVERY.value,
       validation_examples=_VALIDATION_EXAMPLES.value,
       max_epochs=_MAX_EPOCHS.value, patience=_PATIENCE.value,
       min_delta=_MIN_DELTA.value, optimizer=_OPTIMIZER.value,
@@ -290,6 +299,7 @@ def main(argv: list[str]) -> int:
                                    distribute.is_chief(strategy)))
   except trainer.AlreadyFinished as e:
     print(f"fastcifar.train: {e}")
+    _finished.append(True)
     if _EXPORT.value and distribute.is_chief(strategy):
       _export(_OUTPUT_DIR.value)  # a finished run, exported afterwards
     return 0
@@ -298,6 +308,7 @@ def main(argv: list[str]) -> int:
     return stopping.EXIT_INTERRUPTED
   except (*distribute.LOST_PEER_ERRORS, tf.errors.OutOfRangeError) as e:
     _exit_for_lost_peer(e)
+  _finished.append(True)
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
         f"{results['epochs']} epoch{'s' * (results['epochs'] != 1)} in "
         f"{results['train_seconds']:.0f} s of "
@@ -325,9 +336,24 @@ def _export(output_dir: str) -> None:
     print(f"fastcifar.train: exported {path}")
 
 
-def _interrupted_line() -> str:
+# Set once the run's outputs are complete (what is left is the export).
+_finished: list[bool] = []
+
+
+def _interrupted_line(from_memory: bool = False) -> str:
+  """The line a stopped run ends with.
+
+  Args:
+    from_memory: touch neither the disk nor TensorFlow (the watchdog's
+      line: the main thread may hang on the output folder).
+  """
   # On a line of its own, after the progress bar's.
-  return f"\nfastcifar.train: interrupted; {_resume_hint()}"
+  return ("\nfastcifar.train: interrupted; "
+          f"{_resume_hint(from_memory=from_memory)}")
+
+
+def _watchdog_line() -> str:
+  return _interrupted_line(from_memory=True)
 
 
 def _watch_data_service():
@@ -340,7 +366,7 @@ def _watch_data_service():
         f"fastcifar.train: error: lost the tf.data service at "
         f"{_DATA_SERVICE.value}: {problem}; restart tools/data_service.py "
         f"(with --work_dir a restarted dispatcher resumes by itself), then "
-        f"{_resume_hint()}", 1)
+        f"{_resume_hint(from_memory=True)}", 1)
 
   return data_service.Monitor(_DATA_SERVICE.value, on_lost)
 
@@ -370,25 +396,51 @@ def _exit_for_lost_peer(error: Exception) -> NoReturn:
   stopping.exit_now(f"fastcifar.train: error: {what}; {_resume_hint(how)}", 1)
 
 
-def _resume_hint(how: str = "run {command} again") -> str:
-  # pylint: disable-next=g-import-not-at-top
-  from fastcifar.training import checkpointing
-  epoch = (checkpointing.latest_epoch(_OUTPUT_DIR.value)
-           if _OUTPUT_DIR.value else None)
-  if epoch is None:
-    return "no epoch was completed with --output_dir set, nothing to resume"
+def _resume_hint(how: str = "run {command} again",
+                 from_memory: bool = False) -> str:
+  """What a rerun will do, from the latest checkpoint's position.
+
+  Args:
+    how: the advice, `{command}` standing for the command to rerun.
+    from_memory: only what this process knows (its last restore or save),
+      not the disk.
+  """
+  output_dir = _OUTPUT_DIR.value
+  if not output_dir:
+    return "nothing is saved without --output_dir; the run starts over"
   # The same command with --restart would start over, not resume.
   command = ("the command without --restart" if _RESTART.value else
              "the same command")
-  return (f"{how.format(command=command)} to resume after epoch {epoch} "
-          f"(checkpoint in {_OUTPUT_DIR.value})")
+  advice = how.format(command=command)
+  if _finished:
+    return (f"training had finished and its outputs are complete in "
+            f"{output_dir}; {advice} to "
+            + ("export it" if _EXPORT.value else "see its results"))
+  # Imported by `run` before the watchdog can need it.
+  from fastcifar.training import checkpointing  # pylint: disable=g-import-not-at-top
+  known, position = checkpointing.known_position(output_dir)
+  if not known:
+    if from_memory:
+      return (f"{advice} to resume from the latest checkpoint in "
+              f"{output_dir}, if one was saved")
+    position = checkpointing.latest_position(output_dir)
+  if position is None:
+    return "no checkpoint was saved yet, nothing to resume: the run starts over"
+  epoch, step = position
+  at = (f"at epoch {epoch + 1}, step {step}" if step
+        else f"after epoch {epoch}")
+  return f"{advice} to resume {at} (checkpoint in {output_dir})"
 
 
 def run() -> None:
   """Console-script entry point."""
   # SIGTERM (a scheduler, `kill`) stops like Ctrl-C: cleanly at a step
   # boundary, or by the watchdog if TensorFlow does not return in time.
-  with stopping.StopOnSignal(_interrupted_line):
+  # The watchdog's line is made from what this process knows: a disk that
+  # hangs must not keep a stopped run alive.
+  # pylint: disable-next=g-import-not-at-top,unused-import
+  from fastcifar.training import checkpointing  # noqa: F401
+  with stopping.StopOnSignal(_watchdog_line):
     cli.run(main, "fastcifar.train")
 
 

@@ -251,7 +251,8 @@ def _epoch_numbers(epochs: int | tf.data.Dataset,
 def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
                   seed: int, epochs: int | tf.data.Dataset,
                   first_epoch: int = 0, *,
-                  shard_index: int = 0, num_shards: int = 1,
+                  first_step: int = 0, shard_index: int = 0,
+                  num_shards: int = 1,
                   replicas_per_shard: int = 1) -> tf.data.Dataset:
   """Shuffled, batched training data for epochs `first_epoch..epochs-1`.
 
@@ -270,19 +271,23 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
     epochs: the epoch to stop before; or an int64 dataset of the epoch
       numbers to produce, one after the other (`first_epoch` unused).
     first_epoch: the epoch to start at (non-zero when resuming).
+    first_step: the step of `first_epoch` to start at (resuming inside an
+      epoch): its earlier batches are left out by index arithmetic, without
+      reading their examples. Only with `epochs` a number.
     shard_index, num_shards, replicas_per_shard: see `shard_batches`; from a
       `tf.distribute.InputContext`.
 
   Returns:
     A dataset of `(images, labels)` batches of one static shape, `N //
-    batch_size * replicas_per_shard` per epoch.
+    batch_size * replicas_per_shard` per epoch (the first epoch's
+    `first_step * replicas_per_shard` fewer).
   """
   check_batch_size(len(images), batch_size)
   check_divisible(batch_size, num_shards * replicas_per_shard)
   if isinstance(images, shards.ShardedImages):
     return streamed_train_dataset(
         images, batch_size, seed, epochs, first_epoch,
-        shard_index=shard_index, num_shards=num_shards,
+        first_step=first_step, shard_index=shard_index, num_shards=num_shards,
         replicas_per_shard=replicas_per_shard)
   images_t = host_tensor(images)
   labels_t = host_tensor(labels)
@@ -294,9 +299,13 @@ def train_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int,
     # compiled step); reshaping the order into batches costs one op per epoch
     # where batching index by index cost one per example.
     order = epoch_order(num_examples, seed, epoch)[:steps * batch_size]
-    return tf.data.Dataset.from_tensor_slices(shard_batches(
-        tf.reshape(order, [steps, batch_size]), shard_index, num_shards,
-        replicas_per_shard))
+    rows = shard_batches(tf.reshape(order, [steps, batch_size]), shard_index,
+                         num_shards, replicas_per_shard)
+    # A resumed epoch starts at its step: its earlier rows are never read.
+    start = tf.where(epoch == first_epoch,
+                     tf.constant(first_step * replicas_per_shard, tf.int64),
+                     tf.constant(0, tf.int64))
+    return tf.data.Dataset.from_tensor_slices(rows[start:])
 
   ds = _epoch_numbers(epochs, first_epoch).flat_map(epoch_batches)
   ds = ds.map(lambda idx: (tf.gather(images_t, idx), tf.gather(labels_t, idx)),
@@ -327,7 +336,8 @@ def shuffle_block(block, seed: int, epoch, index):
 def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
                            seed: int, epochs: int | tf.data.Dataset,
                            first_epoch: int = 0, *,
-                           shard_index: int = 0, num_shards: int = 1,
+                           first_step: int = 0, shard_index: int = 0,
+                           num_shards: int = 1,
                            replicas_per_shard: int = 1) -> tf.data.Dataset:
   """`train_dataset` for images streamed from shard files, not held.
 
@@ -342,10 +352,15 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
   its part of each global batch, so the replicas together train on the
   batches one device would (each worker reads all the data).
 
+  A run resumed at `first_step` leaves out the first epoch's earlier
+  examples block by block: the blocks before the step's are read from disk
+  but not parsed, shuffled or batched (without a subset or validation split,
+  blocks are counted from their sizes; with one, from their ids alone).
+
   Args:
     images: the examples to train on, on disk.
-    batch_size, seed, epochs, first_epoch, shard_index, num_shards,
-    replicas_per_shard: as for `train_dataset`.
+    batch_size, seed, epochs, first_epoch, first_step, shard_index,
+    num_shards, replicas_per_shard: as for `train_dataset`.
 
   Returns:
     `(images, labels)` batches of one static shape, `len(images) //
@@ -362,15 +377,36 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
   rows = shard_batches(tf.range(batch_size)[None], shard_index, num_shards,
                        replicas_per_shard)
 
-  def block(serialized, index, epoch):
+  def block(serialized, index, epoch, drop):
     ids, block_images, block_labels = shards.parse_batch(serialized, shape)
     if keep is not None:
       kept = tf.gather(keep, ids)
       block_images = tf.boolean_mask(block_images, kept)
       block_labels = tf.boolean_mask(block_labels, kept)
-    return shuffle_block((block_images, block_labels), seed, epoch, index)
+    shuffled = shuffle_block((block_images, block_labels), seed, epoch, index)
+    return tuple(t[drop:] for t in shuffled)
 
-  def epoch_batches(epoch):
+  def kept_count(serialized):
+    """Examples of a block that are trained on, from the ids alone."""
+    if keep is None:
+      return tf.shape(serialized, out_type=tf.int64)[0]
+    ids = tf.io.parse_example(serialized, {
+        "id": tf.io.FixedLenFeature([], tf.int64)})["id"]
+    return tf.reduce_sum(tf.cast(tf.gather(keep, ids), tf.int64))
+
+  def skip_examples(blocks, skip: int):
+    """`(index, serialized, drop)`: blocks wholly before example `skip` left
+    out, the first `drop` examples of the one it falls in dropped."""
+    def count(before, element):
+      index, serialized = element
+      size = kept_count(serialized)
+      return before + size, (index, serialized, skip - before, size)
+    blocks = blocks.scan(tf.constant(0, tf.int64), count)
+    blocks = blocks.filter(lambda index, serialized, drop, size: drop < size)
+    return blocks.map(lambda index, serialized, drop, size:
+                      (index, serialized, tf.maximum(drop, 0)))
+
+  def epoch_batches(epoch, skip: int = 0):
     order = epoch_order(len(images.files), seed, epoch)
     ds = tf.data.Dataset.from_tensor_slices(tf.gather(files, order))
     # Several shards at once, record by record: a block then holds a mix
@@ -381,12 +417,23 @@ def streamed_train_dataset(images: shards.ShardedImages, batch_size: int,
                        deterministic=True)
     # Blocks, not examples, from here on: one vectorized parse, filter and
     # shuffle per block (per-example tf.data steps cost several times more).
-    ds = ds.batch(images.shuffle_buffer).enumerate().map(
-        lambda index, serialized: block(serialized, index, epoch),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(images.shuffle_buffer).enumerate()
+    if skip:
+      ds = skip_examples(ds, skip)
+    else:
+      ds = ds.map(lambda index, serialized: (index, serialized, 0))
+    ds = ds.map(lambda index, serialized, drop:
+                block(serialized, index, epoch, drop),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.rebatch(batch_size, drop_remainder=True)
 
-  ds = _epoch_numbers(epochs, first_epoch).flat_map(epoch_batches)
+  if first_step:  # the first epoch on its own: it starts at a step
+    ds = epoch_batches(tf.constant(first_epoch, tf.int64),
+                       first_step * batch_size).concatenate(
+                           tf.data.Dataset.range(first_epoch + 1, epochs)
+                           .flat_map(epoch_batches))
+  else:
+    ds = _epoch_numbers(epochs, first_epoch).flat_map(epoch_batches)
   if rows.shape[0] > 1 or num_shards > 1:
     # This pipeline's rows of each global batch, one batch per replica: the
     # same parts `shard_batches` gives the in-memory pipeline.

@@ -1,17 +1,23 @@
-"""What a killed run needs to resume: weights, optimizer, epoch, history.
+"""What a killed run needs to resume: weights, optimizer, position, history.
 
 Written with TensorFlow's own `tf.train.CheckpointManager` at the end of every
-epoch: it writes a new checkpoint beside the old and then atomically rewrites
-the index that names the latest, so a kill at any moment leaves a complete
-checkpoint to resume from. The history and the run's settings live inside the
-checkpoint, so they can never disagree with the weights.
+epoch and, as `--checkpoint_every` asks, inside epochs: it writes a new
+checkpoint beside the old and then atomically rewrites the index that names
+the latest, so a kill at any moment leaves a complete checkpoint to resume
+from. A checkpoint holds the data position as two integers (epoch, step), not
+a `tf.data` iterator: the data order is a function of (seed, epoch), so the
+pipeline can start there again by index arithmetic. The history, the
+epoch's metric sums, the callbacks' state and the run's settings live inside
+the checkpoint, so they can never disagree with the weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import time
 from typing import Sequence
 
 import keras
@@ -21,8 +27,33 @@ from fastcifar.training import distribute, stopping
 from fastcifar.errors import UsageError
 
 CHECKPOINT_DIR = "checkpoints"
-# Where `tf.train.Checkpoint` keeps the `settings` variable's value.
+# Checkpoints kept: a few, so that a damaged latest one (a disk that lied
+# about a write) still leaves an older one.
+MAX_TO_KEEP = 3
+# Where `tf.train.Checkpoint` keeps these variables' values.
 _SETTINGS_KEY = "settings/.ATTRIBUTES/VARIABLE_VALUE"
+_EPOCH_KEY = "epoch/.ATTRIBUTES/VARIABLE_VALUE"
+_STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
+
+# The latest checkpoint's position per checkpoint folder, as this process
+# restored or saved it (None: there is none). The stop watchdog's resume hint
+# reads it here: the disk may be what hangs.
+_known_positions: dict[str, tuple[int, int] | None] = {}
+
+
+@dataclasses.dataclass
+class State:
+  """A run's state besides its variables, at a point where it can resume."""
+
+  epoch: int = 0  # epochs completed
+  step: int = 0  # steps of epoch `epoch` (0-based) completed
+  history: dict = dataclasses.field(default_factory=dict)
+  # The unfinished epoch's loss and correct-count sums, as `step_loop` adds
+  # them; [0, 0] at an epoch's start.
+  sums: tuple[float, float] = (0.0, 0.0)
+  # A callback set `model.stop_training`: a rerun trains no more.
+  stopped: bool = False
+  epoch_seconds: float = 0.0  # training time in the unfinished epoch
 
 
 class RunCheckpoint:
@@ -49,35 +80,42 @@ class RunCheckpoint:
                                            CHECKPOINT_DIR)
     self._settings = json.dumps(settings, sort_keys=True)
     self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self._step = tf.Variable(0, dtype=tf.int64, trainable=False)
+    self._sums = tf.Variable([0.0, 0.0], dtype=tf.float32, trainable=False)
     self._history = tf.Variable("{}", dtype=tf.string, trainable=False)
     self._saved_settings = tf.Variable(self._settings, dtype=tf.string,
                                        trainable=False)
     self._controls = list(controls)
-    self._control_states = tf.Variable("[]", dtype=tf.string,
-                                       trainable=False)
+    # The controls' states, the stop and the epoch's time so far, as JSON.
+    self._state = tf.Variable("{}", dtype=tf.string, trainable=False)
     # model.variables includes the dropout seed generators' state, so a
     # resumed run draws the same dropout masks as an uninterrupted one.
     checkpoint = tf.train.Checkpoint(
         model=list(model.variables),
         optimizer=list(model.optimizer.variables),
-        epoch=self._epoch, history=self._history,
-        settings=self._saved_settings, control_states=self._control_states,
+        epoch=self._epoch, step=self._step, sums=self._sums,
+        history=self._history, settings=self._saved_settings,
+        state=self._state,
         controls=[v for c in self._controls for v in c.variables()])
+    # Numbered by the checkpoint's own save counter (restored with it), so
+    # that a second save at one position never overwrites the latest.
     self._manager = tf.train.CheckpointManager(checkpoint, self.directory,
-                                               max_to_keep=2)
+                                               max_to_keep=MAX_TO_KEEP)
+    self.save_seconds: list[float] = []  # each save's time, this process
 
-  def restore(self) -> tuple[int, dict[str, list[float]]]:
+  def restore(self) -> State:
     """Restores the latest checkpoint, if there is one.
 
     Returns:
-      `(epochs_completed, history)`; `(0, {})` when there is no checkpoint.
+      The saved `State`; `State()` (epoch 0, step 0) when there is none.
 
     Raises:
       UsageError: the checkpoint belongs to a run with other settings.
     """
     latest = tf.train.latest_checkpoint(self._restore_directory)
     if not latest:
-      return 0, {}
+      _known_positions[self._restore_directory] = None
+      return State()
     # Settings first, read alone: weights of another model or class count
     # would fail to restore with an error that does not say why.
     saved = json.loads(tf.train.load_variable(latest, _SETTINGS_KEY))
@@ -90,21 +128,32 @@ class RunCheckpoint:
           f"{saved.get(key)}, not {wanted[key]}; rerun with the same settings "
           "to resume, or pass --restart to train anew")
     self._manager.checkpoint.restore(latest).assert_existing_objects_matched()
-    states = json.loads(self._control_states.numpy().decode())
-    for control, state in zip(self._controls, states):
+    extra = json.loads(self._state.numpy().decode())
+    for control, state in zip(self._controls, extra.get("controls", [])):
       control.resume(state)
-    return int(self._epoch.numpy()), json.loads(self._history.numpy().decode())
+    state = State(epoch=int(self._epoch.numpy()), step=int(self._step.numpy()),
+                  history=json.loads(self._history.numpy().decode()),
+                  sums=tuple(float(x) for x in self._sums.numpy()),
+                  stopped=extra.get("stopped", False),
+                  epoch_seconds=extra.get("epoch_seconds", 0.0))
+    _known_positions[self._restore_directory] = (state.epoch, state.step)
+    return state
 
-  def save(self, epochs_completed: int, history: dict) -> None:
-    """Saves the state after `epochs_completed` epochs."""
-    self._epoch.assign(epochs_completed)
-    self._history.assign(json.dumps(history))
-    self._control_states.assign(json.dumps([c.state() for c in self._controls]))
+  def save(self, state: State) -> None:
+    """Saves the variables with `state`; its time goes to `save_seconds`."""
+    start = time.perf_counter()
+    self._epoch.assign(state.epoch)
+    self._step.assign(state.step)
+    self._sums.assign(state.sums)
+    self._history.assign(json.dumps(state.history))
+    self._state.assign(json.dumps({
+        "controls": [c.state() for c in self._controls],
+        "stopped": state.stopped, "epoch_seconds": state.epoch_seconds}))
     try:
       # A stop request waits for the save's end: TensorFlow's saver calls
       # back into Python, where a KeyboardInterrupt would be swallowed.
       with stopping.deferred():
-        self._manager.save(checkpoint_number=epochs_completed)
+        self._manager.save()
     except distribute.LOST_PEER_ERRORS:
       raise  # a lost worker, not a full disk: the entry point says which
     except (OSError, tf.errors.OpError) as e:
@@ -112,7 +161,8 @@ class RunCheckpoint:
           f"could not write a checkpoint in {self.directory} ({e}); free disk "
           "space, then rerun the command without --restart to resume from "
           "the last complete checkpoint") from e
-
+    _known_positions[self.directory] = (state.epoch, state.step)
+    self.save_seconds.append(time.perf_counter() - start)
 
 
 def delete_checkpoints(output_dir: str) -> None:
@@ -120,10 +170,36 @@ def delete_checkpoints(output_dir: str) -> None:
 
   A `RunCheckpoint` reads the folder when it is made, so delete first.
   """
-  shutil.rmtree(os.path.join(output_dir, CHECKPOINT_DIR), ignore_errors=True)
+  directory = os.path.join(output_dir, CHECKPOINT_DIR)
+  shutil.rmtree(directory, ignore_errors=True)
+  _known_positions[directory] = None
+
+
+def latest_position(output_dir: str) -> tuple[int, int] | None:
+  """(epochs completed, steps of the next) of the latest checkpoint on disk.
+
+  Reads the checkpoint folder: not for a thread that must not block.
+  """
+  latest = tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_DIR))
+  if not latest:
+    return None
+  return (int(tf.train.load_variable(latest, _EPOCH_KEY)),
+          int(tf.train.load_variable(latest, _STEP_KEY)))
 
 
 def latest_epoch(output_dir: str) -> int | None:
-  """The epoch of the latest checkpoint in `output_dir`, without loading it."""
-  latest = tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_DIR))
-  return int(latest.rsplit("-", 1)[1]) if latest else None
+  """Epochs completed in the latest checkpoint in `output_dir`, if any."""
+  position = latest_position(output_dir)
+  return position[0] if position else None
+
+
+def known_position(output_dir: str) -> tuple[bool, tuple[int, int] | None]:
+  """The latest checkpoint's position as this process last restored or saved
+  it, without touching the disk (for the stop watchdog).
+
+  Returns:
+    `(known, position)`: `known` is False if this process has not yet
+    looked; `position` is None when there is no checkpoint.
+  """
+  directory = os.path.join(output_dir, CHECKPOINT_DIR)
+  return directory in _known_positions, _known_positions.get(directory)

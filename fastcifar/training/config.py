@@ -38,6 +38,11 @@ class Config:
   # Training steps per call into TensorFlow (`fastcifar.training.step_loop`), or
   # "auto". It changes when Python hears back, not what is computed.
   steps_per_loop: int | str = "auto"
+  # With an output dir: checkpoint at every epoch's end and inside epochs,
+  # every N steps of an epoch ("50") or after that much training time
+  # since the last checkpoint ("90s", "10m", "1h"); "epoch": at ends only.
+  # Like steps_per_loop, it changes no number.
+  checkpoint_every: str = "10m"
   # Held out of the training examples; 0: none, and the per-epoch curve is
   # the test set's (nothing may then be decided by it).
   validation_examples: int = 0
@@ -61,6 +66,15 @@ class Config:
   @property
   def auto_epochs(self) -> bool:
     return self.epochs == "auto"
+
+  @property
+  def checkpoint_interval(self) -> tuple[int | None, float | None]:
+    """`checkpoint_every` as (steps, seconds); (None, None) for "epoch".
+
+    Raises:
+      UsageError: it is none of epoch, N or a duration.
+    """
+    return parse_checkpoint_every(self.checkpoint_every)
 
   @property
   def epoch_limit(self) -> int:
@@ -117,6 +131,7 @@ class Config:
         ("plateau_patience", self.plateau_patience >= 0, "0 or more"),
         ("min_lr", self.min_lr >= 0, "0 or more"),
     ]
+    self.checkpoint_interval  # pylint: disable=pointless-statement
     for field, ok, expected in checks:
       if not ok:
         raise UsageError(f"--{field}={getattr(self, field)} is out of range; "
@@ -138,3 +153,33 @@ class Config:
       raise UsageError(
           f"{deciders[0]} needs the validation loss after every epoch, not "
           f"--validation_freq={self.validation_freq}; drop --validation_freq")
+
+
+# Units of a --checkpoint_every duration, in seconds.
+_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_checkpoint_every(value: str) -> tuple[int | None, float | None]:
+  """epoch | N (steps) | a duration such as 90s, 10m, 1.5h.
+
+  Returns:
+    `(steps, None)`, `(None, seconds)`, or `(None, None)` for epoch.
+
+  Raises:
+    UsageError: none of these, or not positive.
+  """
+  value = str(value).strip()
+  if value == "epoch":
+    return None, None
+  try:
+    if value[-1:] in _UNITS:
+      seconds = float(value[:-1]) * _UNITS[value[-1]]
+      if seconds > 0:
+        return None, seconds
+    elif int(value) >= 1:
+      return int(value), None
+  except ValueError:
+    pass
+  raise UsageError(f"--checkpoint_every={value} is not epoch, a number of "
+                   "steps (e.g. 500) or a positive duration (e.g. 90s, 10m, "
+                   "1h)")

@@ -50,11 +50,24 @@ def resolve(steps_per_loop: int | str, device: str, steps_per_epoch: int,
   return max(1, min(steps_per_loop, steps_per_epoch))
 
 
-def loops(steps_per_epoch: int, steps_per_loop: int
-          ) -> Iterator[tuple[int, int]]:
-  """`(first, count)` of each loop of an epoch; the last may be shorter."""
-  for first in range(0, steps_per_epoch, steps_per_loop):
-    yield first, min(steps_per_loop, steps_per_epoch - first)
+def loops(steps_per_epoch: int, steps_per_loop: int, first_step: int = 0,
+          cut_every: int | None = None) -> Iterator[tuple[int, int]]:
+  """`(first, count)` of each loop of an epoch; the last may be shorter.
+
+  Args:
+    steps_per_epoch: the epoch's steps.
+    steps_per_loop: the longest loop.
+    first_step: where the epoch starts (a resumed one, later than 0).
+    cut_every: also end a loop at every multiple of this many steps (where
+      checkpoints are due); loop lengths change no number.
+  """
+  first = first_step
+  while first < steps_per_epoch:
+    end = min(first + steps_per_loop, steps_per_epoch)
+    if cut_every:
+      end = min(end, (first // cut_every + 1) * cut_every)
+    yield first, end - first
+    first = end
 
 
 class TrainLoop:

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+import zlib
 from typing import Callable, Sequence
 
 import keras
@@ -192,16 +193,28 @@ def evaluate(eval_step: Callable, dataset) -> dict[str, float]:
 # A run's final files; results.json, written last, marks the run finished.
 FINAL_OUTPUTS = ("model.keras", outputs.RUN_RECORD, "history.json",
                  "results.json")
+# Everything a run and the commands after it write into its output folder
+# (checkpoints, TensorBoard logs, train --export, evaluate's and
+# tools/plot_history.py's default PNGs): --restart removes them all.
+RUN_OUTPUTS = (*FINAL_OUTPUTS, checkpointing.CHECKPOINT_DIR, "tensorboard",
+               "export", "confusion_matrix.png", "history.png")
+# Settings that change when the run hears back or saves, not a number it
+# computes: a run may resume, or be asked again, with other values.
+_MECHANICS = ("steps_per_loop", "checkpoint_every")
 
 
 class AlreadyFinished(Exception):
-  """The output dir holds a finished run; `results` are its results."""
+  """The output dir holds this run, finished; `results` are its results."""
 
   def __init__(self, output_dir: str, results: dict):
+    epochs = results.get("epochs")
     super().__init__(
-        f"{output_dir} already holds a finished run (test accuracy "
-        f"{results.get('test_accuracy', float('nan')):.4f}); pass --restart "
-        "to train anew, or choose another --output_dir")
+        f"{output_dir} already holds this run, finished: test accuracy "
+        f"{results.get('test_accuracy', float('nan')):.4f}, test loss "
+        f"{results.get('test_loss', float('nan')):.4f}"
+        + (f" after {epochs} epoch{'s' * (epochs != 1)}" if epochs else "")
+        + "; pass --restart to train it again, or choose another "
+        "--output_dir")
     self.results = results
 
 
@@ -224,6 +237,8 @@ class _Run:
   val_labels: np.ndarray
   steps_per_epoch: int
   steps_per_loop: int
+  # What, besides the config, fixes the training data's order (`data_order`).
+  data_order: dict
   device: str
   precision: str
   jit_compile: bool
@@ -235,9 +250,14 @@ class _Run:
   # before each checkpoint, which holds their state.
   controls: list = dataclasses.field(default_factory=list)
   first_epoch: int = 0
+  # Where, and with what, the first epoch resumes (its step, metric sums
+  # and training time so far); `stop_requested`: a callback's stop.
+  resumed: checkpointing.State = dataclasses.field(
+      default_factory=checkpointing.State)
   history: dict = dataclasses.field(default_factory=dict)
   epoch_train_seconds: list[float] = dataclasses.field(default_factory=list)
   elapsed_before: float = 0.0  # by the runs this one resumes
+  last_save: float = 0.0  # perf_counter at this process's last checkpoint
 
   @property
   def chief(self) -> bool:
@@ -252,9 +272,14 @@ class _Run:
     return len(self.val_images) > 0
 
   @property
+  def first_step(self) -> int:
+    return self.resumed.step
+
+  @property
   def stopped(self) -> bool:
-    """A control ended training (before a resume, perhaps)."""
-    return any(c.stopped for c in self.controls)
+    """A control or callback ended training (before a resume, perhaps)."""
+    return ((self.resumed.stopped and not self.first_step)
+            or any(c.stopped for c in self.controls))
 
 
 def train_and_evaluate(config: Config, dataset: ImageDataset,
@@ -271,10 +296,12 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   `config.deterministic` turns on TensorFlow's op determinism (the run asks
   for both; they stay set); the mixed-precision policy is restored on return.
 
-  With `output_dir`, every epoch ends with a checkpoint there, and a run
-  started again with the same settings resumes after the last completed
-  epoch; the final `model.keras`, `history.json` and `results.json` are each
-  written atomically, and the checkpoints are then removed.
+  With `output_dir`, every epoch ends with a checkpoint there, and so do
+  points inside epochs as `config.checkpoint_every` asks; a run started
+  again with the same settings resumes at the latest, at its epoch and
+  step, and ends as it would have uninterrupted. The final `model.keras`,
+  `history.json` and `results.json` are each written atomically, and the
+  checkpoints are then removed.
 
   Args:
     config: the run's settings.
@@ -293,8 +320,9 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     callbacks: Keras callbacks, called as `fit` calls them.
     verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
     restart: train anew even if `output_dir` holds a finished or unfinished
-      run: its checkpoints and final files are removed when this run starts,
-      so a stopped restart resumes like any other run (without `restart`).
+      run: everything it wrote (`RUN_OUTPUTS`) is removed when this run
+      starts, so a stopped restart resumes like any other run (without
+      `restart`).
     data_service: a tf.data service dispatcher, `grpc://HOST:PORT`, to
       produce the training batches; None produces them in this process.
 
@@ -311,15 +339,17 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     The results dict that `results.json` holds.
 
   Raises:
-    AlreadyFinished: `output_dir` holds a finished run and `restart` is off.
+    AlreadyFinished: `output_dir` holds this run finished (same settings)
+      and `restart` is off.
     TrainingDiverged: the loss became NaN or infinite.
-    UsageError: bad settings or an unwritable `output_dir`.
+    UsageError: bad settings, an unwritable `output_dir`, or one that holds
+      a run with other settings (finished, or unfinished and not `restart`).
   """
   config.validate()
   start = time.perf_counter()
   strategy = strategy or distribute.make_strategy()
   if output_dir:
-    _check_not_finished(output_dir, restart)
+    _check_not_finished(output_dir, restart, config, dataset)
   run = _build_run(config, dataset, strategy, start, model, model_recipe)
   strategy = run.strategy  # (a model built beforehand: the default one)
   run.controls = make_controls(config, run.model, verbose)
@@ -346,13 +376,65 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   return results
 
 
-def _check_not_finished(output_dir: str, restart: bool) -> None:
-  """Raises AlreadyFinished if `output_dir` holds results (unless restart)."""
+def _check_not_finished(output_dir: str, restart: bool, config: Config,
+                        dataset: ImageDataset) -> None:
+  """Refuses to train again a run that `output_dir` holds finished.
+
+  Raises:
+    AlreadyFinished: it holds this run (the same settings) finished.
+    UsageError: it holds a finished run with other settings.
+  """
   prepare_output_dir(output_dir)
   results_path = os.path.join(output_dir, "results.json")
-  if os.path.exists(results_path) and not restart:
-    with open(results_path) as f:
-      raise AlreadyFinished(output_dir, json.load(f))
+  if not os.path.exists(results_path) or restart:
+    return
+  with open(results_path) as f:
+    results = json.load(f)
+  saved = {**results.get("config", {}), "dataset": results.get("dataset")}
+  wanted = {**_compared_settings(config), "dataset": dataset.name}
+  # A key the finished run did not record (older versions) is not a
+  # difference anyone can name.
+  differing = [f"{k}={saved[k]} (asked {wanted[k]})" for k in sorted(wanted)
+               if saved.get(k) is not None and saved[k] != wanted[k]]
+  if differing:
+    raise UsageError(
+        f"{output_dir} holds a finished run with other settings: "
+        f"{', '.join(differing)}; pass --restart to replace it, or choose "
+        "another --output_dir")
+  raise AlreadyFinished(output_dir, results)
+
+
+def _compared_settings(config: Config) -> dict:
+  """The config's settings that a resumed or repeated run must share."""
+  settings = dataclasses.asdict(config)
+  for name in _MECHANICS:
+    del settings[name]
+  return settings
+
+
+def data_order(dataset: ImageDataset, images) -> dict:
+  """What, besides the config (seed, batch, subset, split), fixes the order
+  and content of the training batches: a checkpoint stores it, and a resume
+  that would change it is refused, naming the setting.
+
+  Args:
+    dataset: the run's data.
+    images: the examples trained on (`ShardedImages` when streamed).
+
+  Returns:
+    JSON-able settings: the dataset's name, classes and image shape, its
+    identity (a CRC of the training labels in order: cheap, and it differs
+    between sources in practice), the cache (`memory`, or `disk`: streamed,
+    whose order differs) and, streamed, the shuffle buffer.
+  """
+  streamed = isinstance(images, sources.ShardedImages)
+  return {"dataset": dataset.name, "num_classes": dataset.num_classes,
+          "image_shape": list(dataset.image_shape),
+          "train_labels_crc32": zlib.crc32(
+              np.ascontiguousarray(dataset.train_labels).tobytes()),
+          "num_train_examples": len(images),
+          "cache": "disk" if streamed else "memory",
+          "shuffle_buffer": images.shuffle_buffer if streamed else None}
 
 
 def _build_run(config: Config, dataset: ImageDataset,
@@ -395,6 +477,7 @@ def _build_run(config: Config, dataset: ImageDataset,
               val_images=np.asarray(dataset.train_images[held_out]),
               val_labels=dataset.train_labels[held_out],
               steps_per_epoch=steps_per_epoch,
+              data_order=data_order(dataset, images),
               steps_per_loop=step_loop.resolve(
                   config.steps_per_loop, device, steps_per_epoch,
                   config.batch_size),
@@ -445,28 +528,30 @@ def _prebuilt_strategy(model: keras.Model, dataset: ImageDataset,
 def _restore(run: _Run, output_dir: str, restart: bool) -> None:
   """Sets up the run's checkpoint and resumes from the latest, if any."""
   if restart and run.chief:
+    # The old run's files go now: a stop of this run then resumes it rather
+    # than finding the old run "finished", and nothing of the old run is
+    # left beside the new one's.
     checkpointing.delete_checkpoints(output_dir)
-    # The old run's outputs go now, so that a stop of this run resumes it
-    # rather than finding the old run "finished".
-    for name in FINAL_OUTPUTS:
-      if os.path.exists(os.path.join(output_dir, name)):
-        os.unlink(os.path.join(output_dir, name))
+    for name in RUN_OUTPUTS:
+      path = os.path.join(output_dir, name)
+      if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+      elif os.path.lexists(path):
+        os.unlink(path)
   # Every worker saves (saving may need all of them), but only the chief
   # into output_dir; all restore from the chief's checkpoints.
   run.output_dir = output_dir
   run.save_dir = (output_dir if run.chief
                   else tempfile.mkdtemp(prefix="fastcifar-"))
-  # steps_per_loop is left out: it changes no number, so a run may resume
-  # with another (and runs saved before it existed resume too).
-  settings = dataclasses.asdict(run.config)
-  del settings["steps_per_loop"]
-  run.checkpoint = checkpointing.RunCheckpoint(run.model, run.save_dir, {
-      **settings, "dataset": run.dataset.name,
-      "num_classes": run.dataset.num_classes,
-      "num_train_examples": len(run.images)}, restore_from=output_dir,
-      controls=run.controls)
-  run.first_epoch, run.history = run.checkpoint.restore()
+  run.checkpoint = checkpointing.RunCheckpoint(
+      run.model, run.save_dir,
+      {**_compared_settings(run.config), **run.data_order},
+      restore_from=output_dir, controls=run.controls)
+  run.resumed = run.checkpoint.restore()
+  run.first_epoch, run.history = run.resumed.epoch, run.resumed.history
   run.elapsed_before = (run.history.get("elapsed_seconds") or [0.0])[-1]
+  if run.first_step:  # (elapsed_seconds ends with the last whole epoch)
+    run.elapsed_before += run.resumed.epoch_seconds
 
 
 def _eval_data(strategy: tf.distribute.Strategy, images: np.ndarray,
@@ -493,10 +578,15 @@ def _print_start(run: _Run) -> None:
           "; pass a builder to have it chosen",
           flush=True)
   if run.first_epoch == config.epoch_limit or run.stopped:
-    of = "early stopping's last" if run.stopped else f"of {config.epoch_limit}"
+    of = ("the last before a callback stopped the run" if run.stopped
+          else f"of {config.epoch_limit}")
     print(f"fastcifar: {run.checkpoint.directory} holds epoch "
           f"{run.first_epoch} {of}, nothing is left to train; "
           "evaluating and writing the outputs", flush=True)
+  elif run.first_step:
+    print(f"fastcifar: resuming at epoch {run.first_epoch + 1}, step "
+          f"{run.first_step} ({run.first_step} of its {run.steps_per_epoch} "
+          f"steps done) from {run.checkpoint.directory}", flush=True)
   elif run.first_epoch:
     print(f"fastcifar: resuming after epoch {run.first_epoch} from "
           f"{run.checkpoint.directory}", flush=True)
@@ -548,18 +638,17 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
                              from_logits=config.from_logits)
 
   def make_train_data(**shard):
-    ds = pipeline.train_dataset(run.images, run.labels,
-                                      config.batch_size, config.seed,
-                                      config.epoch_limit, run.first_epoch,
-                                      **shard)
+    ds = pipeline.train_dataset(run.images, run.labels, config.batch_size,
+                                config.seed, config.epoch_limit,
+                                run.first_epoch, first_step=run.first_step,
+                                **shard)
     return (pipeline.through_data_service(ds, data_service)
             if data_service else ds)
 
   iterator = iter(distribute.distribute(run.strategy, make_train_data,
                                         config.batch_size))
   kept = ("nothing was saved" if not run.checkpoint else
-          f"the checkpoint of the last completed epoch is kept in "
-          f"{run.checkpoint.directory}")
+          f"the last checkpoint is kept in {run.checkpoint.directory}")
 
   def val_logs() -> dict[str, float]:
     val = evaluate(eval_step, val_data)
@@ -568,14 +657,20 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   for control in run.controls:
     control.on_train_begin()
   callback_list.on_train_begin()
+  # A stop asked inside the epoch a checkpoint resumes: it ends there.
+  run.model.stop_training = run.resumed.stopped
+  run.last_save = time.perf_counter()
   logs = {}
-  # A run killed after its early stop but before its outputs trains no more.
+  # A run killed after a callback's stop but before its outputs trains no
+  # more.
   last = run.first_epoch if run.stopped else config.epoch_limit
   for epoch in range(run.first_epoch, last):
     callback_list.on_epoch_begin(epoch)
-    epoch_start = time.perf_counter()
+    # A resumed epoch's time counts what it trained before the kill.
+    epoch_start = time.perf_counter() - (
+        run.resumed.epoch_seconds if epoch == run.first_epoch else 0.0)
     logs = _train_one_epoch(run, train_step, iterator, callback_list, epoch,
-                            kept)
+                            epoch_start, kept)
     distribute.sync_on_read(run.strategy, run.model.non_trainable_variables)
     run.epoch_train_seconds.append(time.perf_counter() - epoch_start)
     if (run.model.stop_training or epoch + 1 == config.epoch_limit
@@ -589,10 +684,12 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
     history.setdefault("epoch_seconds", []).append(
         run.epoch_train_seconds[-1])
     history.setdefault("elapsed_seconds", []).append(run.elapsed())
-    if run.checkpoint:
-      run.checkpoint.save(epoch + 1, history)
+    _save(run, epoch + 1)
     callback_list.on_epoch_end(epoch, logs)
     if run.model.stop_training:
+      # Asked by a callback after the save: saved again, so that a rerun
+      # killed before the outputs stops here too.
+      _save(run, epoch + 1, stopped=True)
       break
   epochs_done = len(history["epoch_seconds"])
   if history.get("val_epochs", [0])[-1] != epochs_done:
@@ -606,23 +703,54 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   callback_list.on_train_end(logs)
 
 
+def _save(run: _Run, epochs_done: int, step: int = 0, sums=(0.0, 0.0),
+          epoch_seconds: float = 0.0, stopped: bool = False) -> None:
+  """Checkpoints the run at (epochs_done, step), if it has a checkpoint."""
+  if not run.checkpoint:
+    return
+  run.checkpoint.save(checkpointing.State(
+      epoch=epochs_done, step=step, history=run.history,
+      sums=tuple(float(x) for x in sums), epoch_seconds=epoch_seconds,
+      stopped=stopped or bool(run.model.stop_training)))
+  run.last_save = time.perf_counter()
+
+
+def _checkpoint_steps(run: _Run) -> tuple[int | None, float | None]:
+  """Every how many steps, or after how much time, a checkpoint falls due
+  inside an epoch; (None, None): at its end only."""
+  if not run.checkpoint:
+    return None, None
+  steps, seconds = run.config.checkpoint_interval
+  if seconds and isinstance(run.strategy,
+                            tf.distribute.MultiWorkerMirroredStrategy):
+    # Every worker must save at the same step, and their clocks differ.
+    return None, None
+  return steps, seconds
+
+
 def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
                      callback_list: keras.callbacks.CallbackList, epoch: int,
-                     kept: str) -> dict[str, float]:
+                     epoch_start: float, kept: str) -> dict[str, float]:
   """One epoch's steps, in loops of `run.steps_per_loop`.
 
   Python hears from the device once per loop: then it checks the loss,
   and calls the batch callbacks with the running means, as `fit` does with
   `steps_per_execution` (`batch` is a loop's first step at its begin, its
-  last at its end).
+  last at its end), and checkpoints the run when one is due
+  (`config.checkpoint_every`; loops end where a step count falls due). A
+  resumed epoch starts at its step, from the sums it had there.
 
   Returns:
     The epoch's `loss` and `accuracy` logs.
   """
-  sums = step_loop.zero_sums()
+  every_steps, every_seconds = _checkpoint_steps(run)
+  first_step = run.first_step if epoch == run.first_epoch else 0
+  sums = (tf.constant(run.resumed.sums, tf.float32) if first_step
+          else step_loop.zero_sums())
   logs = {}
   for first, count in step_loop.loops(run.steps_per_epoch,
-                                      run.steps_per_loop):
+                                      run.steps_per_loop, first_step,
+                                      every_steps):
     callback_list.on_train_batch_begin(first)
     sums, first_nonfinite = train_step(iterator, count, sums)
     loss_sum, correct = (float(x) for x in sums.numpy())  # the loop's read
@@ -631,9 +759,16 @@ def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
           f"the loss became {loss_sum} at epoch {epoch + 1}, step "
           f"{first + int(first_nonfinite) + 1}; {kept}; lower "
           "--learning_rate (or check the data) and rerun")
-    seen = (first + count) * run.config.batch_size
+    done = first + count
+    seen = done * run.config.batch_size
     logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
-    callback_list.on_train_batch_end(first + count - 1, logs)
+    callback_list.on_train_batch_end(done - 1, logs)
+    if done < run.steps_per_epoch and (
+        (every_steps and done % every_steps == 0) or (
+            every_seconds
+            and time.perf_counter() - run.last_save >= every_seconds)):
+      _save(run, epoch, done, (loss_sum, correct),
+            time.perf_counter() - epoch_start)
   return logs
 
 
@@ -700,6 +835,12 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
       "train_seconds": sum(history["epoch_seconds"]),
       "total_seconds": time.perf_counter() - run.start,
       "resumed_after_epoch": run.first_epoch,
+      "resumed_at_step": run.first_step,
+      # This process's checkpoints: how many, and the time they took.
+      "checkpoints_saved": len(run.checkpoint.save_seconds
+                               if run.checkpoint else ()),
+      "checkpoint_seconds": sum(run.checkpoint.save_seconds
+                                if run.checkpoint else ()),
       "images_per_second": run.steps_per_epoch * config.batch_size
                            * len(steady) / sum(steady),
       "precision": run.precision,

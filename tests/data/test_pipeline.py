@@ -390,3 +390,49 @@ def test_sharded_images_first_reads_the_first_shards_only(tmp_path):
   assert len(stream.first(1000)) == 100
   picked = stream[ids[3:]]  # a subset keeps to its own examples
   np.testing.assert_array_equal(picked.first(2), images[ids[3:5]])
+
+
+# --- Resuming inside an epoch --------------------------------------------------
+
+
+def _resumed_batches(images, labels, stream, batch_size, epochs, epoch, step,
+                     **shard):
+  """The batches of a pipeline started at (epoch, step), as example ids."""
+  ds = pipeline.train_dataset(stream, labels, batch_size, seed=3,
+                                    epochs=epochs, first_epoch=epoch,
+                                    first_step=step, **shard)
+  return _epochs(ds, images, labels, len(next(iter(ds))[0]))
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+@pytest.mark.parametrize("subset", [False, True])
+def test_a_pipeline_started_mid_epoch_gives_the_rest_exactly(
+    tmp_path, streamed, subset):
+  # 100 examples (70 of them with a subset), batch 10, 3 epochs; blocks of
+  # 24 streamed, so steps fall inside blocks and between them.
+  stream, images, labels = _shards(tmp_path, 100)
+  if not streamed:
+    stream = images
+  if subset:
+    keep = np.sort(np.random.default_rng(0).choice(100, 70, replace=False))
+    stream, labels = stream[keep], labels[keep]
+    images = images[keep] if not streamed else images
+  if streamed and subset:
+    labels = np.asarray(_data(100)[1])  # ids index the whole split's labels
+  whole = _resumed_batches(images, labels, stream, 10, 3, 0, 0)
+  steps = len(whole) // 3
+  for epoch, step in [(0, 1), (0, 3), (1, 5), (2, steps - 1), (1, 0)]:
+    got = _resumed_batches(images, labels, stream, 10, 3, epoch, step)
+    assert len(got) == len(whole) - epoch * steps - step
+    np.testing.assert_array_equal(np.array(got),
+                                  np.array(whole[epoch * steps + step:]))
+
+
+def test_a_mid_epoch_start_splits_the_same_global_batches_over_replicas():
+  images, labels = _data(96)
+  whole = _resumed_batches(images, labels, images, 16, 2, 0, 0,
+                           replicas_per_shard=2)
+  got = _resumed_batches(images, labels, images, 16, 2, 0, 2,
+                         replicas_per_shard=2)
+  # Two per-replica halves per step: step 2 starts at row 4.
+  np.testing.assert_array_equal(np.array(got), np.array(whole[4:]))

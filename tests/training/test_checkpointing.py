@@ -49,12 +49,13 @@ def finish(process, timeout=300):
 
 def comparable(results: dict) -> dict:
   """Results without what legitimately differs between runs: times, and
-  the loop length (which changes no number)."""
+  the loop length and checkpoint interval (which change no number)."""
   config = {k: v for k, v in results["config"].items()
-            if k != "steps_per_loop"}
+            if k not in ("steps_per_loop", "checkpoint_every")}
   return {**{k: v for k, v in results.items()
-             if "second" not in k and k not in ("resumed_after_epoch",
-                                                "steps_per_loop")},
+             if "second" not in k and k not in (
+                 "resumed_after_epoch", "resumed_at_step", "steps_per_loop",
+                 "checkpoints_saved")},
           "config": config}
 
 
@@ -211,13 +212,14 @@ _SAVE_FOREVER = textwrap.dedent("""
     model.compile(optimizer="adam", loss="mse")
     model.optimizer.build(model.trainable_variables)
     saver = checkpointing.RunCheckpoint(model, sys.argv[1], {"a": 1})
-    epoch, _ = saver.restore()
+    epoch = saver.restore().epoch
     print("saving", flush=True)
     while True:
       epoch += 1
       for v in model.trainable_variables:  # every weight says its epoch
         v.assign(keras.ops.full(v.shape, float(epoch)))
-      saver.save(epoch, {"epoch": [epoch]})
+      saver.save(checkpointing.State(epoch=epoch, step=epoch % 7,
+                                     history={"epoch": [epoch]}))
 """)
 
 
@@ -235,11 +237,23 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
     model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
     model.compile(optimizer="adam", loss="mse")
     model.optimizer.build(model.trainable_variables)
-    epoch, history = checkpointing.RunCheckpoint(
-        model, str(tmp_path), {"a": 1}).restore()
-    assert epoch >= 1 and history == {"epoch": [epoch]}
+    state = checkpointing.RunCheckpoint(model, str(tmp_path),
+                                        {"a": 1}).restore()
+    epoch = state.epoch
+    assert epoch >= 1 and state.history == {"epoch": [epoch]}
+    assert state.step == epoch % 7
+    # Never more than the last few, however many were saved.
+    assert len(tf_checkpoints(tmp_path)) <= checkpointing.MAX_TO_KEEP
     for v in model.trainable_variables:
       assert np.all(v.numpy() == epoch)
+
+
+def tf_checkpoints(output_dir) -> list[str]:
+  """The checkpoints the index names (the latest and those kept)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  state = tf.train.get_checkpoint_state(
+      os.path.join(str(output_dir), checkpointing.CHECKPOINT_DIR))
+  return list(state.all_model_checkpoint_paths) if state else []
 
 
 # The small synthetic data's validation loss falls by less than 0.3 after
@@ -274,3 +288,112 @@ def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path,
   history = json.loads((killed / "history.json").read_text())
   assert history["val_loss"] == json.loads(
       (whole / "history.json").read_text())["val_loss"]
+
+
+# --- Inside an epoch ---------------------------------------------------------
+
+
+class InterruptAtStep(keras.callbacks.Callback):
+  """Stops the run as a kill would, once `step` steps of it are done."""
+
+  def __init__(self, step: int, steps_per_epoch: int):
+    super().__init__()
+    self.step, self.steps_per_epoch, self.epoch = step, steps_per_epoch, 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.epoch = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    # Before the loop's checkpoint, if one is due: as a kill just before it.
+    if self.epoch * self.steps_per_epoch + batch + 1 >= self.step:
+      raise KeyboardInterrupt
+
+
+def train_stopped_at(config, data, output_dir, stops, strategy=None,
+                     num_train=None):
+  """Trains, stopped at each global step of `stops` and resumed each time.
+
+  Returns:
+    `(results, weights, stdout of the last run)`.
+  """
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  from fastcifar import models  # pylint: disable=g-import-not-at-top
+  steps_per_epoch = (num_train or len(data.train_images)) // config.batch_size
+  for stop in stops:
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(
+          config, data, str(output_dir), strategy=strategy, verbose=0,
+          callbacks=[InterruptAtStep(stop, steps_per_epoch)])
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    results = trainer.train_and_evaluate(config, data, str(output_dir),
+                                          strategy=strategy, verbose=2)
+  weights = models.load_saved(
+      os.path.join(str(output_dir), "model.keras")).get_weights()
+  return results, weights, out.getvalue()
+
+
+def assert_same_run(expected, got) -> None:
+  """Bit for bit: every weight, every per-epoch number, the test's."""
+  (results, weights, _), (again, again_weights, _) = expected, got
+  assert comparable(again) == comparable(results)
+  for a, b in zip(weights, again_weights, strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+MID_EPOCH = dict(epochs=3, batch_size=32, precision="float32",
+                 eval_batch_size=64, deterministic=True,
+                 checkpoint_every="3", steps_per_loop=2)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
+                                                          streamed):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  if streamed:  # blocks of 100 examples, steps of 32: both cut each other
+    path = sources.shards_path(str(tmp_path), "small")
+    sources.write_shards(path, "small", data.class_names,
+                         sources.array_chunks(data),
+                         sources.array_counts(data))
+    data = sources.load_path(path, cache="disk", shuffle_buffer=100)
+  config = trainer.Config(**MID_EPOCH)
+  whole = train_stopped_at(config, data, tmp_path / "whole", [])
+  # 8 steps an epoch, checkpoints at steps 3 and 6 and the epoch's end.
+  # Stopped at step 5 (kept: epoch 1 at step 3), then at 13 (kept: epoch 2
+  # at step 3), which the last run resumes.
+  stopped = train_stopped_at(config, data, tmp_path / "stopped", [5, 13])
+  assert "resuming at epoch 2, step 3 (3 of its 8 steps done)" in stopped[2]
+  assert_same_run(whole, stopped)
+  assert stopped[0]["resumed_at_step"] == 3
+
+
+def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  whole = train_stopped_at(trainer.Config(**MID_EPOCH), data,
+                           tmp_path / "whole", [])
+  output_dir = tmp_path / "stopped"
+  for stop, loop, every in [(7, 3, "2"), (12, 1, "5")]:
+    config = trainer.Config(**{**MID_EPOCH, "steps_per_loop": loop,
+                                "checkpoint_every": every})
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(config, data, str(output_dir), verbose=0,
+                                  callbacks=[InterruptAtStep(stop, 8)])
+  # Stopped at step 7 (kept: epoch 1 at step 6), then at 12 (kept: the end
+  # of epoch 1; the next was due at epoch 2's step 5, step 13).
+  assert checkpointing.latest_position(str(output_dir)) == (1, 0)
+  stopped = train_stopped_at(
+      trainer.Config(**{**MID_EPOCH, "steps_per_loop": 8,
+                         "checkpoint_every": "epoch"}),
+      data, output_dir, [])
+  assert_same_run(whole, stopped)
+
+
+def test_a_duration_interval_checkpoints_inside_epochs(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = trainer.Config(**{**MID_EPOCH, "checkpoint_every": "0.001s"})
+  results = trainer.train_and_evaluate(config, data, str(tmp_path),
+                                        verbose=0)
+  # At every loop's end inside an epoch (3 a epoch), and at epoch ends.
+  assert results["checkpoints_saved"] == 3 * (3 + 1)
+  assert results["checkpoint_seconds"] > 0
