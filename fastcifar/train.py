@@ -152,9 +152,12 @@ _DATA_SERVICE = flags.DEFINE_string(
     "tools/data_service.py) to produce the training batches.")
 _RESTART = flags.DEFINE_boolean(
     "restart", False, "Train anew even if --output_dir holds a finished or "
-    "unfinished run: its checkpoints, model.keras, history.json and "
-    "results.json are removed as the run starts (by default an unfinished "
-    "run resumes). A stopped --restart run resumes without --restart.")
+    "unfinished run: everything the old run wrote there (checkpoints, "
+    "model.keras, history.json, results.json, tensorboard/, export/, "
+    "confusion_matrix.png, history.png) is removed as the run starts (by "
+    "default an unfinished run resumes, and a finished one asked again "
+    "prints its results). A stopped --restart run resumes without "
+    "--restart.")
 _CHECKPOINT_EVERY = flags.DEFINE_string(
     "checkpoint_every", "10m",
     "With --output_dir, a checkpoint ends every epoch; this adds ones inside "
@@ -271,6 +274,7 @@ def main(argv: list[str]) -> int:
   from fastcifar.training import fit, trainer
   # A user's module is imported here, its recipe read: fail in seconds.
   builder, _, model_recipe = fit.resolve_model(_MODEL.value)
+  _finished.clear()  # (main may run more than once in a process: tests)
   config = config_from_flags(model_recipe)
   # Check what can be checked before loading data: fail in seconds.
   config.validate()
@@ -298,17 +302,27 @@ def main(argv: list[str]) -> int:
           callbacks=make_callbacks(dataset, _OUTPUT_DIR.value, _SEED.value,
                                    distribute.is_chief(strategy)))
   except trainer.AlreadyFinished as e:
-    print(f"fastcifar.train: {e}")
-    _finished.append(True)
-    if _EXPORT.value and distribute.is_chief(strategy):
-      _export(_OUTPUT_DIR.value)  # a finished run, exported afterwards
-    return 0
+    print(f"fastcifar.train: {e}")  # its results; exported if asked
+    results = None
   except KeyboardInterrupt:
     stopping.say(_interrupted_line())
     return stopping.EXIT_INTERRUPTED
   except (*distribute.LOST_PEER_ERRORS, tf.errors.OutOfRangeError) as e:
     _exit_for_lost_peer(e)
   _finished.append(True)
+  if results:
+    _print_results(results, distribute.is_chief(strategy))
+  if _EXPORT.value and distribute.is_chief(strategy):
+    try:
+      _export(_OUTPUT_DIR.value)
+    except KeyboardInterrupt:
+      stopping.say(_interrupted_line())
+      return stopping.EXIT_INTERRUPTED
+  return 0
+
+
+def _print_results(results: dict, chief: bool) -> None:
+  """The run's closing line."""
   print(f"fastcifar: test accuracy {results['test_accuracy']:.4f} after "
         f"{results['epochs']} epoch{'s' * (results['epochs'] != 1)} in "
         f"{results['train_seconds']:.0f} s of "
@@ -317,11 +331,11 @@ def main(argv: list[str]) -> int:
         + (f"; best epoch {results['best_epoch']} (validation loss "
            f"{results['validation_loss']:.4f}) kept"
            if "best_epoch" in results else "")
+        + (f"; {results['checkpoints_saved']} checkpoints in "
+           f"{results['checkpoint_seconds']:.1f} s"
+           if results.get("checkpoints_saved") else "")
         + (f"; outputs in {_OUTPUT_DIR.value}"
-           if _OUTPUT_DIR.value and distribute.is_chief(strategy) else ""))
-  if _EXPORT.value and distribute.is_chief(strategy):
-    _export(_OUTPUT_DIR.value)
-  return 0
+           if _OUTPUT_DIR.value and chief else ""))
 
 
 def _export(output_dir: str) -> None:
@@ -336,7 +350,7 @@ def _export(output_dir: str) -> None:
     print(f"fastcifar.train: exported {path}")
 
 
-# Set once the run's outputs are complete (what is left is the export).
+# Holds True once the run's outputs are complete (the export may be left).
 _finished: list[bool] = []
 
 

@@ -127,7 +127,7 @@ def test_finished_run_is_not_overwritten(tmp_path, small_npz, capsys):
                            train_examples=1024, output_dir=str(tmp_path)):
     assert train.main(["train"]) == 0
   out = capsys.readouterr().out
-  assert "already holds a finished run" in out and "--restart" in out
+  assert "already holds this run, finished" in out and "--restart" in out
   assert results.stat().st_mtime_ns == before
 
 
@@ -397,3 +397,216 @@ def test_a_duration_interval_checkpoints_inside_epochs(tmp_path):
   # At every loop's end inside an epoch (3 a epoch), and at epoch ends.
   assert results["checkpoints_saved"] == 3 * (3 + 1)
   assert results["checkpoint_seconds"] > 0
+
+
+class StopTrainingAt(keras.callbacks.Callback):
+  """Asks the run to stop, as the doctor's watch or EarlyStopping do."""
+
+  def __init__(self, epoch: int, batch: int | None = None):
+    super().__init__()
+    self.epoch, self.batch, self.now = epoch, batch, 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self.now = epoch
+
+  def on_train_batch_end(self, batch, logs=None):
+    if self.now == self.epoch and batch + 1 == self.batch:
+      self.model.stop_training = True
+
+  def on_epoch_end(self, epoch, logs=None):
+    if epoch == self.epoch and self.batch is None:
+      self.model.stop_training = True
+
+
+class InterruptBeforeOutputs(keras.callbacks.Callback):
+  def on_train_end(self, logs=None):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("batch", [None, 3])
+def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path, batch):
+  # Stopped by a callback in epoch 2 (at its end, or at its step 3 so that
+  # it ends with that epoch), killed before the outputs: the rerun trains
+  # no more (at the end) or only the rest of epoch 2, as the uninterrupted
+  # run did, and writes.
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = trainer.Config(**{**MID_EPOCH, "epochs": 4})
+  whole = trainer.train_and_evaluate(
+      config, data, str(tmp_path / "whole"), verbose=0,
+      callbacks=[StopTrainingAt(1, batch)])
+  assert whole["epochs"] == 2
+  output_dir = str(tmp_path / "stopped")
+  stop = ([InterruptBeforeOutputs()] if batch is None
+          else [InterruptAtStep(8 + 5, 8)])  # kept: epoch 2 at step 3
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, data, output_dir, verbose=0,
+                               callbacks=[StopTrainingAt(1, batch), *stop])
+  assert checkpointing.latest_position(output_dir) == (
+      (2, 0) if batch is None else (1, 3))
+  results = trainer.train_and_evaluate(config, data, output_dir, verbose=0)
+  assert results["epochs"] == 2
+  assert comparable(results) == comparable(whole)
+
+
+def test_restart_removes_everything_the_old_run_wrote(tmp_path):
+  data = sources.load_synthetic(num_train=128, num_test=64, seed=0)
+  config = trainer.Config(epochs=1, batch_size=64, precision="float32",
+                          eval_batch_size=64)
+  trainer.train_and_evaluate(config, data, str(tmp_path), verbose=0)
+  # What train --export, evaluate, plot_history and TensorBoard add.
+  for folder in ("export", "tensorboard"):
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "old").write_text("old")
+  for name in ("confusion_matrix.png", "history.png"):
+    (tmp_path / name).write_text("old")
+  (tmp_path / "notes.txt").write_text("the user's")
+
+  class Look(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+      self.found = sorted(os.listdir(tmp_path))
+
+  look = Look()
+  trainer.train_and_evaluate(config, data, str(tmp_path), verbose=0,
+                             restart=True, callbacks=[look])
+  # Gone before the new run wrote anything; the user's own file stays.
+  assert look.found == ["checkpoints", "notes.txt"] or look.found == [
+      "notes.txt"]
+  assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
+                                          "notes.txt", "results.json"]
+
+
+def test_a_finished_run_asked_again(tmp_path, small_npz, capsys):
+  run = dict(data_dir=small_npz, epochs="1", batch_size=64,
+             train_examples=256, preflight=False, tensorboard=False,
+             output_dir=str(tmp_path))
+  with flagsaver.flagsaver(**run):
+    assert train.main(["train"]) == 0
+  first = json.loads((tmp_path / "results.json").read_text())
+  capsys.readouterr()
+  # The same settings (another loop length changes no number): its results.
+  with flagsaver.flagsaver(**run, steps_per_loop="3"):
+    assert train.main(["train"]) == 0
+  out = capsys.readouterr().out
+  assert (f"already holds this run, finished: test accuracy "
+          f"{first['test_accuracy']:.4f}, test loss "
+          f"{first['test_loss']:.4f} after 1 epoch") in out
+  # Other settings: refused, naming each.
+  with flagsaver.flagsaver(**{**run, "epochs": "2", "seed": 3}):
+    with pytest.raises(UsageError, match=r"other settings: epochs=1 \(asked "
+                       r"2\), seed=0 \(asked 3\); pass --restart"):
+      train.main(["train"])
+  assert json.loads((tmp_path / "results.json").read_text()) == first
+
+
+def test_ctrl_c_in_the_export_says_the_outputs_are_complete(
+    tmp_path, small_npz, capsys, monkeypatch):
+  from fastcifar import serving  # pylint: disable=g-import-not-at-top
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+    yield  # pylint: disable=unreachable
+
+  monkeypatch.setattr(serving, "export_all", interrupted)
+  with flagsaver.flagsaver(data_dir=small_npz, epochs="1", batch_size=64,
+                           train_examples=256, preflight=False,
+                           tensorboard=False, export=True,
+                           output_dir=str(tmp_path)):
+    assert train.main(["train"]) == 130
+    err = capsys.readouterr().err
+    assert (f"training had finished and its outputs are complete in "
+            f"{tmp_path}; run the same command again to export it") in err
+    assert "nothing to resume" not in err
+    # The watchdog's line, made without the disk, says the same.
+    assert "outputs are complete" in train._watchdog_line()
+
+
+def test_a_streamed_run_resumed_in_memory_is_refused(tmp_path):
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  path = sources.shards_path(str(tmp_path), "small")
+  sources.write_shards(path, "small", data.class_names,
+                       sources.array_chunks(data), sources.array_counts(data))
+  config = trainer.Config(**MID_EPOCH)
+  output_dir = str(tmp_path / "run")
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(
+        config, sources.load_path(path, cache="memory"), output_dir,
+        verbose=0, callbacks=[InterruptAtStep(5, 8)])
+  for cache, buffer, refused in [("disk", 10_000, "cache=memory, not disk")]:
+    with pytest.raises(UsageError, match=refused):
+      trainer.train_and_evaluate(
+          config, sources.load_path(path, cache=cache,
+                                    shuffle_buffer=buffer),
+          output_dir, verbose=0)
+  assert checkpointing.latest_position(output_dir) == (0, 3)  # kept
+
+
+def _resume_line(position) -> str | None:
+  """What a rerun from `position` says it does."""
+  if not position:
+    return None
+  epoch, step = position
+  return (f"resuming at epoch {epoch + 1}, step {step} " if step
+          else f"resuming after epoch {epoch} ")
+
+
+def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
+    uninterrupted, tmp_path, small_run):
+  # 3 epochs of 16 steps, a checkpoint every 5 steps and at epoch ends,
+  # loops of 2 steps: killed 3 times at random, the same command each time.
+  args = [*small_run, "--checkpoint_every=5", "--steps_per_loop=2",
+          "--nopreflight", f"--output_dir={tmp_path}"]
+  rng = random.Random(30)
+  said = []
+  for _ in range(4):
+    position = checkpointing.latest_position(str(tmp_path))
+    process = start_cli(*args)
+    assert process.stdout.readline().startswith("fastcifar: seed model"), (
+        process.communicate())
+    if position:
+      said.append((_resume_line(position), process.stdout.readline()))
+    time.sleep(rng.uniform(0.5, 6))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    if (tmp_path / "results.json").exists():
+      break
+  position = checkpointing.latest_position(str(tmp_path))
+  code, out, err = finish(start_cli(*args))
+  assert code == 0, err[-2000:]
+  if position:
+    said.append((_resume_line(position), out))
+  for expected, line in said:
+    assert expected in line, (expected, line)
+  assert any(", step " in expected for expected, _ in said), said
+  results = json.loads((tmp_path / "results.json").read_text())
+  assert comparable(results) == comparable(uninterrupted)
+
+
+def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
+  # Logical devices need a process of their own (see test_trainer).
+  code = textwrap.dedent("""
+      import sys
+      import tensorflow as tf
+      cpu = tf.config.list_physical_devices("CPU")[0]
+      tf.config.set_logical_device_configuration(
+          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+      from fastcifar.data import sources
+      from fastcifar.training import trainer
+      from tests.training import test_checkpointing as t
+      data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+      config = trainer.Config(**t.MID_EPOCH)
+      whole = t.train_stopped_at(config, data, sys.argv[1] + "/whole", [],
+                                 strategy=strategy)
+      stopped = t.train_stopped_at(config, data, sys.argv[1] + "/stopped",
+                                   [5, 13], strategy=strategy)
+      assert whole[0]["num_replicas"] == 2
+      assert "resuming at epoch 2, step 3 " in stopped[2], stopped[2]
+      t.assert_same_run(whole, stopped)
+      print("same")
+  """)
+  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, env=env,
+                       cwd=REPO_ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == "same"

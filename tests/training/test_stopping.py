@@ -149,3 +149,70 @@ def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
     with stopping.StopOnSignal(lambda: "hint"):
       pass
   assert not errors
+
+
+# fastcifar.train whose output folder hangs once training has begun: its
+# first checkpoint save blocks for good (as on a dead network mount, in
+# TensorFlow, where no Python signal handler runs), and so does any later
+# look into the folder.
+_HUNG_FOLDER = textwrap.dedent("""
+    import sys, threading
+    import tensorflow as tf
+    from fastcifar.training import checkpointing, stopping
+    hung = threading.Event()
+    real_latest = tf.train.latest_checkpoint
+
+    def latest_checkpoint(*args, **kwargs):
+      if hung.is_set():
+        threading.Event().wait()
+      return real_latest(*args, **kwargs)
+
+    def save(self, *args, **kwargs):
+      hung.set()
+      print("saving", flush=True)
+      with stopping.deferred():  # as the real save: signals wait for its end
+        threading.Event().wait()
+
+    tf.train.latest_checkpoint = latest_checkpoint
+    checkpointing.RunCheckpoint.save = save
+    from fastcifar import train
+    sys.argv = ["fastcifar.train", *sys.argv[1:]]
+    train.run()
+""")
+
+
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
+                                                              small_npz,
+                                                              signals):
+  process = subprocess.Popen(
+      [sys.executable, "-c", _HUNG_FOLDER, f"--data_dir={small_npz}",
+       "--epochs=2", "--train_examples=256", "--batch_size=64",
+       "--nopreflight", "--notensorboard",
+       f"--output_dir={tmp_path / 'run'}"],
+      env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      cwd=REPO_ROOT)
+  for line in process.stdout:
+    if line.endswith("saving\n"):  # (after the progress bar's text)
+      break
+  else:
+    pytest.fail(process.communicate()[1][-3000:])
+  time.sleep(0.5)
+  start = time.monotonic()
+  for _ in range(signals):
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+  try:
+    _, err = process.communicate(timeout=10)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    pytest.fail("still running 10 s after the stop request")
+  took = time.monotonic() - start
+  # One signal: the watchdog's grace (7 s); a second: at once.
+  assert took < (1.5 if signals == 2 else 9), took
+  assert process.returncode == 130
+  last = err.strip().splitlines()[-1]
+  assert last.startswith("fastcifar.train: interrupted; no checkpoint was "
+                         "saved yet"), last
+  assert ("[second stop request]" if signals == 2
+          else "[did not stop within 7 s]") in last
