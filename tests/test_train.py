@@ -201,6 +201,9 @@ def assert_one_line_error(result, *fragments: str) -> str:
     (["--steps_per_loop=0"], ["--steps_per_loop=0", "at least 1, or auto"]),
     (["--steps_per_loop=many"], ["--steps_per_loop=many", "auto"]),
     (["--profile_steps=8,10"], ["--profile_steps", "--output_dir"]),
+    (["--checkpoint_every=5x"], ["--checkpoint_every=5x", "e.g. 90s"]),
+    (["--checkpoint_every=0"], ["--checkpoint_every=0", "500"]),
+    (["--checkpoint_every=-1m"], ["--checkpoint_every=-1m", "positive"]),
 ])
 def test_bad_flags_get_one_line(args, fragments, capsys):
   # A small valid run first, so a flag that is wrongly accepted ends quickly;

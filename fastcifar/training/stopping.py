@@ -103,7 +103,9 @@ class StopOnSignal:
 
     Args:
       message: the line to print when the watchdog ends the process, e.g.
-        the resume hint; called only then.
+        the resume hint; called only then, from the watchdog thread while
+        the main thread may be stuck: it must touch neither the disk (the
+        folder it would read may be what hangs) nor TensorFlow.
       grace_seconds: how long the main thread has to stop cleanly.
       status: the exit status when the watchdog ends the process.
     """

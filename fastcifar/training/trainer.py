@@ -390,12 +390,14 @@ def _check_not_finished(output_dir: str, restart: bool, config: Config,
     return
   with open(results_path) as f:
     results = json.load(f)
-  saved = {**results.get("config", {}), "dataset": results.get("dataset")}
+  saved = results.get("config", {})
+  if "dataset" in results:
+    saved = {**saved, "dataset": results["dataset"]}
   wanted = {**_compared_settings(config), "dataset": dataset.name}
   # A key the finished run did not record (older versions) is not a
   # difference anyone can name.
   differing = [f"{k}={saved[k]} (asked {wanted[k]})" for k in sorted(wanted)
-               if saved.get(k) is not None and saved[k] != wanted[k]]
+               if k in saved and saved[k] != wanted[k]]
   if differing:
     raise UsageError(
         f"{output_dir} holds a finished run with other settings: "

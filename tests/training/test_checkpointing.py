@@ -552,19 +552,27 @@ def _resume_line(position) -> str | None:
 def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
     uninterrupted, tmp_path, small_run):
   # 3 epochs of 16 steps, a checkpoint every 5 steps and at epoch ends,
-  # loops of 2 steps: killed 3 times at random, the same command each time.
+  # loops of 2 steps: killed 3 times at random, the same command each time
+  # (`kill -9` at any moment, even inside a save: a checkpoint is the
+  # latest only once complete).
   args = [*small_run, "--checkpoint_every=5", "--steps_per_loop=2",
           "--nopreflight", f"--output_dir={tmp_path}"]
   rng = random.Random(30)
   said = []
-  for _ in range(4):
+  for _ in range(3):
     position = checkpointing.latest_position(str(tmp_path))
     process = start_cli(*args)
     assert process.stdout.readline().startswith("fastcifar: seed model"), (
         process.communicate())
     if position:
       said.append((_resume_line(position), process.stdout.readline()))
-    time.sleep(rng.uniform(0.5, 6))
+    # Once this run has saved (start-up takes its own time on a loaded
+    # machine), at a random moment: in a loop, a save, an evaluation.
+    deadline = time.monotonic() + 240
+    while (checkpointing.latest_position(str(tmp_path)) == position
+           and process.poll() is None and time.monotonic() < deadline):
+      time.sleep(0.1)
+    time.sleep(rng.uniform(0, 3))
     process.send_signal(signal.SIGKILL)
     process.wait()
     if (tmp_path / "results.json").exists():

@@ -117,3 +117,13 @@ def test_the_update_compiles_with_the_step_on_one_device_only():
   assert distribute.compiles_update(tf.distribute.OneDeviceStrategy("/cpu:0"))
   assert not distribute.compiles_update(
       tf.distribute.MirroredStrategy(["/cpu:0"]))
+
+
+def test_loops_start_at_a_step_and_end_where_checkpoints_fall_due():
+  assert list(step_loop.loops(20, 7, first_step=12)) == [(12, 7), (19, 1)]
+  # Cut at multiples of 5 (checkpoints), never longer than 7.
+  assert list(step_loop.loops(20, 7, cut_every=5)) == [
+      (0, 5), (5, 5), (10, 5), (15, 5)]
+  assert list(step_loop.loops(20, 3, first_step=4, cut_every=5)) == [
+      (4, 1), (5, 3), (8, 2), (10, 3), (13, 2), (15, 3), (18, 2)]
+  assert list(step_loop.loops(8, 8, first_step=8)) == []
