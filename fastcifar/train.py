@@ -431,7 +431,8 @@ def _resume_hint(how: str = "run {command} again",
             f"{output_dir}; {advice} to "
             + ("export it" if _EXPORT.value else "see its results"))
   # Imported by `run` before the watchdog can need it.
-  from fastcifar.training import checkpointing  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from fastcifar.training import checkpointing
   known, position = checkpointing.known_position(output_dir)
   if not known:
     if from_memory:

@@ -392,7 +392,7 @@ def test_sharded_images_first_reads_the_first_shards_only(tmp_path):
   np.testing.assert_array_equal(picked.first(2), images[ids[3:5]])
 
 
-# --- Resuming inside an epoch --------------------------------------------------
+# --- Resuming inside an epoch ---------------------------------------------
 
 
 def _resumed_batches(images, labels, stream, batch_size, epochs, epoch, step,

@@ -618,3 +618,21 @@ def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
                        cwd=REPO_ROOT)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().splitlines()[-1] == "same"
+
+
+def test_auto_epochs_and_plateaus_killed_inside_epochs_end_bit_for_bit(
+    tmp_path):
+  # Early stopping and a plateau schedule on a held-out split: their
+  # counters, best loss and best weights come back with a mid-epoch resume.
+  data = sources.load_synthetic(num_train=320, num_test=64, seed=0)
+  config = trainer.Config(**{
+      **MID_EPOCH, "epochs": "auto", "max_epochs": 6, "patience": 1,
+      "min_delta": 0.05, "validation_examples": 64, "lr_schedule": "plateau",
+      "plateau_patience": 0, "optimizer": "rmsprop", "learning_rate": 1e-3})
+  whole = train_stopped_at(config, data, tmp_path / "whole", [],
+                           num_train=256)
+  assert whole[0]["stopped_early"], whole[0]
+  stopped = train_stopped_at(config, data, tmp_path / "stopped",
+                             [8 + 5, 2 * 8 + 4], num_train=256)
+  assert "resuming at epoch 3, step 3 " in stopped[2]
+  assert_same_run(whole, stopped)
