@@ -399,8 +399,8 @@ def _resumed_batches(images, labels, stream, batch_size, epochs, epoch, step,
                      **shard):
   """The batches of a pipeline started at (epoch, step), as example ids."""
   ds = pipeline.train_dataset(stream, labels, batch_size, seed=3,
-                                    epochs=epochs, first_epoch=epoch,
-                                    first_step=step, **shard)
+                              epochs=epochs, first_epoch=epoch,
+                              first_step=step, **shard)
   return _epochs(ds, images, labels, len(next(iter(ds))[0]))
 
 

@@ -472,7 +472,8 @@ def test_restart_removes_everything_the_old_run_wrote(tmp_path):
   assert look.found == ["checkpoints", "notes.txt"] or look.found == [
       "notes.txt"]
   assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
-                                          "notes.txt", "results.json"]
+                                          "notes.txt", "results.json",
+                                          "run.json"]
 
 
 def test_a_finished_run_asked_again(tmp_path, small_npz, capsys):
