@@ -259,6 +259,16 @@ def _assert_arrays(dataset, arrays):
     assert array.dtype == dtype
 
 
+def _load_traced(path: str):
+  """`sources.load_path(path)` and the peak bytes Python allocated for it."""
+  tracemalloc.start()
+  try:
+    data = sources.load_path(path)
+    return data, tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
 def _tree(root) -> set[str]:
   """Every path below `root`, to prove a load wrote nothing."""
   found = set()
@@ -382,12 +392,7 @@ def test_archive_streams_into_one_aligned_array(tmp_path, writer, packed):
   # being parsed.
   folder, arrays = writer(str(tmp_path), per_batch=600, num_test=600)
   path = tar_gz(folder, str(tmp_path / "packed.tar.gz")) if packed else folder
-  tracemalloc.start()
-  try:
-    data = sources.load_path(path)
-    peak = tracemalloc.get_traced_memory()[1]
-  finally:
-    tracemalloc.stop()
+  data, peak = _load_traced(path)
   _assert_arrays(data, arrays)
   assert is_aligned(data.train_images) and is_aligned(data.test_images)
   decoded = data.train_images.nbytes + data.test_images.nbytes
@@ -497,12 +502,7 @@ def test_image_folder_tar_is_decoded_as_it_streams(tmp_path, monkeypatch):
                                 per_class=(800, 200))
   archive = tar_gz(str(root), str(tmp_path / "noise.tar.gz"))
   sources.load_path(archive)  # TensorFlow's one-off allocations happen here
-  tracemalloc.start()
-  try:
-    data = sources.load_path(archive)
-    peak = tracemalloc.get_traced_memory()[1]
-  finally:
-    tracemalloc.stop()
+  data, peak = _load_traced(archive)
   _assert_arrays(data, (*expected["train"], *expected["test"]))
   decoded = data.train_images.nbytes + data.test_images.nbytes
   assert peak < 2.0 * decoded, peak / decoded
