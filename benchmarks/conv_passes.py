@@ -16,8 +16,9 @@ Each pass is compiled once (`tf.function`), warmed up, then timed over
 `--repeats` rounds of `--iterations` calls, round-robin across passes so
 that a slow spell of a shared machine falls on all of them; the median
 round is reported with the multiply-adds, the achieved FLOP/s (2 FLOPs per
-multiply-add) and `forward_ratio`, the pass's time over the forward pass's
-(the same number of multiply-adds in all three passes).
+multiply-add), its `fraction_of_peak` (the device's peak at the precision,
+`benchmarks.flops`) and `forward_ratio`, the pass's time over the forward
+pass's (the same number of multiply-adds in all three passes).
 
     python -m benchmarks.conv_passes --quick
     python -m benchmarks.conv_passes --model=fast --output=runs/passes.jsonl
@@ -34,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import harness
+from benchmarks import flops, harness
 from fastcifar import models
 from fastcifar.training import policy
 
@@ -55,8 +56,8 @@ class ConvShape:
   @property
   def multiply_adds(self) -> int:
     """Multiply-adds of the forward pass (and of each gradient pass)."""
-    kh, kw, c_in, _ = self.layer.kernel.shape
-    return int(np.prod(self.output_shape)) * kh * kw * c_in
+    return self.output_shape[0] * flops.layer_multiply_adds(
+        self.layer, self.output_shape)
 
   @property
   def name(self) -> str:
@@ -178,6 +179,7 @@ def main(argv: list[str]) -> None:
   precision = policy.resolve_precision("auto", policy.detect_device())
   dtype = tf.bfloat16 if precision == "mixed_bfloat16" else (
       tf.float16 if precision == "mixed_float16" else tf.float32)
+  peak = flops.peak(precision)
   names = ["seed", "fast"] if FLAGS.model == "both" else [FLAGS.model]
   iterations = harness.setting("iterations", 2)
   repeats = harness.setting("repeats", 1)
@@ -187,18 +189,20 @@ def main(argv: list[str]) -> None:
       convs = model_convolutions(name, batch)
     for conv in convs:
       seconds = time_passes(pass_functions(conv, dtype), iterations, repeats)
-      flops = 2 * conv.multiply_adds
       for pass_name, s in seconds.items():
+        # layer_step holds all three passes' multiply-adds.
+        rate = ((3 if pass_name == "layer_step" else 1) * 2
+                * conv.multiply_adds / s)
         report.add(conv=conv.name, model=name, batch_size=batch,
                    precision=precision, pass_=pass_name, ms=s * 1e3,
-                   multiply_adds=conv.multiply_adds,
-                   # layer_step holds all three passes' multiply-adds.
-                   gflops_per_s=(3 if pass_name == "layer_step" else 1) *
-                   flops / s / 1e9,
+                   multiply_adds=conv.multiply_adds, gflops_per_s=rate / 1e9,
+                   fraction_of_peak=(rate / peak.flops_per_second
+                                     if peak else None),
+                   peak_unit=peak.unit if peak else None,
                    forward_ratio=s / seconds["forward"])
   report.print_table("Convolutions pass by pass",
                      ["conv", "batch_size", "pass_", "ms", "gflops_per_s",
-                      "forward_ratio"])
+                      "fraction_of_peak", "forward_ratio"])
 
 
 def define_flags() -> None:

@@ -15,7 +15,7 @@ evaluation are in both T(1) and T(4) and cancel in the difference: what
 remains is what one more epoch costs a user, its evaluation included.
 
 Conditions: each run is a process of its own, started from the command line
-users type, under `benchmarks.rss_probe` (`harness.run_child`), which also
+users type, under `benchmarks/rss_probe.py` (`harness.run_child`), which also
 reads each child's peak resident memory (`VmHWM`). The runs alternate
 (recipe 1, fastcifar 1, recipe 4, fastcifar 4) for `--repeats` rounds, so a
 slow spell of the machine falls on both sides; T(1) and T(4) are the medians
@@ -39,19 +39,10 @@ round.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 from benchmarks import harness
 

@@ -436,6 +436,16 @@ def configurations(settings: list[Setting], dataset: str, data_dir: str,
   return runs
 
 
+def child_env() -> dict[str, str]:
+  """This environment, with the repository first on PYTHONPATH: a child
+  `python -m benchmarks.NAME` or `fastcifar.X` finds this checkout's code
+  wherever it runs."""
+  env = dict(os.environ)
+  env["PYTHONPATH"] = os.pathsep.join(
+      p for p in (ROOT, env.get("PYTHONPATH")) if p)
+  return env
+
+
 def gnu_time() -> str | None:
   """The path of GNU time if it is installed (it takes `-f` and `-o`)."""
   path = shutil.which("time")  # the program: a shell's `time` is a keyword
@@ -455,13 +465,13 @@ def run_child(probe_args: list[str], workdir: str, timeout: float,
               time_path: str | None = None) -> dict:
   """Runs one program in a child process: its wall time and peak RSS.
 
-  The child is `python -m benchmarks.rss_probe`, which runs the program in
+  The child is `python benchmarks/rss_probe.py`, which runs the program in
   its own process and writes that process's peak as it ends; `seconds` is
   the child's whole life as this process sees it, from before its start to
   after its exit (start-up and imports included).
 
   Args:
-    probe_args: what follows `python -m benchmarks.rss_probe OUT.json`.
+    probe_args: what follows `python benchmarks/rss_probe.py OUT.json`.
     workdir: where the child's report and log go.
     timeout: seconds before the child is killed.
     time_path: GNU time, to run the child under `time -f %M` too; None: not.
@@ -475,19 +485,16 @@ def run_child(probe_args: list[str], workdir: str, timeout: float,
   os.close(fd)
   log_path = report_path[:-len(".json")] + ".log"
   maxrss_path = report_path[:-len(".json")] + ".maxrss"
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (ROOT, env.get("PYTHONPATH")) if p)
-  command = [sys.executable, "-m", "benchmarks.rss_probe", report_path,
-             *probe_args]
+  command = [sys.executable, os.path.join(ROOT, "benchmarks", "rss_probe.py"),
+             report_path, *probe_args]
   if time_path:
     command = [time_path, "-f", "%M", "-o", maxrss_path, *command]
   start = time.perf_counter()
   with open(log_path, "w") as log:
     try:
       exit_code = subprocess.run(
-          command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-          timeout=timeout, check=False).returncode
+          command, cwd=ROOT, env=child_env(), stdout=log,
+          stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
     except subprocess.TimeoutExpired:
       exit_code = None
   seconds = time.perf_counter() - start

@@ -49,19 +49,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import tempfile
 import time
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 import keras
 # The recipe's `fit` feeds numpy arrays through this adapter; calling it
 # directly measures that very code, not a look-alike. (A Keras internal: if a

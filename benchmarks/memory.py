@@ -11,7 +11,7 @@ and each one's ratio to the recipe's.
 
 Conditions: every configuration runs in a process of its own, started from
 the command line users type, so none can hide in another's peak; the peak is
-the child's own `VmHWM`, written by `benchmarks.rss_probe` as the child ends
+the child's own `VmHWM`, written by `benchmarks/rss_probe.py` as the child ends
 (not this process's `wait4` `ru_maxrss`, which on Linux includes this
 process's own high-water mark). Where GNU time is installed, each child also
 runs under `/usr/bin/time -f %M`, the figure users take by hand: the child's
@@ -34,19 +34,10 @@ memory is not part of it.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 from benchmarks import harness
 

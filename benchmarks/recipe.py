@@ -13,23 +13,14 @@ import `run_recipe` without inheriting them.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Sequence
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import keras
 
 from benchmarks import environment
+from fastcifar.cli import quiet
 from fastcifar.data import sources
 from fastcifar.models import seed_cnn_layers
 

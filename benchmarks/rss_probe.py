@@ -1,7 +1,7 @@
 """Runs a Python program and writes its own peak resident memory to a file.
 
-    python -m benchmarks.rss_probe OUT.json -m MODULE [ARG...]
-    python -m benchmarks.rss_probe OUT.json -c CODE [ARG...]
+    python benchmarks/rss_probe.py OUT.json -m MODULE [ARG...]
+    python benchmarks/rss_probe.py OUT.json -c CODE [ARG...]
 
 The program runs in this very process, as `python -m MODULE` or `python -c
 CODE` would run it; at its end, even by an exception or `sys.exit`, OUT.json
@@ -13,12 +13,16 @@ child's `ru_maxrss` includes the parent's high-water mark at the time of the
 fork (the kernel carries it across `exec`), so a parent holding 1 GB would
 report at least 1 GB for a child that used 10 MB. `VmHWM` in
 /proc/self/status is the high-water mark of this process's own memory only.
-This module imports nothing heavy, so it adds nothing to the peak.
+This module imports nothing heavy, so it adds nothing to the peak; it runs
+by its path, not as `python -m benchmarks.rss_probe`, because importing the
+`benchmarks` package that way would silence and so import TensorFlow first
+(see `benchmarks/__init__.py`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import runpy
 import sys
@@ -43,6 +47,9 @@ def main(argv: list[str]) -> None:
   if len(argv) < 4 or argv[2] not in ("-m", "-c"):
     sys.exit(__doc__)
   out, kind, target, args = argv[1], argv[2], argv[3], argv[4:]
+  # The program looks for modules where `python -m`/`-c` would: in the
+  # current folder, not in this file's.
+  sys.path[0] = os.getcwd()
   try:
     if kind == "-m":
       # As `python -m` has it while the module is located (fastcifar's

@@ -17,20 +17,11 @@ import subprocess
 import sys
 import time
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 
 from benchmarks import harness
 
 FLAGS = flags.FLAGS
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Shortest first, so a broken set-up shows early.
 BENCHMARKS = ("input_pipeline", "training_throughput", "step_overhead",
               "epoch_cost", "memory", "time_to_accuracy")
@@ -58,9 +49,6 @@ def main(argv):
   if unknown:
     sys.exit(f"run_all: unknown benchmarks {unknown}; choose from "
              f"{', '.join(BENCHMARKS)}")
-  env = dict(os.environ)
-  env["PYTHONPATH"] = os.pathsep.join(
-      p for p in (ROOT, env.get("PYTHONPATH")) if p)
   failed = []
   for command in commands(list(FLAGS.only), FLAGS.quick, FLAGS.data_dir,
                           FLAGS.dataset, FLAGS.seed, FLAGS.output):
@@ -68,7 +56,8 @@ def main(argv):
     if FLAGS.dry_run:
       continue
     start = time.perf_counter()
-    code = subprocess.run(command, cwd=ROOT, env=env, check=False).returncode
+    code = subprocess.run(command, cwd=harness.ROOT, env=harness.child_env(),
+                          check=False).returncode
     print(f"({command[2]}: exit {code}, {time.perf_counter() - start:.0f} s)",
           flush=True)
     if code:

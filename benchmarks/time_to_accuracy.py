@@ -25,20 +25,10 @@ accuracies mean nothing for CIFAR and only the mechanics are exercised.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from typing import Sequence
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import flags  # pylint: disable=g-import-not-at-top
+from absl import flags
 import keras
 
 from benchmarks import harness, recipe

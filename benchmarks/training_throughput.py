@@ -6,7 +6,11 @@ has bfloat16 units, no XLA; GPU: float32, mixed_float16, mixed_bfloat16 from
 compute capability 8.0, each with XLA off and on), the images per second of
 fastcifar's training steps, and in the same run those of the textbook recipe
 verbatim (host float32 arrays, `to_categorical`, `model.fit(batch_size=64)`),
-with each setting's ratio to the recipe.
+with each setting's ratio to the recipe. Each record also gives the
+achieved training FLOP/s (images/s x the model's training FLOPs per image,
+counted from its layers) and its fraction of the device's peak for the
+run's precision (AMX, AVX512-BF16 or FMA units from /proc/cpuinfo, or a
+GPU's datasheet figure): see `benchmarks.flops`.
 
 Conditions: fastcifar runs through
 `fastcifar.training.trainer.train_and_evaluate`,
@@ -29,21 +33,11 @@ a shared machine does not fall on one setting only. Synthetic data unless
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
 
-if not __package__:  # run as `python benchmarks/NAME.py`: find `benchmarks`
-  sys.path.insert(
-      0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-from absl import app, flags  # pylint: disable=g-import-not-at-top
+from absl import app, flags
 import keras
 
-from benchmarks import harness, recipe
+from benchmarks import flops, harness, recipe
 from fastcifar import models
 from fastcifar.data import pipeline
 from fastcifar.training import trainer
@@ -160,8 +154,18 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
       rates[i].append(measured.pop("images_per_second"))
       facts[i] = measured
   recipe_rate = harness.median(rates[0])
+  # Training FLOPs per image of each model at this data's shape (the
+  # recipe's model is the seed CNN), and the device's peak per precision.
+  train_flops = {
+      name: flops.model_training_flops(name, dataset.image_shape,
+                                       dataset.num_classes)[1]
+      for name in {"seed", *model_names}}
+  peaks = {}
   for i, (system, model_name, s) in enumerate(configs):
     rate = harness.median(rates[i])
+    precision = facts[i]["precision"]
+    if precision not in peaks:
+      peaks[precision] = flops.peak(precision)
     report.add(
         measurement="training_throughput", system=system,
         model=model_name or "seed",
@@ -173,7 +177,9 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
         images_per_second=rate, images_per_second_runs=rates[i],
         ratio_to_recipe=rate / recipe_rate, warmup_steps=warmup_steps,
         num_train_examples_available=len(dataset.train_images),
-        dataset=dataset.name, **facts[i])
+        dataset=dataset.name, **facts[i],
+        **flops.fraction_fields(rate, train_flops[model_name or "seed"],
+                                peaks[precision]))
 
 
 def define_flags() -> None:
@@ -221,7 +227,8 @@ def main(argv):
   report.print_table(
       "Training throughput (steady state, images/s)",
       ["system", "model", "precision", "jit_compile", "batch_size",
-       "fastcifar_default", "images_per_second", "ratio_to_recipe"])
+       "fastcifar_default", "images_per_second", "ratio_to_recipe",
+       "tflops_per_second", "fraction_of_peak", "peak_unit"])
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Tests of the benchmark scripts: they run and report well-formed records.
 
 Each script runs in its own process, as a user runs it (`python -m
-benchmarks.X` or `python benchmarks/X.py`), in its quick mode made smaller
+benchmarks.X`, the one way), in its quick mode made smaller
 still by flags. Nothing here asserts a speed: speed is what the benchmarks
 measure, on a machine chosen for it, not what a test on a shared CI machine
 can judge.
@@ -31,10 +31,9 @@ ENVIRONMENT_FIELDS = ("benchmark", "device", "cpu_model", "cpu_count", "gpu",
                       "python_version", "fastcifar_version", "flags", "utc")
 
 
-def run_benchmark(target: str, *args: str, timeout: float = 300):
-  """Runs a benchmark in a clean process: `target` is a module or a path."""
-  command = ([sys.executable, target] if target.endswith(".py")
-             else [sys.executable, "-m", target])
+def run_benchmark(module: str, *args: str, timeout: float = 300):
+  """Runs `python -m module` in a clean process, from the repository root."""
+  command = [sys.executable, "-m", module]
   env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
   result = subprocess.run([*command, *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=REPO_ROOT)
@@ -86,10 +85,10 @@ def test_input_pipeline_quick(tmp_path):
   assert by_pipeline["fastcifar"]["num_train_examples"] == 1024
 
 
-def test_training_throughput_quick_as_a_script(tmp_path):
+def test_training_throughput_quick(tmp_path):
   output = tmp_path / "out.jsonl"
   result = run_benchmark(
-      "benchmarks/training_throughput.py", "--quick", f"--output={output}",
+      "benchmarks.training_throughput", "--quick", f"--output={output}",
       "--models=seed", "--precisions=auto", "--jit_compile=auto",
       "--warmup_steps=1",
       "--steps=2", "--test_examples=100")
@@ -154,10 +153,10 @@ def test_time_to_accuracy_quick(tmp_path):
   assert recipe["num_train_examples"] == 256
 
 
-def test_memory_quick_as_a_script(tmp_path):
+def test_memory_quick(tmp_path):
   output = tmp_path / "out.jsonl"
   result = run_benchmark(
-      "benchmarks/memory.py", "--quick", f"--output={output}",
+      "benchmarks.memory", "--quick", f"--output={output}",
       "--precisions=auto", "--jit_compile=auto", "--train_examples=256",
       "--test_examples=200")
   records, _ = records_and_table(result, output)
@@ -204,12 +203,12 @@ def test_epoch_cost_quick(tmp_path):
   assert fastcifar["target_ratio"] == 0.4 and recipe["precision"] == "float32"
 
 
-def test_recipe_cli_as_a_script(tmp_path):
+def test_recipe_cli(tmp_path):
   data = sources.load_synthetic(num_train=256, num_test=100)
   npz = str(tmp_path / "data.npz")
   sources.save_prepared(data, npz)
   output = tmp_path / "out.jsonl"
-  run_benchmark("benchmarks/recipe.py", f"--data_dir={npz}", "--epochs=1",
+  run_benchmark("benchmarks.recipe", f"--data_dir={npz}", "--epochs=1",
                 f"--output={output}")
   [record] = [json.loads(line) for line in output.read_text().splitlines()]
   assert record["benchmark"] == "recipe" and record["epochs"] == 1
@@ -347,7 +346,7 @@ def test_rss_probe_reports_the_childs_own_peak(tmp_path):
   # still, so a reading that included the parent's peak would not tell.
   code = "import sys; b = bytearray(int(sys.argv[1])); sys.exit(3)"
   result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.rss_probe", str(out), "-c", code,
+      [sys.executable, "benchmarks/rss_probe.py", str(out), "-c", code,
        str(200 * 2**20)], cwd=REPO_ROOT, capture_output=True, text=True,
       env=dict(os.environ, PYTHONPATH=REPO_ROOT), timeout=60)
   assert result.returncode == 3, result.stderr  # the program's own status
