@@ -36,11 +36,6 @@ from __future__ import annotations
 import time
 from typing import Callable, Sequence
 
-from fastcifar.cli import quiet
-if __name__ == "__main__":
-  quiet.start()  # before the imports below load TensorFlow
-
-# pylint: disable=g-import-not-at-top
 from absl import flags
 import keras
 import numpy as np
