@@ -243,7 +243,7 @@ def _prepared_variant(path: str, dataset: str) -> str | None:
   if (not os.path.isdir(path) or os.path.isfile(prepared_path(path, dataset))
       or is_tfds_dir(path, dataset)
       or any(os.path.isfile(os.path.join(path, archive))
-             for archive in OFFICIAL_ARCHIVES.get(dataset, ()))):
+             for archive in _OFFICIAL_ARCHIVES.get(dataset, ()))):
     return None
   prefix = os.path.basename(shards_path(path, dataset)) + "-"
   found = sorted(os.path.join(path, entry) for entry in os.listdir(path)
