@@ -30,6 +30,7 @@ _API = {
     "eval_dataset": "fastcifar.data.datasets",
     "ImageDataset": "fastcifar.data.sources",
     "fit": "fastcifar.training.fit",
+    "Recipe": "fastcifar.models.recipes",
     "layers": None,  # the module fastcifar.layers itself
 }
 __all__ = ["__version__", *_API]

@@ -433,11 +433,12 @@ def _resume_hint(how: str = "run {command} again",
   # Imported by `run` before the watchdog can need it.
   # pylint: disable-next=g-import-not-at-top
   from fastcifar.training import checkpointing
-  known, position = checkpointing.known_position(output_dir)
-  if not known:
-    if from_memory:
+  if from_memory:
+    known, position = checkpointing.known_position(output_dir)
+    if not known:
       return (f"{advice} to resume from the latest checkpoint in "
               f"{output_dir}, if one was saved")
+  else:  # the disk is the truth: another worker may have saved since
     position = checkpointing.latest_position(output_dir)
   if position is None:
     return "no checkpoint was saved yet, nothing to resume: the run starts over"

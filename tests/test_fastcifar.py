@@ -11,7 +11,7 @@ import pytest
 import fastcifar
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-API = ["ImageDataset", "eval_dataset", "fit", "layers", "load_data",
+API = ["ImageDataset", "Recipe", "eval_dataset", "fit", "layers", "load_data",
        "train_dataset"]
 
 

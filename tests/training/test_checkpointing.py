@@ -242,8 +242,10 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
     epoch = state.epoch
     assert epoch >= 1 and state.history == {"epoch": [epoch]}
     assert state.step == epoch % 7
-    # Never more than the last few, however many were saved.
-    assert len(tf_checkpoints(tmp_path)) <= checkpointing.MAX_TO_KEEP
+    # Never more than the last few, however many were saved (one more when
+    # the kill fell between a save and the pruning of the oldest, which the
+    # next save prunes).
+    assert len(tf_checkpoints(tmp_path)) <= checkpointing.MAX_TO_KEEP + 1
     for v in model.trainable_variables:
       assert np.all(v.numpy() == epoch)
 

@@ -174,7 +174,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
   assert sum0 == sum1  # all-reduced updates: the same weights, bit for bit
   assert acc0 == acc1
   assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
-                                          "results.json"]
+                                          "results.json", "run.json"]
 
 
 def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
