@@ -331,7 +331,8 @@ def _print_results(results: dict, chief: bool) -> None:
         + (f"; best epoch {results['best_epoch']} (validation loss "
            f"{results['validation_loss']:.4f}) kept"
            if "best_epoch" in results else "")
-        + (f"; {results['checkpoints_saved']} checkpoints in "
+        + (f"; {results['checkpoints_saved']} checkpoint"
+           f"{'s' * (results['checkpoints_saved'] != 1)} in "
            f"{results['checkpoint_seconds']:.1f} s"
            if results.get("checkpoints_saved") else "")
         + (f"; outputs in {_OUTPUT_DIR.value}"
