@@ -440,7 +440,10 @@ def _resume_hint(how: str = "run {command} again",
       return (f"{advice} to resume from the latest checkpoint in "
               f"{output_dir}, if one was saved")
   else:  # the disk is the truth: another worker may have saved since
-    position = checkpointing.latest_position(output_dir)
+    try:
+      position = checkpointing.latest_position(output_dir)
+    except checkpointing.OlderCheckpoint as e:  # a rerun is refused too
+      return str(e)
   if position is None:
     return "no checkpoint was saved yet, nothing to resume: the run starts over"
   epoch, step = position

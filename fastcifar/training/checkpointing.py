@@ -56,6 +56,32 @@ class State:
   epoch_seconds: float = 0.0  # training time in the unfinished epoch
 
 
+class OlderCheckpoint(UsageError):
+  """The checkpoint was written by a fastcifar that did not store the data
+  position (before mid-epoch checkpoints) or some setting compared now: it
+  cannot resume exactly, and is left as it is."""
+
+  def __init__(self, output_dir: str):
+    super().__init__(
+        f"--output_dir {output_dir} holds a checkpoint from an older "
+        "fastcifar, which cannot resume here (it lacks the data position or "
+        "settings this version stores); pass --restart to train anew there, "
+        "or choose another --output_dir")
+
+
+def _position(latest: str) -> tuple[int, int]:
+  """(epochs completed, steps of the next) that checkpoint `latest` holds.
+
+  Raises:
+    OlderCheckpoint: it holds no step (written before steps were stored).
+  """
+  reader = tf.train.load_checkpoint(latest)
+  if not reader.has_tensor(_STEP_KEY):
+    # (latest: OUTPUT_DIR/checkpoints/ckpt-N)
+    raise OlderCheckpoint(os.path.dirname(os.path.dirname(latest)))
+  return int(reader.get_tensor(_EPOCH_KEY)), int(reader.get_tensor(_STEP_KEY))
+
+
 class RunCheckpoint:
   """Saves and restores the training state of one run in `output_dir`."""
 
@@ -111,15 +137,20 @@ class RunCheckpoint:
 
     Raises:
       UsageError: the checkpoint belongs to a run with other settings.
+      OlderCheckpoint: it was written by an older fastcifar.
     """
     latest = tf.train.latest_checkpoint(self._restore_directory)
     if not latest:
       _known_positions[self._restore_directory] = None
       return State()
-    # Settings first, read alone: weights of another model or class count
-    # would fail to restore with an error that does not say why.
+    # Position and settings first, read alone: an older checkpoint, or the
+    # weights of another model or class count, would fail to restore with
+    # an error that does not say why.
+    _position(latest)
     saved = json.loads(tf.train.load_variable(latest, _SETTINGS_KEY))
     wanted = json.loads(self._settings)
+    if any(k not in saved for k in wanted):  # a setting it did not store
+      raise OlderCheckpoint(os.path.dirname(self._restore_directory))
     differing = sorted(k for k in wanted if saved.get(k) != wanted[k])
     if differing:
       key = differing[0]
@@ -179,12 +210,12 @@ def latest_position(output_dir: str) -> tuple[int, int] | None:
   """(epochs completed, steps of the next) of the latest checkpoint on disk.
 
   Reads the checkpoint folder: not for a thread that must not block.
+
+  Raises:
+    OlderCheckpoint: the latest was written by an older fastcifar.
   """
   latest = tf.train.latest_checkpoint(os.path.join(output_dir, CHECKPOINT_DIR))
-  if not latest:
-    return None
-  return (int(tf.train.load_variable(latest, _EPOCH_KEY)),
-          int(tf.train.load_variable(latest, _STEP_KEY)))
+  return _position(latest) if latest else None
 
 
 def latest_epoch(output_dir: str) -> int | None:

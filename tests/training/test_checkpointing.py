@@ -176,6 +176,50 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
   assert checkpointing.latest_epoch(str(tmp_path)) == 1  # kept
 
 
+def write_older_checkpoint(output_dir, config) -> None:
+  """A checkpoint as fastcifar wrote them before 1097177: epoch, history,
+  settings and control states, but no data position (step, sums, state)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+  model.compile(optimizer="adam", loss="mse")
+  model.optimizer.build(model.trainable_variables)
+  settings = {**trainer._compared_settings(config), "dataset": "small",
+              "num_classes": 10, "num_train_examples": config.train_examples}
+  checkpoint = tf.train.Checkpoint(
+      model=list(model.variables), optimizer=list(model.optimizer.variables),
+      epoch=tf.Variable(1, dtype=tf.int64), history=tf.Variable("{}"),
+      settings=tf.Variable(json.dumps(settings, sort_keys=True)),
+      control_states=tf.Variable("[]"))
+  tf.train.CheckpointManager(checkpoint, os.path.join(
+      str(output_dir), checkpointing.CHECKPOINT_DIR), max_to_keep=3).save()
+
+
+def test_a_checkpoint_from_an_older_fastcifar_is_refused_in_one_line(
+    tmp_path, small_npz):
+  run = dict(data_dir=small_npz, epochs="1", batch_size=64,
+             train_examples=128, preflight=False, tensorboard=False,
+             output_dir=str(tmp_path))
+  with flagsaver.flagsaver(**run):
+    write_older_checkpoint(tmp_path, train.config_from_flags())
+    before = {p.name: p.read_bytes() for p in (tmp_path / "checkpoints"
+                                                ).iterdir()}
+    problem = (f"--output_dir {tmp_path} holds a checkpoint from an older "
+               "fastcifar, which cannot resume here")
+    with pytest.raises(UsageError) as e:
+      train.main(["train"])
+    assert str(e.value).startswith(problem)
+    assert str(e.value).endswith("; pass --restart to train anew there, or "
+                                 "choose another --output_dir")
+    # The hint a stop would print reads the same folder: no traceback.
+    assert problem in train._interrupted_line()
+  assert sorted(os.listdir(tmp_path)) == ["checkpoints"]
+  assert {p.name: p.read_bytes() for p in (tmp_path / "checkpoints"
+                                           ).iterdir()} == before  # kept
+  with flagsaver.flagsaver(**run, restart=True):  # the fix it names
+    assert train.main(["train"]) == 0
+  assert (tmp_path / "results.json").exists()
+
+
 def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
   # As killed during the final (TTA) evaluation or the saving of outputs:
   # every epoch is in the checkpoint, nothing is left to train.
