@@ -29,6 +29,13 @@ if __package__ in (None, ""):  # run as a script: make `fastcifar` importable
 
 from absl import flags  # pylint: disable=g-import-not-at-top
 
+from fastcifar.cli import quiet  # pylint: disable=g-import-not-at-top
+
+if __name__ == "__main__":
+  # Reading the profile loads TensorFlow: its start-up lines off first,
+  # unless --verbose.
+  quiet.start()
+
 from fastcifar.cli import common as cli  # pylint: disable=g-import-not-at-top
 from fastcifar.errors import UsageError  # pylint: disable=g-import-not-at-top
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 from absl.testing import flagsaver
 import pytest
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from fastcifar.errors import UsageError
+from tests.cli.test_quiet import log_lines
 from tools import profile_summary
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 PS = 10**12  # picoseconds per second, the profile's unit
 # (thread, event name, seconds) as a seed-CNN step names them.
@@ -81,6 +87,22 @@ def test_main_prints_both_tables(tmp_path, capsys):
           in out)
   assert "| conv2d_1_2 | 9.000 | 90.0% |" in out
   assert "MirrorPad" not in out.split("| layer |")[0]  # beyond --top=3
+
+
+def test_runs_as_the_docs_say_without_tensorflow_log_lines(tmp_path):
+  # It reads the profile with TensorFlow's protobufs, so TensorFlow loads:
+  # its start-up lines (an "E0000 ... failed call to cuInit" among them)
+  # must be silenced as in every other command.
+  write_profile(str(tmp_path))
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("PYTHONPATH", "TF_CPP_MIN_LOG_LEVEL")}
+  result = subprocess.run([sys.executable, "tools/profile_summary.py",
+                           f"--logdir={tmp_path}"],
+                          cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+  assert result.returncode == 0, result.stderr
+  assert "10.000 s of op time" in result.stdout
+  assert not log_lines(result.stdout + result.stderr), result.stderr
 
 
 @pytest.mark.parametrize("make, message", [
