@@ -60,17 +60,18 @@ def __dir__() -> list[str]:
   return sorted(set(globals()) | set(__all__))
 
 
-def _command_starting() -> bool:
-  """Whether Python is locating `python -m fastcifar.X` for X to run.
+def _command_starting(package: str = __name__) -> bool:
+  """Whether Python is locating `python -m PACKAGE.X` for X to run.
 
   sys.argv[0] is "-m" while it does (as documented for -m), but also while
   it imports another program's packages, which may import fastcifar:
-  sys.orig_argv says which module runs.
+  sys.orig_argv says which module runs. The repository's `benchmarks`
+  package asks the same for its own scripts.
   """
   argv = getattr(_sys, "orig_argv", [])
   if getattr(_sys, "argv", [])[:1] != ["-m"] or "-m" not in argv[:-1]:
     return False
-  return argv[argv.index("-m") + 1].startswith(__name__ + ".")
+  return argv[argv.index("-m") + 1].startswith(package + ".")
 
 
 # `python -m fastcifar.X` is starting: silence TensorFlow before X loads it.

@@ -23,6 +23,7 @@ import pytest
 from benchmarks import (epoch_cost, harness, recipe, rss_probe, run_all,
                         time_to_accuracy)
 from fastcifar.data import sources
+from tests.cli.test_quiet import log_lines
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -368,3 +369,16 @@ def test_the_recipe_keeps_keras_own_dropout():
                     callbacks=[seen])
   dropouts = [t for t in seen.types if issubclass(t, keras.layers.Dropout)]
   assert dropouts == [keras.layers.Dropout] * 3
+
+
+def test_a_benchmark_starts_without_tensorflow_log_lines():
+  # `python -m benchmarks.NAME` silences TensorFlow's start-up lines (an
+  # "E0000 ... failed call to cuInit" among them) as `python -m fastcifar.X`
+  # does; --help loads the benchmark, and TensorFlow with it, and stops.
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.step_overhead", "--help"],
+      capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT,
+      check=False)
+  assert "--quick" in result.stdout, result.stderr
+  assert not log_lines(result.stdout + result.stderr), result.stderr
