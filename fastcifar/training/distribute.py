@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Callable
 
 import tensorflow as tf
 
@@ -133,6 +134,27 @@ def sync_on_read(strategy: tf.distribute.Strategy, variables) -> None:
     for variable in variables:
       if variable.synchronization == "on_read":
         variable.assign(variable.value.read_value())  # the mean, on each
+
+
+def any_worker(strategy: tf.distribute.Strategy) -> Callable[[bool], bool]:
+  """`agreed(flag)`: whether `flag` is True on any worker, said to all.
+
+  For a decision each worker makes from its own clock (a checkpoint due
+  after a duration of training): under several workers every one must
+  decide the same at the same step, since a save reads the sync-on-read
+  variables through a collective and a worker saving alone would hang the
+  others. Every worker must call it at the same points; each call costs one
+  all-reduce of one number. One worker: the flag itself.
+  """
+  if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    return bool
+
+  @tf.function
+  def count(flag: tf.Tensor) -> tf.Tensor:
+    return strategy.reduce("SUM", strategy.run(tf.identity, args=(flag,)),
+                           axis=None)
+
+  return lambda flag: bool(count(tf.constant(float(flag))) > 0)
 
 
 def distribute(strategy: tf.distribute.Strategy, make_dataset, batch_size: int):

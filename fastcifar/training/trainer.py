@@ -656,6 +656,7 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
     val = evaluate(eval_step, val_data)
     return {"val_loss": val["loss"], "val_accuracy": val["accuracy"]}
 
+  schedule = _checkpoint_schedule(run)
   for control in run.controls:
     control.on_train_begin()
   callback_list.on_train_begin()
@@ -672,7 +673,7 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
     epoch_start = time.perf_counter() - (
         run.resumed.epoch_seconds if epoch == run.first_epoch else 0.0)
     logs = _train_one_epoch(run, train_step, iterator, callback_list, epoch,
-                            epoch_start, kept)
+                            epoch_start, kept, schedule)
     distribute.sync_on_read(run.strategy, run.model.non_trainable_variables)
     run.epoch_train_seconds.append(time.perf_counter() - epoch_start)
     if (run.model.stop_training or epoch + 1 == config.epoch_limit
@@ -717,22 +718,30 @@ def _save(run: _Run, epochs_done: int, step: int = 0, sums=(0.0, 0.0),
   run.last_save = time.perf_counter()
 
 
-def _checkpoint_steps(run: _Run) -> tuple[int | None, float | None]:
-  """Every how many steps, or after how much time, a checkpoint falls due
-  inside an epoch; (None, None): at its end only."""
+def _checkpoint_schedule(run: _Run
+                         ) -> tuple[int | None, Callable[[], bool] | None]:
+  """When a checkpoint falls due inside an epoch.
+
+  Returns:
+    `(steps, time_is_up)`: every how many steps, and a call (made at a
+    loop's end, on every worker alike) that says whether the interval's
+    training time has passed since the last save, on any worker: all then
+    save at the same step. (None, None): at the epoch's end only.
+  """
   if not run.checkpoint:
     return None, None
   steps, seconds = run.config.checkpoint_interval
-  if seconds and isinstance(run.strategy,
-                            tf.distribute.MultiWorkerMirroredStrategy):
-    # Every worker must save at the same step, and their clocks differ.
-    return None, None
-  return steps, seconds
+  if not seconds:
+    return steps, None
+  agreed = distribute.any_worker(run.strategy)
+  return steps, lambda: agreed(
+      time.perf_counter() - run.last_save >= seconds)
 
 
 def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
                      callback_list: keras.callbacks.CallbackList, epoch: int,
-                     epoch_start: float, kept: str) -> dict[str, float]:
+                     epoch_start: float, kept: str, schedule: tuple
+                     ) -> dict[str, float]:
   """One epoch's steps, in loops of `run.steps_per_loop`.
 
   Python hears from the device once per loop: then it checks the loss,
@@ -740,12 +749,13 @@ def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
   `steps_per_execution` (`batch` is a loop's first step at its begin, its
   last at its end), and checkpoints the run when one is due
   (`config.checkpoint_every`; loops end where a step count falls due). A
-  resumed epoch starts at its step, from the sums it had there.
+  resumed epoch starts at its step, from the sums it had there. `schedule`:
+  `_checkpoint_schedule`'s.
 
   Returns:
     The epoch's `loss` and `accuracy` logs.
   """
-  every_steps, every_seconds = _checkpoint_steps(run)
+  every_steps, time_is_up = schedule
   first_step = run.first_step if epoch == run.first_epoch else 0
   sums = (tf.constant(run.resumed.sums, tf.float32) if first_step
           else step_loop.zero_sums())
@@ -766,9 +776,8 @@ def _train_one_epoch(run: _Run, train_step: step_loop.TrainLoop, iterator,
     logs = {"loss": loss_sum / seen, "accuracy": correct / seen}
     callback_list.on_train_batch_end(done - 1, logs)
     if done < run.steps_per_epoch and (
-        (every_steps and done % every_steps == 0) or (
-            every_seconds
-            and time.perf_counter() - run.last_save >= every_seconds)):
+        (every_steps and done % every_steps == 0)
+        or (time_is_up and time_is_up())):
       _save(run, epoch, done, (loss_sum, correct),
             time.perf_counter() - epoch_start)
   return logs

@@ -206,6 +206,58 @@ def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
   assert written["stopped_early"] and written["epochs"] == first[0]
 
 
+def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
+  # Both workers stop at the same step (as a preemption of the job would
+  # leave them: at their last common checkpoint); a duration interval is
+  # decided alike on both (a save is a collective: one saving alone hangs).
+  script = textwrap.dedent("""
+      import sys
+      import numpy as np
+      import keras
+      from fastcifar.data import sources
+      from fastcifar.training import distribute, trainer
+      from tests.training import test_checkpointing as t
+      strategy = distribute.make_strategy("multi_worker")
+      data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+
+      class Weights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+          self.weights = self.model.get_weights()
+
+      def run(path, every, stop=None):
+        weights = Weights()
+        config = trainer.Config(**{**t.MID_EPOCH, "checkpoint_every": every})
+        results = trainer.train_and_evaluate(
+            config, data, sys.argv[1] + path, strategy=strategy, verbose=0,
+            callbacks=[weights, *([t.InterruptAtStep(stop, 8)] if stop
+                                  else [])])
+        return results, weights.weights
+
+      whole = run("/whole", "epoch")
+      # 8 steps an epoch, loops of 2, a checkpoint every 3 steps: stopped
+      # at step 13 (kept: epoch 2 at step 3), resumed with a checkpoint
+      # after every loop.
+      try:
+        run("/stopped", "3", 13)
+      except KeyboardInterrupt:
+        pass
+      results, weights = run("/stopped", "0.001s")
+      assert results["num_replicas"] == 2
+      assert (results["resumed_after_epoch"], results["resumed_at_step"]) \
+          == (1, 3), results
+      # At the loop ends inside epochs 2 (steps 5, 7) and 3 (2, 4, 6),
+      # and at both epochs' ends.
+      assert results["checkpoints_saved"] == 7, results["checkpoints_saved"]
+      assert t.comparable(results) == t.comparable(whole[0])
+      for a, b in zip(whole[1], weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+      print("same")
+  """)
+  outs = finish_workers(start_workers(
+      [sys.executable, "-c", script, str(tmp_path)]))
+  assert [out.strip().splitlines()[-1] for out, _ in outs] == ["same"] * 2
+
+
 @pytest.fixture
 def data_service_cluster():
   """An in-process tf.data service: `(dispatcher, workers)`."""
