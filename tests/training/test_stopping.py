@@ -65,8 +65,8 @@ def test_a_second_ctrl_c_exits_at_once():
   assert "hint: resume later [second stop request]" in err
 
 
-def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
-  """One run, stopped 20 times and started again each time.
+def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
+  """One run, stopped 10 times and started again each time.
 
   Half the moments fall within 3 s after the attempt's first save (before:
   in the 6 s after training had begun): the first call
@@ -74,17 +74,19 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
   here when the update was compiled too) and the steps after it, where with
   4 steps per epoch and a checkpoint after each epoch, steps and saves
   alternate quickly; half in start-up (imports, data loading, model
-  building, the first steps), one in each tenth of a window 1.3 times the
+  building, the first steps), one in each fifth of a window 1.3 times the
   time to the run's first line in the attempt before. The window spans
   start-up as long as it takes on this machine, evenly (a fixed 9 s spent
   most of its moments, where start-up is quick, in the training the other
   half covers). (A window of 3 s after the first line ended, under a
   loaded CI, before the first epoch's checkpoint in every attempt once the
   step compiled its augmentation: no run had anything to resume.) The last
-  two tenths fall after the first line (unless start-up slowed by a fifth
-  since), so at least 12 stops are handled by fastcifar rather than by the
+  fifth falls after the first line (unless start-up slowed by a fifth
+  since), so at least 6 stops are handled by fastcifar rather than by the
   default action. A signal that comes while Python is still importing ends
-  the process by its default action, before anything is written.
+  the process by its default action, before anything is written. (Ten
+  moments, not twenty: each kind of moment is still hit several times, and
+  every attempt is a TensorFlow start-up, seconds of the suite's time.)
   """
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(sources.load_synthetic(num_train=128, num_test=64,
@@ -100,10 +102,10 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
           f"--output_dir={output_dir}"]
   rng = random.Random(15)
   resumed = handled = 0
-  start_up = [(tenth + rng.random()) / 10 for tenth in range(10)]
+  start_up = [(fifth + rng.random()) / 5 for fifth in range(5)]
   rng.shuffle(start_up)
   to_first_line = 0.0  # the start-up window is 1.3 times the latest
-  for attempt in range(20):
+  for attempt in range(10):
     before = checkpointing.latest_epoch(output_dir)
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
@@ -149,7 +151,8 @@ def test_sigterm_at_20_random_moments_always_stops_and_resumes(tmp_path):
     handled += 1
     if after:
       assert f"resume after epoch {after} " in err, (where, err[-3000:])
-  assert handled >= 12 and resumed >= 5
+  # Every attempt after the first that waited for a save resumes (4).
+  assert handled >= 6 and resumed >= 3
 
 
 def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
