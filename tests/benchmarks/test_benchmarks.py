@@ -9,6 +9,7 @@ can judge.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os
@@ -110,10 +111,18 @@ def test_training_throughput_quick(tmp_path):
 
 def test_step_overhead_quick(tmp_path):
   output = tmp_path / "out.jsonl"
+  # 16x16 images (every other pixel of synthetic ones): the seed CNN's
+  # steps cost a quarter, and the rows and loop lengths are what is tested.
+  # The run needs two whole loops of 4,096 examples at most.
+  data = sources.load_synthetic(num_train=8192, num_test=64, seed=0)
+  small = str(tmp_path / "small.npz")
+  sources.save_prepared(dataclasses.replace(
+      data, train_images=data.train_images[:, ::2, ::2],
+      test_images=data.test_images[:, ::2, ::2]), small)
   # The seed CNN at batch 64: loops of 64 steps on CPUs (512 at batch 8).
   result = run_benchmark(
       "benchmarks.step_overhead", "--quick", f"--output={output}",
-      "--cnn_batch_size=64")
+      "--cnn_batch_size=64", f"--data_dir={small}")
   records, _ = records_and_table(result, output)
   rows = {(r["part"], r["system"], r["steps_per_loop_setting"], r["augment"]):
           r for r in records}
