@@ -23,6 +23,17 @@ REAL_CIFAR10 = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                             "data", "cifar10-jpg.tar.gz")
 
 
+def pytest_collection_modifyitems(items) -> None:
+  """Tests marked slow run first, the rest in their order.
+
+  pytest-xdist's `-n 2` hands tests out in collection order; a slow test
+  collected last (tests/training/ is) keeps one worker busy for a minute
+  while the other has nothing left. First, the other worker takes the many
+  short tests meanwhile, and the run ends on short ones.
+  """
+  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def real_cifar10_path() -> str:
   """Path of the real CIFAR-10 JPEG copy in ../shared; skips when absent."""

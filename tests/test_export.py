@@ -72,6 +72,7 @@ def _trained_model(name: str, data: sources.ImageDataset) -> keras.Model:
   return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", models.MODELS)
 def test_exported_model_predicts_as_the_keras_model_without_fastcifar(
     tmp_path, name):

@@ -109,6 +109,7 @@ def test_training_throughput_quick(tmp_path):
   assert records[0]["flags"]["steps"] == 2  # given flags beat --quick's
 
 
+@pytest.mark.slow
 def test_step_overhead_quick(tmp_path):
   output = tmp_path / "out.jsonl"
   # 16x16 images (every other pixel of synthetic ones): the seed CNN's
@@ -183,6 +184,7 @@ def test_memory_quick(tmp_path):
   assert "--precision=auto" in records[1]["command"]
 
 
+@pytest.mark.slow
 def test_epoch_cost_quick(tmp_path):
   output = tmp_path / "out.jsonl"
   result = run_benchmark(

@@ -73,6 +73,7 @@ def uninterrupted(tmp_path_factory, small_run) -> dict:
   return json.loads((output_dir / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path,
                                                     small_run):
   code, _, err = finish(start_cli(*small_run, f"--output_dir={tmp_path}"))
@@ -81,6 +82,7 @@ def test_same_seed_deterministic_runs_are_identical(uninterrupted, tmp_path,
   assert comparable(again) == comparable(uninterrupted)
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path,
                                                small_run):
   process = start_cli(*small_run, f"--output_dir={tmp_path}")
@@ -105,6 +107,7 @@ def test_kill_9_then_rerun_resumes_and_matches(uninterrupted, tmp_path,
   assert comparable(results) == comparable(uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_resumes(tmp_path, small_run):
   process = start_cli(*small_run, f"--output_dir={tmp_path}")
   wait_for_checkpoint(tmp_path, 1, process)
@@ -310,6 +313,7 @@ AUTO_RUN = ["--epochs=auto", "--max_epochs=8", "--patience=2",
             "--nopreflight"]
 
 
+@pytest.mark.slow
 def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path,
                                                                small_npz):
   auto_run = [*AUTO_RUN, f"--data_dir={small_npz}"]
@@ -596,6 +600,7 @@ def _resume_line(position) -> str | None:
           else f"resuming after epoch {epoch} ")
 
 
+@pytest.mark.slow
 def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
     uninterrupted, tmp_path, small_run):
   # 3 epochs of 16 steps, a checkpoint every 5 steps and at epoch ends,
@@ -636,6 +641,7 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
   assert comparable(results) == comparable(uninterrupted)
 
 
+@pytest.mark.slow
 def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
   # Logical devices need a process of their own (see test_trainer).
   code = textwrap.dedent("""

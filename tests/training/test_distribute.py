@@ -341,6 +341,7 @@ def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
   return err
 
 
+@pytest.mark.slow
 def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(sources.load_synthetic(num_train=512, num_test=128,

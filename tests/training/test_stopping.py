@@ -65,6 +65,7 @@ def test_a_second_ctrl_c_exits_at_once():
   assert "hint: resume later [second stop request]" in err
 
 
+@pytest.mark.slow
 def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
   """One run, stopped 10 times and started again each time.
 

@@ -232,6 +232,7 @@ def test_seconds_to_accuracy_takes_the_first_time_each_target_is_met():
   assert reached == {"0.5": 10.0, "0.85": 20.0, "0.9": 40.0}
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_matches_one_device():
   # Logical devices can be set only before TensorFlow initialises them, which
   # other tests have done; the comparison needs a process of its own.
@@ -371,6 +372,7 @@ def test_a_skipped_float16_step_still_advances_the_step_count():
   assert int(optimizer.iterations) == 5
 
 
+@pytest.mark.slow
 def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(tmp_path):
   # Logical devices need a fresh process (see the test above). The default
   # evaluation batch, 500, splits over neither 3 nor 8 replicas: the seed
