@@ -60,9 +60,10 @@ def comparable(results: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def small_run(small_npz) -> list[str]:
-  """SMALL_RUN on small synthetic data: these tests are not about the data."""
-  return [*SMALL_RUN, f"--data_dir={small_npz}"]
+def small_run(small_npz_16) -> list[str]:
+  """SMALL_RUN on small synthetic 16x16 data: these tests are not about the
+  data, and each of their processes trains up to 3 epochs."""
+  return [*SMALL_RUN, f"--data_dir={small_npz_16}"]
 
 
 @pytest.fixture(scope="module")
@@ -305,8 +306,9 @@ def tf_checkpoints(output_dir) -> list[str]:
   return list(state.all_model_checkpoint_paths) if state else []
 
 
-# The small synthetic data's validation loss falls by less than 0.3 after
-# epoch 3: best epoch 3, two epochs' patience, stop after epoch 5 of at most 8.
+# The small synthetic data's validation loss (at 16x16, a quarter of the
+# steps' cost) falls by less than 0.3 after epoch 3: best epoch 3, two
+# epochs' patience, stop after epoch 5 of at most 8.
 AUTO_RUN = ["--epochs=auto", "--max_epochs=8", "--patience=2",
             "--min_delta=0.3", "--validation_examples=256",
             "--train_examples=1024", "--batch_size=64", "--deterministic",
@@ -315,8 +317,8 @@ AUTO_RUN = ["--epochs=auto", "--max_epochs=8", "--patience=2",
 
 @pytest.mark.slow
 def test_auto_epochs_killed_and_resumed_stops_at_the_same_epoch(tmp_path,
-                                                               small_npz):
-  auto_run = [*AUTO_RUN, f"--data_dir={small_npz}"]
+                                                               small_npz_16):
+  auto_run = [*AUTO_RUN, f"--data_dir={small_npz_16}"]
   whole = tmp_path / "whole"
   code, _, err = finish(start_cli(*auto_run, f"--output_dir={whole}"))
   assert code == 0, err[-2000:]

@@ -144,6 +144,7 @@ def finish_workers(processes) -> list[tuple[str, str]]:
   return outs
 
 
+@pytest.mark.slow
 def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
   script = textwrap.dedent("""
       import json, sys
@@ -177,6 +178,7 @@ def test_two_workers_train_identically_and_only_the_chief_writes(tmp_path):
                                           "results.json", "run.json"]
 
 
+@pytest.mark.slow
 def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
   # The validation loss is all-reduced, so every worker's early stopping
   # sees the same number and decides the same; a worker that stopped alone
@@ -206,6 +208,7 @@ def test_two_workers_stop_after_the_same_epoch_under_auto(tmp_path):
   assert written["stopped_early"] and written["epochs"] == first[0]
 
 
+@pytest.mark.slow
 def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
   # Both workers stop at the same step (as a preemption of the job would
   # leave them: at their last common checkpoint); a duration interval is
