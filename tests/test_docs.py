@@ -7,6 +7,7 @@ the same layout), not the development machines' ../shared/data.
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -94,3 +95,43 @@ def test_the_serving_example_classifies_an_image_it_writes(user):
     [example] = _blocks(path, "python", "serving_default")
     result = _run([sys.executable, "-c", example], user)
     assert "shape=(1, 10)" in result.stdout, (path, result.stdout)
+
+
+# docs/library.md's examples train a ResNet for 20 epochs on 45,000 images;
+# here they run as written but for these settings (a narrower ResNet, and
+# float32 where bfloat16 would be emulated on a CPU without it), on the
+# user's tiny CIFAR-10.
+LIBRARY_SMALL = (("epochs=20", "epochs=1"),
+                 ("validation_examples=5000", "validation_examples=40"),
+                 ("batch_size=128", "batch_size=32"),
+                 (".batch(128, ", ".batch(32, "),
+                 ("widths=(32, 64, 128)", "widths=(8, 16, 32)"),
+                 ('set_global_policy("mixed_bfloat16")',
+                  'set_global_policy("float32")'),
+                 # Keras's loader expects 10,000 images per batch file: the
+                 # same arrays, as it returns them, from the tiny copy.
+                 ("keras.datasets.cifar10.load_data()", "_keras_arrays()"))
+KERAS_ARRAYS = '''
+import numpy as _np
+def _keras_arrays():
+  f = _np.load("keras_arrays.npz")
+  return ((f["x_train"], f["y_train"][:, None]),
+          (f["x_test"], f["y_test"][:, None]))
+'''
+
+
+def test_the_library_examples_run(user):
+  blocks = _blocks(os.path.join(REPO, "docs", "library.md"), "python", "")
+  assert len(blocks) == 4, "model.fit, fastcifar.fit, a recipe, plain Keras"
+  script = "\n".join(blocks)
+  for written, small in LIBRARY_SMALL:
+    assert written in script, written
+    script = script.replace(written, small)
+  train_images, train_labels, test_images, test_labels = user["arrays"]
+  np.savez(user["cwd"] / "keras_arrays.npz", x_train=train_images,
+           y_train=train_labels, x_test=test_images, y_test=test_labels)
+  _run([sys.executable, "-c", KERAS_ARRAYS + script], user)
+  results = json.loads(
+      (user["cwd"] / "runs" / "resnet" / "results.json").read_text())
+  assert results["epochs"] == 1, results
+  assert results["num_validation_examples"] == 40, results
