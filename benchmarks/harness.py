@@ -29,6 +29,7 @@ import tensorflow as tf
 from benchmarks import environment
 from fastcifar.cli import quiet
 from fastcifar.data import pipeline, sources
+from fastcifar.errors import UsageError
 from fastcifar.training import policy, step_loop
 
 FLAGS = flags.FLAGS
@@ -62,12 +63,27 @@ def define_common_flags() -> None:
 
 def run_main(main: Callable[[list[str]], None],
              define_flags: Callable[[], None]) -> None:
-  """Defines the common and the script's flags, then runs `main` under absl."""
+  """Defines the common and the script's flags, then runs `main` under absl.
+
+  A `UsageError` from `main` ends the run as fastcifar's commands do: one
+  line on stderr, exit 2, no traceback (unless --verbose).
+  """
   before = set(FLAGS)
   define_common_flags()
   define_flags()
   _flag_names[:] = sorted(set(FLAGS) - before)
-  app.run(main)
+
+  def checked_main(argv: list[str]) -> int | None:
+    try:
+      return main(argv)
+    except UsageError as e:
+      if FLAGS.verbose:
+        raise
+      program = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+      print(f"benchmarks.{program}: error: {e}", file=sys.stderr)
+      return 2
+
+  app.run(checked_main)
 
 
 def flag_values() -> dict:

@@ -42,6 +42,7 @@ from fastcifar import models
 from fastcifar.data import pipeline
 from fastcifar.training import trainer
 from fastcifar.data.sources import ImageDataset
+from fastcifar.errors import UsageError
 
 FLAGS = flags.FLAGS
 RECIPE_BATCH_SIZE = 64
@@ -182,6 +183,28 @@ def run(dataset: ImageDataset, settings: list[harness.Setting],
                                 peaks[precision]))
 
 
+def check_enough_data(num_examples: int,
+                      configs: list[trainer.Config]) -> None:
+  """Refuses data too small for a warm-up step and a timed one per model.
+
+  Args:
+    num_examples: the training images available.
+    configs: fastcifar's runs; each needs two batches.
+
+  Raises:
+    UsageError: one of them would get fewer than two batches.
+  """
+  for config in configs:
+    batches = num_examples // config.batch_size
+    if batches < 2:
+      raise UsageError(
+          f"{num_examples:,} training images give the {config.model} model "
+          f"{batches} batch{'' if batches == 1 else 'es'} of "
+          f"{config.batch_size}; a throughput needs two (a warm-up step and "
+          f"a timed one): pass --batch_size={num_examples // 2} or less, "
+          "more data, or --models without it")
+
+
 def define_flags() -> None:
   flags.DEFINE_list("models", list(models.MODELS), "Models to measure.")
   harness.define_sweep_flags()
@@ -220,6 +243,7 @@ def main(argv):
       FLAGS.dataset, FLAGS.data_dir,
       train_examples=0 if FLAGS.data_dir else needed,
       test_examples=FLAGS.test_examples, seed=FLAGS.seed)
+  check_enough_data(len(dataset.train_images), configs)
   settings = harness.sweep(FLAGS.precisions, FLAGS.jit_compile)
   report = harness.Report("training_throughput", FLAGS.output)
   run(dataset, settings, FLAGS.models, FLAGS.batch_size, warmup_steps, steps,

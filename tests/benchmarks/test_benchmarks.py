@@ -21,8 +21,11 @@ import numpy as np
 import pytest
 
 from benchmarks import (epoch_cost, harness, recipe, rss_probe, run_all,
+                        training_throughput,
                         time_to_accuracy)
 from fastcifar.data import sources
+from fastcifar.errors import UsageError
+from fastcifar.training import trainer
 from tests.cli.test_quiet import log_lines
 from tests.conftest import halved
 
@@ -390,3 +393,34 @@ def test_a_benchmark_starts_without_tensorflow_log_lines():
       check=False)
   assert "--quick" in result.stdout, result.stderr
   assert not log_lines(result.stdout + result.stderr), result.stderr
+
+
+def test_training_throughput_refuses_data_too_small_for_a_timed_step():
+  # A user's 2,000-image copy under --quick gave the fast model (batch 1024)
+  # one step: a ValueError traceback after the recipe had been measured.
+  seed, fast = trainer.recipe("seed"), trainer.recipe("fast")
+  training_throughput.check_enough_data(
+      2000, [seed, dataclasses.replace(fast, batch_size=1000)])
+  with pytest.raises(UsageError, match=r"2,000 training images give the fast "
+                     r"model 1 batch of 1024.*--batch_size=1000 or less"):
+    training_throughput.check_enough_data(2000, [seed, fast])
+
+
+def test_a_benchmark_usage_error_is_one_line_and_exit_2(tmp_path):
+  data = tmp_path / "tiny.npz"
+  rng = np.random.default_rng(0)
+  np.savez(data, x_train=rng.integers(0, 256, (300, 32, 32, 3), np.uint8),
+           y_train=np.arange(300) % 10,
+           x_test=rng.integers(0, 256, (20, 32, 32, 3), np.uint8),
+           y_test=np.arange(20) % 10)
+  result = subprocess.run(
+      [sys.executable, "-m", "benchmarks.training_throughput", "--quick",
+       f"--data_dir={data}", "--models=fast"],
+      capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+      env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.splitlines() == [
+      "benchmarks.training_throughput: error: 300 training images give the "
+      "fast model 0 batches of 1024; a throughput needs two (a warm-up step "
+      "and a timed one): pass --batch_size=150 or less, more data, or "
+      "--models without it"], result.stderr
