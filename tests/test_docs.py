@@ -120,6 +120,7 @@ def _keras_arrays():
 '''
 
 
+@pytest.mark.slow
 def test_the_library_examples_run(user):
   blocks = _blocks(os.path.join(REPO, "docs", "library.md"), "python", "")
   assert len(blocks) == 4, "model.fit, fastcifar.fit, a recipe, plain Keras"
