@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
 import sys
 from typing import Any, Callable, Iterable, Sequence
@@ -43,6 +44,11 @@ class Watch(keras.callbacks.Callback):
   Per-step values are recovered from the running epoch averages that `fit`
   (and fastcifar's loop) put in the batch logs; pass `running_means=False`
   when your loop logs each step's own values.
+
+  `state()` and `resume(state)` carry its counters over a resume (fastcifar's
+  checkpoints hold them): a watch started afresh inside a resumed run would
+  judge `not-learning` again, on other steps, and could stop a run the
+  uninterrupted one let go on, or the other way round.
   """
 
   def __init__(self, data: Any = None, labels: Any = None, *,
@@ -79,7 +85,35 @@ class Watch(keras.callbacks.Callback):
     self.early_stopping = early_stopping
     self.hint = hint
     self.print_fn = print_fn
+    self._resume_state: dict[str, Any] = {}
     self._reset()
+
+  def state(self) -> dict[str, Any]:
+    """Its counters and findings so far, as JSON-able values."""
+    return {"findings": [dataclasses.astuple(f) for f in self.findings],
+            "step": self._step, "recent": list(self._recent),
+            "epoch_steps": self._epoch_steps, "previous": self._previous,
+            "epoch_metric": self._epoch_metric,
+            "epoch_val_metric": self._epoch_val_metric,
+            "judged": self._judged, "epoch": self._epoch}
+
+  def resume(self, state: dict[str, Any]) -> None:
+    """Carries on from `state` (from `state()`) when training begins."""
+    self._resume_state = dict(state)
+
+  def _carry_on(self) -> None:
+    """Sets the counters a `resume` gave, once, after train begin's reset."""
+    state, self._resume_state = self._resume_state, {}
+    if not state:
+      return
+    self.findings = [Finding(*f) for f in state["findings"]]
+    self._step, self._judged = state["step"], state["judged"]
+    self._recent.extend(tuple(r) for r in state["recent"])
+    self._epoch_steps = [tuple(s) for s in state["epoch_steps"]]
+    self._previous = state["previous"] and tuple(state["previous"])
+    self._epoch_metric = state["epoch_metric"]
+    self._epoch_val_metric = state["epoch_val_metric"]
+    self._epoch = state["epoch"]
 
   def _reset(self) -> None:
     self.findings: list[Finding] = []
@@ -90,6 +124,7 @@ class Watch(keras.callbacks.Callback):
     self._epoch_metric: list[float] = []  # training accuracy per epoch
     self._epoch_val_metric: list[float] = []  # at the epochs evaluated
     self._judged = False
+    self._epoch: int | None = None  # whose steps _previous counts from
 
   @property
   def codes(self) -> list[str]:
@@ -105,6 +140,7 @@ class Watch(keras.callbacks.Callback):
 
   def on_train_begin(self, logs=None):
     self._reset()
+    self._carry_on()  # before the check: findings are named once a run
     found = check(self.model, self.data, self.labels,
                   one_hot_on_device=self.one_hot_on_device)
     self._report(found)
@@ -113,8 +149,10 @@ class Watch(keras.callbacks.Callback):
       raise PreflightError(errors, self.hint)
 
   def on_epoch_begin(self, epoch, logs=None):
-    self._previous = None
-    self._epoch_steps = []
+    if epoch != self._epoch:  # (the same: resumed inside it, steps kept)
+      self._previous = None
+      self._epoch_steps = []
+    self._epoch = epoch
 
   def on_train_batch_end(self, batch, logs=None):
     logs = logs or {}

@@ -54,6 +54,10 @@ class State:
   # A callback set `model.stop_training`: a rerun trains no more.
   stopped: bool = False
   epoch_seconds: float = 0.0  # training time in the unfinished epoch
+  # The logs of epoch `epoch`, when saved at its end before the caller's
+  # callbacks saw them (so that one that raises there loses nothing): a
+  # resumed run shows them to the callbacks whose state it restores.
+  unseen_epoch_logs: dict | None = None
 
 
 class OlderCheckpoint(UsageError):
@@ -86,7 +90,8 @@ class RunCheckpoint:
   """Saves and restores the training state of one run in `output_dir`."""
 
   def __init__(self, model: keras.Model, output_dir: str, settings: dict,
-               restore_from: str | None = None, controls: Sequence = ()):
+               restore_from: str | None = None, controls: Sequence = (),
+               callbacks: Sequence = ()):
     """Tracks the model's and optimizer's variables.
 
     Args:
@@ -100,6 +105,9 @@ class RunCheckpoint:
       controls: callbacks with `state()`, `resume(state)` and
         `variables()` (`fastcifar.training.resumable`'s): their state is saved and
         restored with the weights.
+      callbacks: the caller's callbacks with `state()` and `resume(state)`
+        (the doctor's `Watch`): the same, each resumed only by a state its
+        own class saved at its place.
     """
     self.directory = os.path.join(output_dir, CHECKPOINT_DIR)
     self._restore_directory = os.path.join(restore_from or output_dir,
@@ -112,6 +120,7 @@ class RunCheckpoint:
     self._saved_settings = tf.Variable(self._settings, dtype=tf.string,
                                        trainable=False)
     self._controls = list(controls)
+    self._callbacks = list(callbacks)
     # The controls' states, the stop and the epoch's time so far, as JSON.
     self._state = tf.Variable("{}", dtype=tf.string, trainable=False)
     # model.variables includes the dropout seed generators' state, so a
@@ -162,11 +171,16 @@ class RunCheckpoint:
     extra = json.loads(self._state.numpy().decode())
     for control, state in zip(self._controls, extra.get("controls", [])):
       control.resume(state)
+    for callback, (name, state) in zip(self._callbacks,
+                                       extra.get("callbacks", [])):
+      if name == _name(callback):
+        callback.resume(state)
     state = State(epoch=int(self._epoch.numpy()), step=int(self._step.numpy()),
                   history=json.loads(self._history.numpy().decode()),
                   sums=tuple(float(x) for x in self._sums.numpy()),
                   stopped=extra.get("stopped", False),
-                  epoch_seconds=extra.get("epoch_seconds", 0.0))
+                  epoch_seconds=extra.get("epoch_seconds", 0.0),
+                  unseen_epoch_logs=extra.get("unseen_epoch_logs"))
     _known_positions[self._restore_directory] = (state.epoch, state.step)
     return state
 
@@ -179,7 +193,9 @@ class RunCheckpoint:
     self._history.assign(json.dumps(state.history))
     self._state.assign(json.dumps({
         "controls": [c.state() for c in self._controls],
-        "stopped": state.stopped, "epoch_seconds": state.epoch_seconds}))
+        "callbacks": [[_name(c), c.state()] for c in self._callbacks],
+        "stopped": state.stopped, "epoch_seconds": state.epoch_seconds,
+        "unseen_epoch_logs": state.unseen_epoch_logs}))
     try:
       # A stop request waits for the save's end: TensorFlow's saver calls
       # back into Python, where a KeyboardInterrupt would be swallowed.
@@ -194,6 +210,11 @@ class RunCheckpoint:
           "the last complete checkpoint") from e
     _known_positions[self.directory] = (state.epoch, state.step)
     self.save_seconds.append(time.perf_counter() - start)
+
+
+def _name(callback) -> str:
+  """Which class's state a saved callback state is."""
+  return f"{type(callback).__module__}.{type(callback).__qualname__}"
 
 
 def delete_checkpoints(output_dir: str) -> None:

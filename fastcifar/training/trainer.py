@@ -249,6 +249,9 @@ class _Run:
   # Callbacks that decide by val_loss (early stopping, plateaus): they run
   # before each checkpoint, which holds their state.
   controls: list = dataclasses.field(default_factory=list)
+  # The caller's callbacks with state() and resume() (the doctor's Watch):
+  # the checkpoints hold their state too.
+  stateful_callbacks: list = dataclasses.field(default_factory=list)
   first_epoch: int = 0
   # Where, and with what, the first epoch resumes (its step, metric sums
   # and training time so far); `stop_requested`: a callback's stop.
@@ -317,7 +320,10 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
     strategy: a `tf.distribute` strategy; `distribute.make_strategy()` when
       None. Under several workers only the chief writes to `output_dir`; the
       others keep their checkpoints in temporary folders they remove.
-    callbacks: Keras callbacks, called as `fit` calls them.
+    callbacks: Keras callbacks, called as `fit` calls them. The state of
+      those with `state()` and `resume(state)` (the doctor's `Watch`) is
+      kept in the checkpoints, so that a resumed run's decide as the
+      uninterrupted run's would.
     verbose: 1 for a progress bar per epoch, 2 for a line per epoch, 0 quiet.
     restart: train anew even if `output_dir` holds a finished or unfinished
       run: everything it wrote (`RUN_OUTPUTS`) is removed when this run
@@ -353,6 +359,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   run = _build_run(config, dataset, strategy, start, model, model_recipe)
   strategy = run.strategy  # (a model built beforehand: the default one)
   run.controls = make_controls(config, run.model, verbose)
+  run.stateful_callbacks = [c for c in callbacks if callable(
+      getattr(c, "state", None)) and callable(getattr(c, "resume", None))]
   if output_dir:
     _restore(run, output_dir, restart)
   eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
@@ -548,7 +556,8 @@ def _restore(run: _Run, output_dir: str, restart: bool) -> None:
   run.checkpoint = checkpointing.RunCheckpoint(
       run.model, run.save_dir,
       {**_compared_settings(run.config), **run.data_order},
-      restore_from=output_dir, controls=run.controls)
+      restore_from=output_dir, controls=run.controls,
+      callbacks=run.stateful_callbacks)
   run.resumed = run.checkpoint.restore()
   run.first_epoch, run.history = run.resumed.epoch, run.resumed.history
   run.elapsed_before = (run.history.get("elapsed_seconds") or [0.0])[-1]
@@ -660,6 +669,10 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
   for control in run.controls:
     control.on_train_begin()
   callback_list.on_train_begin()
+  if run.resumed.unseen_epoch_logs:  # saved before they saw that epoch end
+    for callback in run.stateful_callbacks:
+      callback.on_epoch_end(run.first_epoch - 1,
+                            run.resumed.unseen_epoch_logs)
   # A stop asked inside the epoch a checkpoint resumes: it ends there.
   run.model.stop_training = run.resumed.stopped
   run.last_save = time.perf_counter()
@@ -687,7 +700,7 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
     history.setdefault("epoch_seconds", []).append(
         run.epoch_train_seconds[-1])
     history.setdefault("elapsed_seconds", []).append(run.elapsed())
-    _save(run, epoch + 1)
+    _save(run, epoch + 1, unseen_epoch_logs=logs)
     callback_list.on_epoch_end(epoch, logs)
     if run.model.stop_training:
       # Asked by a callback after the save: saved again, so that a rerun
@@ -707,14 +720,21 @@ def _train_epochs(run: _Run, callback_list: keras.callbacks.CallbackList,
 
 
 def _save(run: _Run, epochs_done: int, step: int = 0, sums=(0.0, 0.0),
-          epoch_seconds: float = 0.0, stopped: bool = False) -> None:
-  """Checkpoints the run at (epochs_done, step), if it has a checkpoint."""
+          epoch_seconds: float = 0.0, stopped: bool = False,
+          unseen_epoch_logs: dict | None = None) -> None:
+  """Checkpoints the run at (epochs_done, step), if it has a checkpoint.
+
+  `unseen_epoch_logs`: the logs of the epoch just ended, which the caller's
+  callbacks see after this save (`checkpointing.State`'s).
+  """
   if not run.checkpoint:
     return
   run.checkpoint.save(checkpointing.State(
       epoch=epochs_done, step=step, history=run.history,
       sums=tuple(float(x) for x in sums), epoch_seconds=epoch_seconds,
-      stopped=stopped or bool(run.model.stop_training)))
+      stopped=stopped or bool(run.model.stop_training),
+      unseen_epoch_logs=unseen_epoch_logs and {
+          k: float(v) for k, v in unseen_epoch_logs.items()}))
   run.last_save = time.perf_counter()
 
 

@@ -500,6 +500,39 @@ def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path, batch):
   assert comparable(results) == comparable(whole)
 
 
+def test_the_doctors_watch_carries_on_where_a_resumed_run_stopped(tmp_path):
+  # A net that cannot learn (a rate too small to move it): the watch judges
+  # it after 12 steps, at epoch 2's step 5, and stops the run after epoch 2.
+  from fastcifar import doctor  # pylint: disable=g-import-not-at-top
+  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  config = trainer.Config(**{**MID_EPOCH, "epochs": 4,
+                              "learning_rate": 1e-9})
+
+  def run(output_dir, before=(), after=()):
+    """A run with a new watch (as a new process has), between callbacks."""
+    watch = doctor.Watch(stop=True, after_steps=12, print_fn=lambda _: None)
+    results = trainer.train_and_evaluate(
+        config, data, str(output_dir), verbose=0,
+        callbacks=[*before, watch, *after])
+    return results, watch
+
+  whole, whole_watch = run(tmp_path / "whole")
+  assert whole["epochs"] == 2 and "not-learning" in whole_watch.codes
+  output_dir = tmp_path / "stopped"
+  # Stopped after epoch 1's checkpoint, before the watch saw that epoch's
+  # end; then just after the judgement, before the checkpoint after it
+  # (kept: epoch 2 at step 3). A watch started afresh judged again 12
+  # steps after the resume and stopped a run of 3 epochs.
+  with pytest.raises(KeyboardInterrupt):
+    run(output_dir, before=[StopAfterFirstEpoch()])
+  with pytest.raises(KeyboardInterrupt):
+    run(output_dir, after=[InterruptAtStep(13, 8)])
+  results, watch = run(output_dir)
+  assert results["resumed_at_step"] == 3
+  assert comparable(results) == comparable(whole)
+  assert watch.state() == whole_watch.state()
+
+
 def test_restart_removes_everything_the_old_run_wrote(tmp_path):
   data = sources.load_synthetic(num_train=128, num_test=64, seed=0)
   config = trainer.Config(epochs=1, batch_size=64, precision="float32",
