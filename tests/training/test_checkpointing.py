@@ -500,6 +500,7 @@ def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path, batch):
   assert comparable(results) == comparable(whole)
 
 
+@pytest.mark.slow
 def test_the_doctors_watch_carries_on_where_a_resumed_run_stopped(tmp_path):
   # A net that cannot learn (a rate too small to move it): the watch judges
   # it after 12 steps, at epoch 2's step 5, and stops the run after epoch 2.
