@@ -136,3 +136,17 @@ def test_the_library_examples_run(user):
       (user["cwd"] / "runs" / "resnet" / "results.json").read_text())
   assert results["epochs"] == 1, results
   assert results["num_validation_examples"] == 40, results
+
+
+def test_usage_md_layout_names_every_module():
+  """docs/usage.md's tree of the package names each of its modules."""
+  tree = _blocks(os.path.join(REPO, "docs", "usage.md"), "", "fastcifar/")[0]
+  package = os.path.join(REPO, "fastcifar")
+  folders = [package] + [os.path.join(package, name)
+                         for name in ("data", "training", "models")]
+  parts = [os.path.join(folder, name) for folder in folders
+           for name in os.listdir(folder) if not name.startswith(("_", "."))]
+  missing = sorted(os.path.relpath(part, package) for part in parts
+                   if part.endswith(".py") or os.path.isdir(part)
+                   if os.path.basename(part) not in tree)
+  assert not missing, f"docs/usage.md's layout misses {missing}"
