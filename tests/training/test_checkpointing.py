@@ -20,6 +20,7 @@ from fastcifar import train
 from fastcifar.data import sources
 from fastcifar.training import checkpointing, trainer
 from fastcifar.errors import UsageError
+from tests.conftest import halved
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -402,7 +403,7 @@ MID_EPOCH = dict(epochs=3, batch_size=32, precision="float32",
 @pytest.mark.parametrize("streamed", [False, True])
 def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
                                                           streamed):
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   if streamed:  # blocks of 100 examples, steps of 32: both cut each other
     path = sources.shards_path(str(tmp_path), "small")
     sources.write_shards(path, "small", data.class_names,
@@ -421,7 +422,7 @@ def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
 
 
 def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(tmp_path):
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   whole = train_stopped_at(trainer.Config(**MID_EPOCH), data,
                            tmp_path / "whole", [])
   output_dir = tmp_path / "stopped"
@@ -442,7 +443,7 @@ def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(tmp_path):
 
 
 def test_a_duration_interval_checkpoints_inside_epochs(tmp_path):
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   config = trainer.Config(**{**MID_EPOCH, "checkpoint_every": "0.001s"})
   results = trainer.train_and_evaluate(config, data, str(tmp_path),
                                         verbose=0)
@@ -481,7 +482,7 @@ def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path, batch):
   # it ends with that epoch), killed before the outputs: the rerun trains
   # no more (at the end) or only the rest of epoch 2, as the uninterrupted
   # run did, and writes.
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   config = trainer.Config(**{**MID_EPOCH, "epochs": 4})
   whole = trainer.train_and_evaluate(
       config, data, str(tmp_path / "whole"), verbose=0,
@@ -608,7 +609,7 @@ def test_ctrl_c_in_the_export_says_the_outputs_are_complete(
 
 
 def test_a_streamed_run_resumed_in_memory_is_refused(tmp_path):
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   path = sources.shards_path(str(tmp_path), "small")
   sources.write_shards(path, "small", data.class_names,
                        sources.array_chunks(data), sources.array_counts(data))
@@ -688,8 +689,10 @@ def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
           cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
       from fastcifar.data import sources
       from fastcifar.training import trainer
+      from tests.conftest import halved
       from tests.training import test_checkpointing as t
-      data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+      data = halved(sources.load_synthetic(num_train=256, num_test=64,
+                                              seed=0))
       strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
       config = trainer.Config(**t.MID_EPOCH)
       whole = t.train_stopped_at(config, data, sys.argv[1] + "/whole", [],
