@@ -92,6 +92,18 @@ def float01_into_a_model_that_scales_0_255(data, fixed):
   return model, images if fixed else unit, labels, {"one_hot_on_device": True}
 
 
+def float01_into_a_model_standardizing_cifar_channels(data, fixed):
+  # The same with CIFAR-10's own channel statistics, as a trained fastcifar
+  # model holds them: the channels' means differ, so the 0-1 pixels reach
+  # the first conv spread over 0.3 in all (-2.0 to -1.7), but by only 1/63
+  # within each channel. Seen on a real model.keras: "no problems found".
+  images, labels, unit, _ = data
+  model = models.build_model("seed", NUM_CLASSES, (125.3, 123.0, 113.9),
+                             (63.0, 62.1, 66.7))
+  trainer.compile_model(model, trainer.Config(), 10)
+  return model, images if fixed else unit, labels, {"one_hot_on_device": True}
+
+
 def integer_input(data, fixed):
   images, _, _, onehot = data
   first = (keras.layers.Rescaling(1 / 255),) if fixed else ()
@@ -226,6 +238,8 @@ def nan_in_batch(data, fixed):
 MISTAKES = [
     (unnormalized_input, "unnormalized-input", doctor.ERROR),
     (float01_into_a_model_that_scales_0_255, "unnormalized-input",
+     doctor.ERROR),
+    (float01_into_a_model_standardizing_cifar_channels, "unnormalized-input",
      doctor.ERROR),
     (integer_input, "integer-input", doctor.ERROR),
     (integer_input_uint8_model, "integer-input", doctor.ERROR),
