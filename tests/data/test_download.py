@@ -126,3 +126,21 @@ def test_urls():
   assert download.archive_url("cifar100", "https://m.example/c") == \
       "https://m.example/c/cifar-100-python.tar.gz"
   assert download.archive_url("cifar10", None).startswith(download.ORIGIN)
+
+
+def test_offline_with_another_file_in_the_cache_says_so(mirror):
+  # A user who copied their archive into the cache as the docs say, but a
+  # different or damaged one, was told to "put the official archive at"
+  # the very path their file was at.
+  os.makedirs(download.cache_dir())
+  target = download.where_to_put("cifar10")
+  with open(target, "wb") as f:
+    f.write(mirror.files[NAME][:1000])
+  with pytest.raises(UsageError) as error:
+    sources.load("cifar10", download=False, mirror=mirror.url)
+  message = str(error.value)
+  assert (f"{target} is not the official archive (its sha256 differs): "
+          "replace it with the official one, or pass --data_dir="
+          f"{target} to read it as it is") in message, message
+  assert "put the official archive at" not in message
+  assert os.path.getsize(target) == 1000  # left as it was

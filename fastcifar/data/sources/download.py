@@ -149,10 +149,21 @@ def _remove(path: str) -> None:
 
 
 def offline_help(dataset: str) -> str:
-  """What to do instead of downloading: every download error ends with it."""
-  return (f"pass --data_dir=PATH to a copy you have, put the official "
-          f"archive at {where_to_put(dataset)}, or train on generated data "
-          "with --dataset=synthetic")
+  """What to do instead of downloading: every download error ends with it.
+
+  A file already in the cache under the archive's name that is not the
+  official one (a damaged or different copy) is named as such: telling the
+  user to put the archive where theirs already is would not help.
+  """
+  where = where_to_put(dataset)
+  if os.path.isfile(where) and not _is_official(where, dataset):
+    put = (f"{where} is not the official archive (its sha256 differs): "
+           f"replace it with the official one, or pass --data_dir={where} "
+           "to read it as it is")
+  else:
+    put = (f"pass --data_dir=PATH to a copy you have, put the official "
+           f"archive at {where}")
+  return f"{put}, or train on generated data with --dataset=synthetic"
 
 
 def download(dataset: str, mirror: str | None = None) -> str:
