@@ -1117,3 +1117,23 @@ def test_all_is_the_public_names_only():
   # Errors have their module; the rest are the sources' or the tools' own.
   assert not {"UsageError", "array_chunks", "shards_path",
               "prepared_path"} & set(sources.__all__)
+
+
+def test_offline_tfds_other_than_cifar_is_not_sent_to_a_cifar_archive(
+    tmp_path, monkeypatch):
+  # `--dataset=tfds:svhn_cropped` offline was told to "point --data_dir at a
+  # CIFAR archive, extracted folder or image folder".
+  def unreachable(*args, **kwargs):
+    raise OSError("Network is unreachable")
+  monkeypatch.setattr(tfds_source.socket, "create_connection", unreachable)
+  messages = []
+  for download in (True, False):
+    with pytest.raises(UsageError) as error:
+      sources.load("tfds:mnist", str(tmp_path), download=download)
+    messages.append(str(error.value))
+  for message in messages:
+    assert "CIFAR archive" not in message, message
+    assert ("point --data_dir at a TFDS data dir where mnist is prepared "
+            "(`tfds build mnist` on a machine with network, then copy its "
+            "folder)") in message, message
+  assert "cannot download mnist: no network" in messages[0]

@@ -39,11 +39,21 @@ def is_tfds_dir(path: str, name: str) -> bool:
   return False
 
 
-def offline_options() -> str:
-  """What to do without a network: the options every offline error lists."""
-  return ("point --data_dir at a CIFAR archive, extracted folder or image "
-          "folder, prepare one with tools/prepare_data.py, or train on "
-          "generated data with --dataset=synthetic")
+def offline_options(name: str) -> str:
+  """What to do without a network: the options every offline error lists.
+
+  Args:
+    name: the TFDS name; CIFAR's have archives fastcifar reads itself,
+      other datasets only TFDS's prepared folder.
+  """
+  if name.split("/")[0].split(":")[0] in ("cifar10", "cifar100"):
+    where = ("a CIFAR archive, extracted folder or image folder, prepare one "
+             "with tools/prepare_data.py")
+  else:
+    where = (f"a TFDS data dir where {name} is prepared (`tfds build {name}` "
+             "on a machine with network, then copy its folder)")
+  return (f"point --data_dir at {where}, or train on generated data with "
+          "--dataset=synthetic")
 
 
 def _check_network(name: str, host: tuple[str, int] = DOWNLOAD_HOST) -> None:
@@ -52,7 +62,7 @@ def _check_network(name: str, host: tuple[str, int] = DOWNLOAD_HOST) -> None:
     socket.create_connection(host, timeout=5).close()
   except OSError as e:
     raise UsageError(f"cannot download {name}: no network ({host[0]}: {e}); "
-                     + offline_options()) from None
+                     + offline_options(name)) from None
 
 
 def tfds_name(dataset: str) -> str | None:
@@ -164,7 +174,7 @@ def load_tfds(name: str, data_dir: str | None, download: bool,
     except (AssertionError, tfds.core.DatasetNotFoundError) as e:
       raise UsageError(
           f"{name} is not prepared in {where}: pass --download to fetch it "
-          f"with TFDS, or " + offline_options()) from e
+          f"with TFDS, or " + offline_options(name)) from e
     count = (builder.info.splits[split].num_examples if builder.info.splits
              else int(examples.reduce(0, lambda n, _: n + 1)))
     examples = examples.map(lambda ex: (_rgb(ex[image_key]), ex[label_key]))
