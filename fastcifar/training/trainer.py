@@ -198,9 +198,11 @@ FINAL_OUTPUTS = ("model.keras", outputs.RUN_RECORD, "history.json",
 # tools/plot_history.py's default PNGs): --restart removes them all.
 RUN_OUTPUTS = (*FINAL_OUTPUTS, checkpointing.CHECKPOINT_DIR, "tensorboard",
                "export", "confusion_matrix.png", "history.png")
-# Settings that change when the run hears back or saves, not a number it
-# computes: a run may resume, or be asked again, with other values.
-_MECHANICS = ("steps_per_loop", "checkpoint_every")
+# Settings that change when the run hears back or saves, or how many
+# examples it evaluates at once, not a number it computes: a run may
+# resume, or be asked again, with other values (one saved with the old
+# default eval_batch_size 500 too).
+_MECHANICS = ("steps_per_loop", "checkpoint_every", "eval_batch_size")
 
 
 class AlreadyFinished(Exception):
@@ -363,8 +365,8 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
       getattr(c, "state", None)) and callable(getattr(c, "resume", None))]
   if output_dir:
     _restore(run, output_dir, restart)
-  eval_batch_size = distribute.round_up_to_replicas(config.eval_batch_size,
-                                                    strategy)
+  eval_batch_size = distribute.round_up_to_replicas(
+      config.evaluation_batch_size, strategy)
   test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
                          eval_batch_size)
   val_data = (_eval_data(strategy, run.val_images, run.val_labels,
