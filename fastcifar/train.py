@@ -460,6 +460,7 @@ def run() -> None:
   # hangs must not keep a stopped run alive.
   # pylint: disable-next=g-import-not-at-top,unused-import
   from fastcifar.training import checkpointing  # noqa: F401
+  cli.limit_malloc_arenas()  # before TensorFlow's threads start
   with stopping.StopOnSignal(_watchdog_line):
     cli.run(main, "fastcifar.train")
 

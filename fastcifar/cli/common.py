@@ -5,7 +5,9 @@ Imported only by entry points (it defines the `--verbose` flag).
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import os
 import sys
 from typing import Callable, NamedTuple, Sequence
 
@@ -76,6 +78,37 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
 
   app.run(checked_main, flags_parser=parse_flags)
 
+
+
+# glibc's mallopt parameter for the most malloc arenas (malloc.h).
+_M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas() -> bool:
+  """Caps this process's glibc malloc arenas at one per usable core.
+
+  glibc gives each new thread an arena of its own, up to 8 per core, and
+  memory a thread frees stays in its arena, resident, for that arena's
+  threads to reuse. TensorFlow's threads (op pools, tf.data, Eigen; 35 in
+  a seed CNN run) allocate and free tensors of many sizes: one epoch on
+  CIFAR-10 held 200-400 MB freed but resident in 16 arenas (2-core AMD
+  EPYC, float32). At most one thread per core allocates at any instant, so
+  one arena per core costs no waiting that matters. For a command's process
+  only (call it before TensorFlow starts its threads): importing fastcifar
+  changes no process setting.
+
+  Returns:
+    Whether the cap was set (glibc only; elsewhere nothing is done).
+  """
+  try:
+    if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
+      return False
+    libc = ctypes.CDLL(None)
+    cores = (len(os.sched_getaffinity(0))
+             if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return libc.mallopt(_M_ARENA_MAX, max(1, cores)) == 1
+  except (ValueError, OSError, AttributeError):  # no glibc here
+    return False
 
 class DataFlags(NamedTuple):
   dataset: flags.FlagHolder
