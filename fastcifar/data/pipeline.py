@@ -451,9 +451,9 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, *,
   compiles one graph for one static shape and the weights keep the padding
   out of every metric. The batches are gathered from the arrays' own memory
   (`host_tensor`), the padding by repeating the last example: no copy of
-  the split is made, padded or cached (the test set held twice more cost
-  60 MB on CIFAR-10; gathering a batch again costs a copy of its bytes,
-  against a forward pass over them).
+  the split is made, padded or cached (they held CIFAR-10's 31 MB test set
+  twice more; gathering a batch again costs a copy of its bytes, against a
+  forward pass over them).
 
   Args:
     images: uint8 `(N, 32, 32, 3)`.

@@ -286,8 +286,8 @@ def test_pipelines_read_the_images_array_itself():
 
 def test_eval_dataset_reads_the_arrays_themselves():
   # No padded copy and no cache of the split: a write before a pass, after
-  # an earlier one, shows in its batches (the test set held twice more
-  # cost 60 MB on CIFAR-10).
+  # an earlier one, shows in its batches (they held CIFAR-10's 31 MB test
+  # set twice more).
   images, labels = _data(100)
   big = aligned_empty(images.shape, images.dtype)
   big[...] = images
