@@ -582,7 +582,8 @@ def _print_start(run: _Run) -> None:
         f"{config.batch_size}; device {run.device}, precision "
         f"{run.precision}, jit_compile {run.jit_compile}"
         f"{' (chosen by auto)' if config.jit_compile == 'auto' else ''}, "
-        f"{run.steps_per_loop} steps per loop",
+        f"{run.steps_per_loop} step{'s' * (run.steps_per_loop != 1)} per "
+        "loop",
         flush=True)
   if run.prebuilt:
     print(f"fastcifar: the model was built before training: it keeps its "

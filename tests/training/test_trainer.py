@@ -329,11 +329,13 @@ def test_a_batch_leaving_out_much_of_the_data_is_said_first(small_data,
   # 160 images at batch 128: one step, 32 images out of every epoch.
   trainer.train_and_evaluate(
       tiny_config(train_examples=160, batch_size=128, epochs=1), small_data,
-      verbose=0)
-  assert capsys.readouterr().out.splitlines()[0] == (
+      verbose=1)
+  said = capsys.readouterr().out.splitlines()
+  assert said[0] == (
       "fastcifar: batch 128 takes 128 of the 160 training examples per "
       "epoch (1 step): 32 (20%) are left out of every epoch, a different 32 "
       "each time; --batch_size=80 would leave out almost none")
+  assert said[1].endswith(", 1 step per loop")  # one step an epoch
 
 
 def test_unwritable_output_dir(small_data, tmp_path):
