@@ -13,6 +13,7 @@ import functools
 import importlib
 import inspect
 import io
+import logging
 import os
 import pickle
 import re
@@ -1137,3 +1138,19 @@ def test_offline_tfds_other_than_cifar_is_not_sent_to_a_cifar_archive(
             "(`tfds build mnist` on a machine with network, then copy its "
             "folder)") in message, message
   assert "cannot download mnist: no network" in messages[0]
+
+
+def test_offline_tfds_logs_no_variant_folder_warning(tmp_path, monkeypatch,
+                                                     caplog):
+  # TFDS warned "Variant folder .../svhn_cropped/3.1.0 has no
+  # dataset_info.json" (a folder that does not exist) before fastcifar's own
+  # line: a TensorFlow-family log line a user should not see.
+  def unreachable(*args, **kwargs):
+    raise OSError("Network is unreachable")
+  monkeypatch.setattr(tfds_source.socket, "create_connection", unreachable)
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(UsageError, match="cannot download mnist"):
+      sources.load("tfds:mnist", str(tmp_path), download=True)
+  assert not [r for r in caplog.records if "Variant folder" in r.getMessage()]
+  # The filter is the lookup's only: afterwards absl's logger is as it was.
+  assert not logging.getLogger("absl").filters

@@ -7,6 +7,8 @@ else ~/tensorflow_datasets) unless --data_dir names one.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import socket
@@ -20,6 +22,27 @@ TFDS_NAMES = ("cifar10", "cifar100")  # also found in Keras's cache or archives
 TFDS_PREFIX = "tfds:"  # --dataset=tfds:NAME: any TFDS image classification set
 _NAME_RE = re.compile(r"^[a-z0-9_]+(/[\w.-]+)?(:[\d.*]+)?$")
 DOWNLOAD_HOST = ("www.cs.toronto.edu", 443)  # where TFDS fetches CIFAR from
+
+
+def _not_yet_prepared(record: logging.LogRecord) -> bool:
+  """False for TFDS's warning that a version folder is not prepared yet.
+
+  TFDS logs "Variant folder ... has no dataset_info.json" while it looks
+  for a prepared version, before anything is prepared, even for a folder
+  that does not exist; fastcifar says what is missing in its own line.
+  """
+  return not str(record.msg).startswith("Variant folder")
+
+
+@contextlib.contextmanager
+def _tfds_lookup_quiet():
+  """Drops `_not_yet_prepared` lines from absl's logger for the block only."""
+  absl_logger = logging.getLogger("absl")
+  absl_logger.addFilter(_not_yet_prepared)
+  try:
+    yield
+  finally:
+    absl_logger.removeFilter(_not_yet_prepared)
 
 
 def default_tfds_dir() -> str:
@@ -149,14 +172,16 @@ def load_tfds(name: str, data_dir: str | None, download: bool,
   """
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _tfds_lookup_quiet():
+      builder = tfds.builder(name, data_dir=data_dir)
+      prepared = builder.is_prepared()
   except tfds.core.DatasetNotFoundError:
     raise UsageError(
         f"tfds:{name}: TFDS has no dataset of that name (nor is it prepared "
         f"in {data_dir or default_tfds_dir()}); see "
         "https://www.tensorflow.org/datasets/catalog") from None
   where = builder.data_dir
-  if download and not builder.is_prepared():
+  if download and not prepared:
     # The first host in the builder's checksums list (CIFAR's: the CIFAR
     # page); a dataset without one is left to TFDS.
     hosts = sorted({urllib.parse.urlsplit(url).hostname
