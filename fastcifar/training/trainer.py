@@ -363,27 +363,33 @@ def train_and_evaluate(config: Config, dataset: ImageDataset,
   run.controls = make_controls(config, run.model, verbose)
   run.stateful_callbacks = [c for c in callbacks if callable(
       getattr(c, "state", None)) and callable(getattr(c, "resume", None))]
-  if output_dir:
-    _restore(run, output_dir, restart)
-  eval_batch_size = distribute.round_up_to_replicas(
-      config.evaluation_batch_size, strategy)
-  test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
-                         eval_batch_size)
-  val_data = (_eval_data(strategy, run.val_images, run.val_labels,
-                         eval_batch_size)
-              if run.validation_split else test_data)
-  callback_list = keras.callbacks.CallbackList(
-      list(callbacks), add_history=True, add_progbar=verbose > 0,
-      model=run.model, verbose=verbose, epochs=config.epoch_limit,
-      steps=run.steps_per_epoch, steps_per_loop=run.steps_per_loop)
-  if verbose:
-    _print_start(run)
-  _train_epochs(run, callback_list, val_data, data_service)
-  final = _final_evaluation(run, test_data)
-  results = _results(run, final)
-  if output_dir:
-    _write_outputs(run, results)
-  return results
+  try:
+    if output_dir:
+      _restore(run, output_dir, restart)
+    eval_batch_size = distribute.round_up_to_replicas(
+        config.evaluation_batch_size, strategy)
+    test_data = _eval_data(strategy, dataset.test_images, dataset.test_labels,
+                           eval_batch_size)
+    val_data = (_eval_data(strategy, run.val_images, run.val_labels,
+                           eval_batch_size)
+                if run.validation_split else test_data)
+    callback_list = keras.callbacks.CallbackList(
+        list(callbacks), add_history=True, add_progbar=verbose > 0,
+        model=run.model, verbose=verbose, epochs=config.epoch_limit,
+        steps=run.steps_per_epoch, steps_per_loop=run.steps_per_loop)
+    if verbose:
+      _print_start(run)
+    _train_epochs(run, callback_list, val_data, data_service)
+    final = _final_evaluation(run, test_data)
+    results = _results(run, final)
+    if output_dir:
+      _write_outputs(run, results)
+    return results
+  finally:
+    # A worker's own saves only serve the collective save (it resumes from
+    # the chief's): they go however the run ends, stopped or failed too.
+    if run.save_dir and not run.chief:
+      shutil.rmtree(run.save_dir, ignore_errors=True)
 
 
 def _check_not_finished(output_dir: str, restart: bool, config: Config,
@@ -925,8 +931,6 @@ def _write_outputs(run: _Run, results: dict) -> None:
     # Last: results.json marks the run done.
     outputs.write_json(os.path.join(run.output_dir, "results.json"), results)
   checkpointing.delete_checkpoints(run.save_dir)
-  if not run.chief:
-    shutil.rmtree(run.save_dir, ignore_errors=True)
 
 
 def _history_with_sources(run: _Run, results: dict) -> dict:

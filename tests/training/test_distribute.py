@@ -214,12 +214,17 @@ def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
   # leave them: at their last common checkpoint); a duration interval is
   # decided alike on both (a save is a collective: one saving alone hangs).
   script = textwrap.dedent("""
+      import os
       import sys
+      import tempfile
       import numpy as np
       import keras
       from fastcifar.data import sources
       from fastcifar.training import distribute, trainer
       from tests.training import test_checkpointing as t
+      # A temporary folder of this worker's own: the other worker's saves go
+      # there, and none may be left, stopped runs' too.
+      tempfile.tempdir = tempfile.mkdtemp(dir=sys.argv[1])
       strategy = distribute.make_strategy("multi_worker")
       data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
 
@@ -254,6 +259,9 @@ def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
       assert t.comparable(results) == t.comparable(whole[0])
       for a, b in zip(whole[1], weights, strict=True):
         np.testing.assert_array_equal(a, b)
+      left = [name for name in os.listdir(tempfile.tempdir)
+              if name.startswith("fastcifar-")]  # (autograph's stay)
+      assert not left, left
       print("same")
   """)
   outs = finish_workers(start_workers(
