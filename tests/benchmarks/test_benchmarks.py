@@ -9,6 +9,7 @@ can judge.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import os

@@ -616,7 +616,11 @@ def tiny_tfds_dir(tmp_path_factory) -> str:
   image/label, and only a train split."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  class FastcifarTinyImages(tfds.core.GeneratorBasedBuilder):
+  # Unregistered: fastcifar reads it from its files, as a dataset whose code
+  # is not installed; and a second module's copy of this fixture (in the
+  # same worker) cannot collide with the first's name.
+  class FastcifarTinyImages(tfds.core.GeneratorBasedBuilder,
+                            skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
