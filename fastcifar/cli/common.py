@@ -79,7 +79,6 @@ def run(main: Callable[[list[str]], int | None], program: str) -> None:
   app.run(checked_main, flags_parser=parse_flags)
 
 
-
 # glibc's mallopt parameter for the most malloc arenas (malloc.h).
 _M_ARENA_MAX = -8
 
@@ -98,8 +97,11 @@ def limit_malloc_arenas() -> bool:
   changes no process setting.
 
   Returns:
-    Whether the cap was set (glibc only; elsewhere nothing is done).
+    Whether the cap was set (glibc only; elsewhere, or when the user set
+    MALLOC_ARENA_MAX, nothing is done).
   """
+  if "MALLOC_ARENA_MAX" in os.environ:  # the user's own choice stands
+    return False
   try:
     if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
       return False
@@ -109,6 +111,7 @@ def limit_malloc_arenas() -> bool:
     return libc.mallopt(_M_ARENA_MAX, max(1, cores)) == 1
   except (ValueError, OSError, AttributeError):  # no glibc here
     return False
+
 
 class DataFlags(NamedTuple):
   dataset: flags.FlagHolder

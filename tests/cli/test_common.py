@@ -63,3 +63,11 @@ def test_the_train_command_caps_arenas_before_it_runs(monkeypatch):
   monkeypatch.setattr(common, "run", lambda main, name: calls.append(name))
   train.run()
   assert calls == ["arenas", "fastcifar.train"]
+
+
+def test_a_users_malloc_arena_max_is_left_as_set(monkeypatch):
+  # glibc reads MALLOC_ARENA_MAX at start-up; a later mallopt would
+  # override the user's setting.
+  from fastcifar.cli import common  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+  assert not common.limit_malloc_arenas()
