@@ -97,7 +97,9 @@ def training_flops_per_image(layers: Iterable, image_shape: Sequence[int]
   """FLOPs per image of the forward pass and of a training step.
 
   Args:
-    layers: a built model's layers, in order (e.g. `model.layers`).
+    layers: a built model's layers, in order (e.g. `model.layers`): a
+      stack, or a functional model's graph (a ResNet's branches and adds;
+      its layers come in the order they are called).
     image_shape: `(H, W, C)` of the model's input.
 
   Returns:
@@ -109,7 +111,7 @@ def training_flops_per_image(layers: Iterable, image_shape: Sequence[int]
   forward = training = 0
   gradient_flows = False  # does any layer before this one train weights?
   for layer in layers:
-    shape = tuple(layer.compute_output_shape(shape))
+    shape = _output_shape(layer, shape)
     flops = 2 * layer_multiply_adds(layer, shape)
     kernel = getattr(layer, "kernel", None)
     trains_kernel = kernel is not None and kernel.trainable
@@ -117,6 +119,19 @@ def training_flops_per_image(layers: Iterable, image_shape: Sequence[int]
     training += flops * (1 + trains_kernel + gradient_flows)
     gradient_flows = gradient_flows or bool(layer.trainable_weights)
   return forward, training
+
+
+def _output_shape(layer, input_shape: tuple) -> tuple:
+  """One image's output shape: a functional model's layer knows its own.
+
+  In a graph the previous layer's output need not be this one's input (a
+  shortcut's is a block's input), so the layer's own output is read where
+  the model recorded it; a stack of layers propagates the shape.
+  """
+  try:
+    return (1, *layer.output.shape[1:])
+  except (AttributeError, ValueError):  # no graph: not called on one
+    return tuple(layer.compute_output_shape(input_shape))
 
 
 def model_training_flops(name: str, image_shape: Sequence[int] = (32, 32, 3),

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 import fastcifar
-from benchmarks import harness
+from benchmarks import flops, harness
 from fastcifar.training import policy
 from fastcifar.data.sources import ImageDataset
 
@@ -273,6 +273,11 @@ def main(argv):
   jit = {"auto": "auto", "true": True, "false": False}[
       FLAGS.keras_jit_compile]
   report = harness.Report("library", FLAGS.output)
+  # The same network every way: its FLOPs per training image, and the
+  # device's peak at the precision, put each side's rate against the peak.
+  _, training_flops = flops.training_flops_per_image(
+      build(data.num_classes, data.image_shape).layers, data.image_shape)
+  device_peak = flops.peak(precision)
   records = []
   for repeat in range(repeats):
     for side in SIDES:
@@ -286,13 +291,16 @@ def main(argv):
           side=side, round=repeat, epochs=epochs,
           train_examples=len(data.train_images),
           test_examples=len(data.test_images),
-          batch_size=FLAGS.batch_size, precision=precision, **result))
+          batch_size=FLAGS.batch_size, precision=precision, **result,
+          **flops.fraction_fields(result["images_per_second"],
+                                  training_flops, device_peak)))
   report.add(side="summary", **summarize(records))
   report.print_table(
       "Your own model: plain Keras, model.fit on fastcifar's data, "
       "fastcifar.fit",
-      ["side", "round", "images_per_second", "test_accuracy", "precision",
-       "jit_compile", "datasets_ratio_to_keras", "fit_ratio_to_keras"])
+      ["side", "round", "images_per_second", "test_accuracy",
+       "fraction_of_peak", "precision", "jit_compile",
+       "datasets_ratio_to_keras", "fit_ratio_to_keras"])
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import pytest
 
-from benchmarks import flops
+from benchmarks import flops, library
 from fastcifar import models
 
 SAPPHIRE_RAPIDS = """\
@@ -147,3 +147,17 @@ def test_fraction_fields():
   unknown = flops.fraction_fields(1000.0, 10, None)
   assert unknown["fraction_of_peak"] is None
   assert unknown["tflops_per_second"] == pytest.approx(1e-8)
+
+
+def test_a_functional_resnet_counted_branch_by_branch():
+  # benchmarks.library's ResNet: a shortcut conv reads its block's input,
+  # not the previous layer's output, so shapes come from the graph.
+  model = library.build(10, (32, 32, 3))
+  stem = 32 * 32 * 27 * 32  # no input gradient: its input is the image
+  rest = (2 * 32 * 32 * 288 * 32                        # block 1
+          + 16 * 16 * (288 * 64 + 576 * 64 + 32 * 64)   # block 2, shortcut
+          + 8 * 8 * (576 * 128 + 1152 * 128 + 64 * 128)  # block 3, shortcut
+          + 128 * 10)
+  assert stem + rest == 49_120_512
+  assert flops.training_flops_per_image(model.layers, (32, 32, 3)) == (
+      2 * (stem + rest), 2 * (2 * stem + 3 * rest))

@@ -27,6 +27,12 @@ def test_library_quick(tmp_path):
     assert record["images_per_second"] > 0
     assert 0 <= record["test_accuracy"] <= 1
     assert (record["epochs"], record["train_examples"]) == (2, 256)
+    # One network every way: one FLOP count, each side's rate against it.
+    assert record["training_flops_per_image"] == records[0][
+        "training_flops_per_image"] > 0
+    assert record["tflops_per_second"] == pytest.approx(
+        record["images_per_second"] * record["training_flops_per_image"]
+        / 1e12)
   summary = records[-1]
   assert summary["datasets_ratio_to_keras"] == pytest.approx(
       records[1]["images_per_second"] / records[0]["images_per_second"])
