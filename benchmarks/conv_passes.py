@@ -1,8 +1,8 @@
 """Every convolution of both models, pass by pass: where a training step goes.
 
-For each convolution of the seed CNN and the fast model, at its model's
-batch size and precision (bfloat16 where fastcifar's `auto` picks it), in
-one process:
+For each convolution of the seed CNN and the fast model (or of your own
+model, `--model=package.module:function`), at its model's batch size and
+precision (bfloat16 where fastcifar's `auto` picks it), in one process:
 
   forward         `tf.nn.conv2d`, the pass oneDNN is best at;
   input_grad      `Conv2DBackpropInput` (the first layer has none in
@@ -22,6 +22,7 @@ pass's (the same number of multiply-adds in all three passes).
 
     python -m benchmarks.conv_passes --quick
     python -m benchmarks.conv_passes --model=fast --output=runs/passes.jsonl
+    python -m benchmarks.conv_passes --model=benchmarks.library:build
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from fastcifar.training import policy
 
 FLAGS = flags.FLAGS
 MODEL_BATCH = {"seed": 128, "fast": 1024}
+DEFAULT_BATCH = 128  # a builder's: the default recipe's batch
 PASSES = ("forward", "input_grad", "weight_grad", "layer_step")
 
 
@@ -66,12 +68,38 @@ class ConvShape:
     return f"{self.model}#{self.index} {c_in}->{c_out} {kh}x{kw} at {h}x{w}"
 
 
-def model_convolutions(model_name: str, batch_size: int,
-                       image_shape=(32, 32, 3)) -> list[ConvShape]:
-  """The convolutions of a built-in model with the shapes they train at.
+def build(model: str, image_shape=(32, 32, 3)) -> keras.Model:
+  """A built-in model ("seed", "fast") or a builder's (`module:function`).
 
   Args:
-    model_name: "seed" or "fast".
+    model: as `python -m fastcifar.train --model` takes it.
+    image_shape: (H, W, C) of the model's input images.
+
+  Returns:
+    The model, built for 10 classes.
+
+  Raises:
+    UsageError: neither a built-in model nor an importable builder (as
+      the command says).
+  """
+  if model not in models.MODELS:  # a builder, or a one-line UsageError
+    return models.build_user_model(models.load_builder(model), 10,
+                                   image_shape)
+  # Random pixels fit the fast model's whitening: speed does not see them.
+  images = np.random.default_rng(0).integers(0, 256, (64, *image_shape),
+                                              dtype=np.uint8)
+  return models.build_model(model, 10, mean=[0.5] * 3, std=[0.25] * 3,
+                            train_images=images, image_shape=image_shape)
+
+
+def model_convolutions(model: keras.Model, label: str, batch_size: int,
+                       image_shape=(32, 32, 3)) -> list[ConvShape]:
+  """The convolutions of a model with the shapes they train at.
+
+  Args:
+    model: a built model (`build`): a stack or a graph (a ResNet's
+      shortcut convolutions read their block's input).
+    label: the model's name in the records.
     batch_size: the batch the shapes carry.
     image_shape: (H, W, C) of the model's input images.
 
@@ -79,20 +107,12 @@ def model_convolutions(model_name: str, batch_size: int,
     One `ConvShape` per `Conv2D` (fixed whitening convolution excluded: it
     has no trained kernel), in model order.
   """
-  # Random pixels fit the fast model's whitening: speed does not see them.
-  images = np.random.default_rng(0).integers(0, 256, (64, *image_shape),
-                                              dtype=np.uint8)
-  model = models.build_model(model_name, 10, mean=[0.5] * 3, std=[0.25] * 3,
-                             train_images=images)
-  found = []
-  shape = (batch_size, *image_shape)
-  for layer in model.layers:
-    out = tuple(layer.compute_output_shape(shape))
-    if isinstance(layer, keras.layers.Conv2D):
-      found.append(ConvShape(model_name, len(found), layer, shape,
-                             (batch_size, *out[1:])))
-    shape = (batch_size, *out[1:])
-  return found
+  return [ConvShape(label, index, layer, (batch_size, *shape_in[1:]),
+                    (batch_size, *shape_out[1:]))
+          for index, (layer, shape_in, shape_out) in enumerate(
+              (layer, i, o) for layer, i, o in
+              flops.layer_shapes(model.layers, image_shape)
+              if isinstance(layer, keras.layers.Conv2D))]
 
 
 def pass_functions(conv: ConvShape, dtype: tf.DType
@@ -112,22 +132,23 @@ def pass_functions(conv: ConvShape, dtype: tf.DType
   dy = tf.constant(rng.standard_normal(conv.output_shape), dtype)
   kernel = tf.cast(conv.layer.kernel, dtype)
   padding = conv.layer.padding.upper()
+  strides = [1, *conv.layer.strides, 1]
 
   @tf.function
   def forward():
-    return tf.nn.conv2d(x, kernel, 1, padding)
+    return tf.nn.conv2d(x, kernel, strides, padding)
 
   @tf.function
   def input_grad():
     return tf.raw_ops.Conv2DBackpropInput(
         input_sizes=conv.input_shape, filter=kernel, out_backprop=dy,
-        strides=[1, 1, 1, 1], padding=padding)
+        strides=strides, padding=padding)
 
   @tf.function
   def weight_grad():
     return tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=kernel.shape, out_backprop=dy,
-        strides=[1, 1, 1, 1], padding=padding)
+        strides=strides, padding=padding)
 
   @tf.function
   def layer_step():
@@ -184,9 +205,10 @@ def main(argv: list[str]) -> None:
   iterations = harness.setting("iterations", 2)
   repeats = harness.setting("repeats", 1)
   for name in names:
-    batch = harness.setting("batch_size", 8) or MODEL_BATCH[name]
+    batch = (harness.setting("batch_size", 8)
+             or MODEL_BATCH.get(name, DEFAULT_BATCH))
     with policy.precision_scope(precision):
-      convs = model_convolutions(name, batch)
+      convs = model_convolutions(build(name), name, batch)
     for conv in convs:
       seconds = time_passes(pass_functions(conv, dtype), iterations, repeats)
       for pass_name, s in seconds.items():
@@ -206,10 +228,13 @@ def main(argv: list[str]) -> None:
 
 
 def define_flags() -> None:
-  flags.DEFINE_enum("model", "both", ["both", "seed", "fast"],
-                    "Whose convolutions.")
+  flags.DEFINE_string("model", "both",
+                      "Whose convolutions: both, seed, fast, or a builder "
+                      "package.module:function (as fastcifar.train's "
+                      "--model).")
   flags.DEFINE_integer("batch_size", 0,
-                       "0: each model's own batch (seed 128, fast 1024).")
+                       "0: each model's own batch (seed 128, fast 1024, a "
+                       "builder's 128).")
   flags.DEFINE_integer("iterations", 10, "Calls per timed round.")
   flags.DEFINE_integer("repeats", 5, "Timed rounds, round-robin over passes.")
 

@@ -26,7 +26,7 @@ import glob
 import math
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 # bfloat16 FLOPs per cycle per core of each unit, and where the figure is from.
 AMX_BF16 = (1024, "Intel AMX-BF16: 1,024 bf16 FLOP/cycle/core (Intel 64 and "
@@ -107,11 +107,9 @@ def training_flops_per_image(layers: Iterable, image_shape: Sequence[int]
     weight gradient of every trainable kernel and the input gradient of
     every layer after the first trainable weight.
   """
-  shape = (1, *image_shape)
   forward = training = 0
   gradient_flows = False  # does any layer before this one train weights?
-  for layer in layers:
-    shape = _output_shape(layer, shape)
+  for layer, _, shape in layer_shapes(layers, image_shape):
     flops = 2 * layer_multiply_adds(layer, shape)
     kernel = getattr(layer, "kernel", None)
     trains_kernel = kernel is not None and kernel.trainable
@@ -121,17 +119,37 @@ def training_flops_per_image(layers: Iterable, image_shape: Sequence[int]
   return forward, training
 
 
-def _output_shape(layer, input_shape: tuple) -> tuple:
-  """One image's output shape: a functional model's layer knows its own.
+def layer_shapes(layers: Iterable, image_shape: Sequence[int]
+                 ) -> Iterator[tuple[Any, tuple, tuple]]:
+  """Each layer with the input and output shapes of one image through it.
 
-  In a graph the previous layer's output need not be this one's input (a
-  shortcut's is a block's input), so the layer's own output is read where
-  the model recorded it; a stack of layers propagates the shape.
+  A functional model's layer knows its own shapes: in a graph the previous
+  layer's output need not be this one's input (a shortcut's is its block's
+  input). A stack of layers not called on a graph propagates the shape.
+
+  Args:
+    layers: a built model's layers, in order (`model.layers`).
+    image_shape: `(H, W, C)` of the model's input.
+
+  Yields:
+    `(layer, input_shape, output_shape)`, the shapes with a batch axis of 1.
   """
+  shape = (1, *image_shape)
+  for layer in layers:
+    input_shape = _graph_shape(layer, "input") or shape
+    shape = (_graph_shape(layer, "output")
+             or tuple(layer.compute_output_shape(input_shape)))
+    yield layer, input_shape, shape
+
+
+def _graph_shape(layer, end: str) -> tuple | None:
+  """`layer.input` or `.output`'s shape (batch 1); None off a graph."""
   try:
-    return (1, *layer.output.shape[1:])
-  except (AttributeError, ValueError):  # no graph: not called on one
-    return tuple(layer.compute_output_shape(input_shape))
+    tensor = getattr(layer, end)
+  except (AttributeError, ValueError):  # not called on a graph
+    return None
+  shape = getattr(tensor, "shape", None)  # a list for several inputs
+  return None if shape is None else (1, *shape[1:])
 
 
 def model_training_flops(name: str, image_shape: Sequence[int] = (32, 32, 3),

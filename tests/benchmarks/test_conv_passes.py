@@ -8,14 +8,19 @@ import os
 import subprocess
 import sys
 
+import pytest
+import tensorflow as tf
+
 from benchmarks import conv_passes
+from fastcifar.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 
 def test_seed_cnn_convolutions_and_multiply_adds():
-  convs = conv_passes.model_convolutions("seed", batch_size=2)
+  convs = conv_passes.model_convolutions(conv_passes.build("seed"), "seed",
+                                         batch_size=2)
   assert [c.input_shape for c in convs] == [
       (2, 32, 32, 3), (2, 32, 32, 32), (2, 15, 15, 32), (2, 15, 15, 64)]
   assert [c.output_shape for c in convs] == [
@@ -26,10 +31,40 @@ def test_seed_cnn_convolutions_and_multiply_adds():
 
 
 def test_fast_model_has_six_trained_convolutions():
-  convs = conv_passes.model_convolutions("fast", batch_size=1)
+  convs = conv_passes.model_convolutions(conv_passes.build("fast"), "fast",
+                                         batch_size=1)
   assert [(c.input_shape[1], c.layer.kernel.shape[2:]) for c in convs] == [
       (31, (24, 64)), (15, (64, 64)), (15, (64, 256)), (7, (256, 256)),
       (7, (256, 256)), (3, (256, 256))]
+
+
+def test_a_builders_resnet_with_strided_and_shortcut_convolutions():
+  convs = conv_passes.model_convolutions(
+      conv_passes.build("benchmarks.library:build"), "resnet", batch_size=2)
+  # Each shortcut (1x1, strided) reads its block's input, not the conv
+  # before it in the list (Keras lists a graph's layers by depth).
+  assert [(c.input_shape[1:], c.output_shape[1:], c.layer.strides)
+          for c in convs] == [
+              ((32, 32, 3), (32, 32, 32), (1, 1)),
+              ((32, 32, 32), (32, 32, 32), (1, 1)),
+              ((32, 32, 32), (32, 32, 32), (1, 1)),
+              ((32, 32, 32), (16, 16, 64), (2, 2)),
+              ((32, 32, 32), (16, 16, 64), (2, 2)),  # shortcut
+              ((16, 16, 64), (16, 16, 64), (1, 1)),
+              ((16, 16, 64), (8, 8, 128), (2, 2)),
+              ((16, 16, 64), (8, 8, 128), (2, 2)),  # shortcut
+              ((8, 8, 128), (8, 8, 128), (1, 1))]
+  # Every pass of a strided convolution runs at its stride.
+  strided = convs[3]
+  passes = conv_passes.pass_functions(strided, tf.float32)
+  assert passes["forward"]().shape == strided.output_shape
+  assert passes["input_grad"]().shape == strided.input_shape
+  assert passes["weight_grad"]().shape == strided.layer.kernel.shape
+
+
+def test_an_unknown_model_is_one_usage_error():
+  with pytest.raises(UsageError, match="neither one of seed, fast nor"):
+    conv_passes.build("resnet")
 
 
 def test_quick_run_reports_every_pass(tmp_path):
