@@ -3,6 +3,7 @@ resets, and a loopback HTTP mirror of the CIFAR page."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import http.server
@@ -87,9 +88,9 @@ def _restore_keras_policy():
   keras.mixed_precision.set_global_policy(before)
 
 
-@pytest.fixture(autouse=True)
-def _restore_op_determinism():
-  """A test's deterministic run does not make the tests after it so.
+@contextlib.contextmanager
+def op_determinism_restored():
+  """A deterministic run inside does not make what follows it so.
 
   (TensorFlow's op determinism has no public switch back: a run turns it
   on for good, and XLA, for one, refuses some ops under it.)
@@ -97,9 +98,18 @@ def _restore_op_determinism():
   # pylint: disable=g-import-not-at-top
   from tensorflow.python.framework import config as tf_config
   before = tf_config.is_op_determinism_enabled()
-  yield
-  if not before and tf_config.is_op_determinism_enabled():
-    tf_config.disable_op_determinism()
+  try:
+    yield
+  finally:
+    if not before and tf_config.is_op_determinism_enabled():
+      tf_config.disable_op_determinism()
+
+
+@pytest.fixture(autouse=True)
+def _restore_op_determinism():
+  """A test's deterministic run does not make the tests after it so."""
+  with op_determinism_restored():
+    yield
 
 
 # --- A loopback mirror of the CIFAR page --------------------------------------
