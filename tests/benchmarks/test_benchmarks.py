@@ -93,11 +93,17 @@ def test_input_pipeline_quick(tmp_path):
 
 def test_training_throughput_quick(tmp_path):
   output = tmp_path / "out.jsonl"
+  # 16x16 images: the seed CNN's steps cost a quarter, and the rows and
+  # loop lengths are what is tested. Two whole loops of 4,096 examples (as
+  # the synthetic data the benchmark would generate).
+  small = str(tmp_path / "small.npz")
+  sources.save_prepared(halved(sources.load_synthetic(
+      num_train=8192, num_test=100, seed=0)), small)
   result = run_benchmark(
       "benchmarks.training_throughput", "--quick", f"--output={output}",
       "--models=seed", "--precisions=auto", "--jit_compile=auto",
-      "--warmup_steps=1",
-      "--steps=2", "--test_examples=100")
+      "--warmup_steps=1", "--steps=2", "--test_examples=100",
+      f"--data_dir={small}")
   records, _ = records_and_table(result, output)
   recipe = [r for r in records if r["system"] == "recipe"]
   fastcifar = [r for r in records if r["system"] == "fastcifar"]
