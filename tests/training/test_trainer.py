@@ -29,6 +29,13 @@ def small_data() -> sources.ImageDataset:
   return sources.load_synthetic(num_train=1024, num_test=300, seed=1)
 
 
+@pytest.fixture(scope="module")
+def small_data_16(small_data) -> sources.ImageDataset:
+  """`small_data` at 16x16, for runs whose point is neither the pixels nor
+  the size: a step and an evaluation cost a quarter."""
+  return halved(small_data)
+
+
 def tiny_config(**overrides) -> trainer.Config:
   settings = dict(epochs=2, batch_size=64, precision="float32",
                   eval_batch_size=128, seed=3)
@@ -62,10 +69,10 @@ def test_learns_synthetic_data_and_writes_outputs(small_data, tmp_path):
   assert accuracy == pytest.approx(results["test_accuracy"], abs=1e-6)
 
 
-def test_same_seed_same_metrics(small_data):
-  first = trainer.train_and_evaluate(tiny_config(epochs=1), small_data,
+def test_same_seed_same_metrics(small_data_16):
+  first = trainer.train_and_evaluate(tiny_config(epochs=1), small_data_16,
                                       verbose=0)
-  second = trainer.train_and_evaluate(tiny_config(epochs=1), small_data,
+  second = trainer.train_and_evaluate(tiny_config(epochs=1), small_data_16,
                                        verbose=0)
   assert first["test_loss"] == pytest.approx(second["test_loss"], rel=1e-4)
 
@@ -83,15 +90,13 @@ def test_mixed_precision_trains_and_restores_policy(precision):
   assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_every_loop_length_trains_the_same_run(small_data):
+def test_every_loop_length_trains_the_same_run(small_data_16):
   # 640 examples, batch 64: 10 steps an epoch; 3 per loop leaves a loop of 1.
-  # 16x16: a quarter of the steps' cost; the loops are what is compared.
-  data = halved(small_data)
   histories = {}
   for steps_per_loop in (1, 3, "auto"):
     results = trainer.train_and_evaluate(
         tiny_config(train_examples=640, deterministic=True,
-                    steps_per_loop=steps_per_loop), data, verbose=0,
+                    steps_per_loop=steps_per_loop), small_data_16, verbose=0,
         callbacks=[history := keras.callbacks.History()])
     histories[results["steps_per_loop"]] = (history.history, results)
   assert sorted(histories) == [1, 3, 10]  # auto: the whole (short) epoch
@@ -181,9 +186,9 @@ def test_tta_evaluation_averages_the_views(small_data):
 
 
 def test_validation_freq_evaluates_every_nth_and_the_last_epoch(
-    small_data, tmp_path):
+    small_data_16, tmp_path):
   results = trainer.train_and_evaluate(
-      tiny_config(epochs=3, validation_freq=2), small_data, str(tmp_path),
+      tiny_config(epochs=3, validation_freq=2), small_data_16, str(tmp_path),
       verbose=0)
   history = json.loads((tmp_path / "history.json").read_text())
   assert history["val_epochs"] == [2, 3]
@@ -203,10 +208,10 @@ class StopAfterFirstEpoch(keras.callbacks.Callback):
 
 
 def test_a_stop_between_evaluations_still_evaluates_the_last_epoch(
-    small_data):
+    small_data_16):
   stopper = StopAfterFirstEpoch()
   results = trainer.train_and_evaluate(
-      tiny_config(epochs=3, validation_freq=5), small_data,
+      tiny_config(epochs=3, validation_freq=5), small_data_16,
       callbacks=[stopper], verbose=0)
   assert results["epochs"] == 1
   # Evaluated after the epoch it stopped at, not left empty (one tiny epoch
@@ -286,7 +291,7 @@ def test_config_out_of_range(field, value):
 
 
 
-def test_evaluation_runs_at_the_training_batch_unless_told(small_data,
+def test_evaluation_runs_at_the_training_batch_unless_told(small_data_16,
                                                            monkeypatch,
                                                            tmp_path):
   # As Keras's fit validates: evaluation then needs no larger buffers than
@@ -303,14 +308,14 @@ def test_evaluation_runs_at_the_training_batch_unless_told(small_data,
   monkeypatch.setattr(pipeline, "eval_dataset", spy)
   config = tiny_config(epochs=1, eval_batch_size=None)
   assert config.evaluation_batch_size == config.batch_size == 64
-  trainer.train_and_evaluate(config, small_data, str(tmp_path), verbose=0)
+  trainer.train_and_evaluate(config, small_data_16, str(tmp_path), verbose=0)
   assert batches == [64]
   assert tiny_config(eval_batch_size=100).evaluation_batch_size == 100
   # A run finished with another evaluation batch (the old default, 500) is
   # the same run: asked again, it is found finished, not refused.
   with pytest.raises(trainer.AlreadyFinished):
     trainer.train_and_evaluate(
-        tiny_config(epochs=1, eval_batch_size=500), small_data,
+        tiny_config(epochs=1, eval_batch_size=500), small_data_16,
         str(tmp_path), verbose=0)
 
 
