@@ -154,8 +154,11 @@ class StopAfterFirstEpoch(trainer.keras.callbacks.Callback):
 
 
 def stopped_after_first_epoch(output_dir):
-  """A 2-epoch run in `output_dir`, stopped after epoch 1; (data, config)."""
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  """A 2-epoch run in `output_dir`, stopped after epoch 1; (data, config).
+
+  At 16x16: the settings compared on resume are the point, not the pixels.
+  """
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   config = trainer.Config(epochs=2, batch_size=64, precision="float32",
                            eval_batch_size=64)
   with pytest.raises(KeyboardInterrupt):
@@ -181,8 +184,8 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
   data, config = stopped_after_first_epoch(tmp_path)
   # The settings are read before any weight: the one-line refusal, not a
   # shape mismatch from restoring (512, 10) into (512, 100).
-  hundred = sources.load_synthetic(num_train=256, num_test=64,
-                                   num_classes=100, seed=0)
+  hundred = halved(sources.load_synthetic(num_train=256, num_test=64,
+                                          num_classes=100, seed=0))
   with pytest.raises(UsageError, match="num_classes=10, not 100"):
     trainer.train_and_evaluate(config, hundred, str(tmp_path), verbose=0)
   fast = trainer.Config(model="fast", epochs=2, batch_size=64,
