@@ -241,8 +241,9 @@ def test_a_checkpoint_from_an_older_fastcifar_is_refused_in_one_line(
 
 def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
   # As killed during the final (TTA) evaluation or the saving of outputs:
-  # every epoch is in the checkpoint, nothing is left to train.
-  data = sources.load_synthetic(num_train=256, num_test=64, seed=0)
+  # every epoch is in the checkpoint, nothing is left to train. (16x16: the
+  # positions are the point, not the pixels.)
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   config = trainer.Config(epochs=2, batch_size=64, precision="float32",
                            eval_batch_size=64, tta=True)
 
