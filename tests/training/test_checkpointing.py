@@ -578,8 +578,8 @@ def test_restart_removes_everything_the_old_run_wrote(tmp_path):
                                           "run.json"]
 
 
-def test_a_finished_run_asked_again(tmp_path, small_npz, capsys):
-  run = dict(data_dir=small_npz, epochs="1", batch_size=64,
+def test_a_finished_run_asked_again(tmp_path, small_npz_16, capsys):
+  run = dict(data_dir=small_npz_16, epochs="1", batch_size=64,
              train_examples=256, preflight=False, tensorboard=False,
              output_dir=str(tmp_path))
   with flagsaver.flagsaver(**run):
@@ -602,7 +602,7 @@ def test_a_finished_run_asked_again(tmp_path, small_npz, capsys):
 
 
 def test_ctrl_c_in_the_export_says_the_outputs_are_complete(
-    tmp_path, small_npz, capsys, monkeypatch):
+    tmp_path, small_npz_16, capsys, monkeypatch):
   from fastcifar import serving  # pylint: disable=g-import-not-at-top
 
   def interrupted(*args, **kwargs):
@@ -610,7 +610,7 @@ def test_ctrl_c_in_the_export_says_the_outputs_are_complete(
     yield  # pylint: disable=unreachable
 
   monkeypatch.setattr(serving, "export_all", interrupted)
-  with flagsaver.flagsaver(data_dir=small_npz, epochs="1", batch_size=64,
+  with flagsaver.flagsaver(data_dir=small_npz_16, epochs="1", batch_size=64,
                            train_examples=256, preflight=False,
                            tensorboard=False, export=True,
                            output_dir=str(tmp_path)):
