@@ -83,12 +83,12 @@ def test_in_process_run_writes_results(tmp_path, small_npz):
   assert results["dataset"] == "small"  # named after fastcifar-small.npz
 
 
-def test_profile_steps_profile_the_loops_holding_them(tmp_path, small_npz,
-                                                    capsys):
+def test_profile_steps_profile_the_loops_holding_them(tmp_path,
+                                                    small_npz_16, capsys):
   # 256 images at batch 16, 15 steps per loop: loops of steps 1-15 and 16,
   # 4 loops in 2 epochs. Counted as loops, 8,10 was never reached: no
   # profile, no word.
-  run = dict(data_dir=small_npz, epochs=2, train_examples=256, batch_size=16,
+  run = dict(data_dir=small_npz_16, epochs=2, train_examples=256, batch_size=16,
              steps_per_loop="15", output_dir=str(tmp_path),
              profile_steps="8,10", preflight=False)
   with flagsaver.flagsaver(**run):
