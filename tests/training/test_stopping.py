@@ -199,10 +199,10 @@ _HUNG_FOLDER = textwrap.dedent("""
 
 @pytest.mark.parametrize("signals", [1, 2])
 def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
-                                                              small_npz,
+                                                              small_npz_16,
                                                               signals):
   process = subprocess.Popen(
-      [sys.executable, "-c", _HUNG_FOLDER, f"--data_dir={small_npz}",
+      [sys.executable, "-c", _HUNG_FOLDER, f"--data_dir={small_npz_16}",
        "--epochs=2", "--train_examples=256", "--batch_size=64",
        "--nopreflight", "--notensorboard",
        f"--output_dir={tmp_path / 'run'}"],
