@@ -194,9 +194,14 @@ def test_memory_quick(tmp_path):
 @pytest.mark.slow
 def test_epoch_cost_quick(tmp_path):
   output = tmp_path / "out.jsonl"
+  # 16x16 images: each step and evaluation costs a quarter; the runs'
+  # order, lengths and records are what is tested.
+  small = str(tmp_path / "small.npz")
+  sources.save_prepared(halved(sources.load_synthetic(
+      num_train=256, num_test=100, seed=0)), small)
   result = run_benchmark(
       "benchmarks.epoch_cost", "--quick", f"--output={output}",
-      "--train_examples=256", "--test_examples=100")
+      "--train_examples=256", "--test_examples=100", f"--data_dir={small}")
   records, _ = records_and_table(result, output)
   assert [r["side"] for r in records] == ["recipe", "fastcifar"]
   recipe, fastcifar = records
