@@ -45,6 +45,7 @@ import fastcifar
 from benchmarks import flops, harness
 from fastcifar.training import policy
 from fastcifar.data.sources import ImageDataset
+from fastcifar.errors import UsageError
 
 FLAGS = flags.FLAGS
 SIDES = ("keras", "datasets", "fit")  # in the order each round runs them
@@ -115,17 +116,20 @@ def build_with_augmentation(num_classes: int, image_shape: Sequence[int],
 
 
 def build_plain_keras(num_classes: int, image_shape: Sequence[int],
-                      seed: int = 0) -> keras.Model:
+                      seed: int = 0,
+                      interpolation: str = "bilinear") -> keras.Model:
   """The ResNet as plain Keras has it: Keras's augmentation and scaling.
 
   Flips, and shifts of up to 2 px at 32x32 reflected at the borders, as
-  fastcifar's augmentation (`fastcifar.augment.flip_and_translate`).
+  fastcifar's augmentation (`fastcifar.augment.flip_and_translate`); but
+  by Keras's default (`interpolation="bilinear"`) the shifts are fractions
+  of a pixel, interpolated, where fastcifar's are whole pixels ("nearest").
   """
   layers = keras.layers
   inputs = keras.Input(tuple(image_shape))
   x = layers.RandomFlip("horizontal", seed=seed)(inputs)
   x = layers.RandomTranslation(2 / 32, 2 / 32, fill_mode="reflect",
-                               seed=seed)(x)
+                               interpolation=interpolation, seed=seed)(x)
   x = layers.Rescaling(1 / 255)(x)
   x = layers.Normalization(mean=MEAN, variance=np.square(STD))(x)
   return keras.Model(inputs, resnet(x, num_classes), name="small_resnet")
@@ -162,7 +166,8 @@ def steady_rate(images_per_epoch: int, seconds: Sequence[float]) -> float:
 
 
 def run_keras(data: ImageDataset, epochs: int, batch_size: int, seed: int,
-              precision: str, jit_compile) -> dict:
+              precision: str, jit_compile,
+              interpolation: str = "bilinear") -> dict:
   """The plain Keras way: tf.data from arrays, Keras's layers, `fit`."""
   keras.utils.set_random_seed(seed)
   steps = len(data.train_images) // batch_size
@@ -174,7 +179,8 @@ def run_keras(data: ImageDataset, epochs: int, batch_size: int, seed: int,
   test = tf.data.Dataset.from_tensor_slices(
       (data.test_images, data.test_labels)).batch(500)
   with policy.precision_scope(precision):
-    model = build_plain_keras(data.num_classes, data.image_shape, seed)
+    model = build_plain_keras(data.num_classes, data.image_shape, seed,
+                              interpolation)
   compile_for(model, epochs * steps, jit_compile)
   return _fit_and_evaluate(model, train, test, epochs, steps * batch_size)
 
@@ -244,6 +250,19 @@ def summarize(records: list[dict]) -> dict:
   return summary
 
 
+def chosen_sides(names: Sequence[str]) -> list[str]:
+  """`--sides` in the order of `SIDES`.
+
+  Raises:
+    UsageError: a name not in `SIDES`, or none.
+  """
+  unknown = sorted(set(names) - set(SIDES))
+  if unknown or not names:
+    raise UsageError(f"--sides={','.join(names)}: choose from "
+                     f"{','.join(SIDES)}")
+  return [side for side in SIDES if side in names]
+
+
 def define_flags() -> None:
   flags.DEFINE_integer("epochs", 5, "Epochs per run; the first is warm-up.",
                        lower_bound=2)
@@ -256,6 +275,13 @@ def define_flags() -> None:
   flags.DEFINE_string("precision", "auto",
                       "Every run's precision; auto: fastcifar's choice for "
                       "this device.")
+  flags.DEFINE_list("sides", list(SIDES), "The ways to run, of "
+                    f"{', '.join(SIDES)}; in that order each round.")
+  flags.DEFINE_enum("keras_interpolation", "bilinear",
+                    ["bilinear", "nearest"],
+                    "The keras side's RandomTranslation interpolation: "
+                    "bilinear (Keras's default: shifts by fractions of a "
+                    "pixel) or nearest (whole pixels, as fastcifar's).")
   flags.DEFINE_enum("keras_jit_compile", "auto", ["auto", "true", "false"],
                     "The Keras runs' `compile(jit_compile=...)`: auto is "
                     "what a user gets without saying.")
@@ -263,6 +289,7 @@ def define_flags() -> None:
 
 def main(argv):
   del argv
+  sides = chosen_sides(FLAGS.sides)  # before minutes of loading
   epochs = harness.setting("epochs", 2)
   repeats = harness.setting("repeats", 1)
   data, _ = harness.load_data(
@@ -279,10 +306,12 @@ def main(argv):
       build(data.num_classes, data.image_shape).layers, data.image_shape)
   device_peak = flops.peak(precision)
   records = []
+  keras_options = {"interpolation": FLAGS.keras_interpolation}
   for repeat in range(repeats):
-    for side in SIDES:
+    for side in sides:
       result = RUNS[side](data, epochs, FLAGS.batch_size, FLAGS.seed,
-                          precision, jit)
+                          precision, jit,
+                          **(keras_options if side == "keras" else {}))
       if result is None:
         print(f"library: {side} skipped: this fastcifar has no "
               "fastcifar.fit", flush=True)

@@ -5,12 +5,14 @@ Nothing here asserts a speed (see test_benchmarks.py).
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
 import fastcifar
 from benchmarks import library
 from fastcifar.data import sources
+from fastcifar.errors import UsageError
 from tests.benchmarks.test_benchmarks import records_and_table, run_benchmark
 from tests.conftest import halved
 
@@ -70,3 +72,21 @@ def test_the_models_share_the_resnet_and_differ_in_their_input():
   assert len(trained) == 1 and trained.pop() > 300_000
   assert models[1].layers[1].__class__.__name__ == "FlipAndTranslate"
   assert models[0].inputs[0].dtype == "uint8"
+
+
+def test_sides_run_in_their_order_and_unknown_ones_are_refused():
+  assert library.chosen_sides(["fit", "keras"]) == ["keras", "fit"]
+  with pytest.raises(UsageError, match="--sides=keras,pytorch: choose from "
+                     "keras,datasets,fit"):
+    library.chosen_sides(["keras", "pytorch"])
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "nearest"])
+def test_the_plain_keras_translation_interpolates_as_asked(interpolation):
+  model = library.build_plain_keras(10, (16, 16, 3),
+                                    interpolation=interpolation)
+  translation, = [layer for layer in model.layers
+                  if isinstance(layer, keras.layers.RandomTranslation)]
+  assert translation.interpolation == interpolation
+  assert (translation.height_factor, translation.fill_mode) == (
+      2 / 32, "reflect")
