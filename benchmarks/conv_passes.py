@@ -37,7 +37,6 @@ import numpy as np
 import tensorflow as tf
 
 from benchmarks import flops, harness
-from fastcifar import models
 from fastcifar.training import policy
 
 FLAGS = flags.FLAGS
@@ -68,36 +67,12 @@ class ConvShape:
     return f"{self.model}#{self.index} {c_in}->{c_out} {kh}x{kw} at {h}x{w}"
 
 
-def build(model: str, image_shape=(32, 32, 3)) -> keras.Model:
-  """A built-in model ("seed", "fast") or a builder's (`module:function`).
-
-  Args:
-    model: as `python -m fastcifar.train --model` takes it.
-    image_shape: (H, W, C) of the model's input images.
-
-  Returns:
-    The model, built for 10 classes.
-
-  Raises:
-    UsageError: neither a built-in model nor an importable builder (as
-      the command says).
-  """
-  if model not in models.MODELS:  # a builder, or a one-line UsageError
-    return models.build_user_model(models.load_builder(model), 10,
-                                   image_shape)
-  # Random pixels fit the fast model's whitening: speed does not see them.
-  images = np.random.default_rng(0).integers(0, 256, (64, *image_shape),
-                                              dtype=np.uint8)
-  return models.build_model(model, 10, mean=[0.5] * 3, std=[0.25] * 3,
-                            train_images=images, image_shape=image_shape)
-
-
 def model_convolutions(model: keras.Model, label: str, batch_size: int,
                        image_shape=(32, 32, 3)) -> list[ConvShape]:
   """The convolutions of a model with the shapes they train at.
 
   Args:
-    model: a built model (`build`): a stack or a graph (a ResNet's
+    model: a built model (`flops.build_model`): a stack or a graph (a ResNet's
       shortcut convolutions read their block's input).
     label: the model's name in the records.
     batch_size: the batch the shapes carry.
@@ -107,12 +82,12 @@ def model_convolutions(model: keras.Model, label: str, batch_size: int,
     One `ConvShape` per `Conv2D` (fixed whitening convolution excluded: it
     has no trained kernel), in model order.
   """
+  convs = [(layer, shape_in, shape_out) for layer, shape_in, shape_out
+           in flops.layer_shapes(model.layers, image_shape)
+           if isinstance(layer, keras.layers.Conv2D)]
   return [ConvShape(label, index, layer, (batch_size, *shape_in[1:]),
                     (batch_size, *shape_out[1:]))
-          for index, (layer, shape_in, shape_out) in enumerate(
-              (layer, i, o) for layer, i, o in
-              flops.layer_shapes(model.layers, image_shape)
-              if isinstance(layer, keras.layers.Conv2D))]
+          for index, (layer, shape_in, shape_out) in enumerate(convs)]
 
 
 def pass_functions(conv: ConvShape, dtype: tf.DType
@@ -208,7 +183,7 @@ def main(argv: list[str]) -> None:
     batch = (harness.setting("batch_size", 8)
              or MODEL_BATCH.get(name, DEFAULT_BATCH))
     with policy.precision_scope(precision):
-      convs = model_convolutions(build(name), name, batch)
+      convs = model_convolutions(flops.build_model(name), name, batch)
     for conv in convs:
       seconds = time_passes(pass_functions(conv, dtype), iterations, repeats)
       for pass_name, s in seconds.items():

@@ -152,18 +152,41 @@ def _graph_shape(layer, end: str) -> tuple | None:
   return None if shape is None else (1, *shape[1:])
 
 
-def model_training_flops(name: str, image_shape: Sequence[int] = (32, 32, 3),
-                         num_classes: int = 10) -> tuple[int, int]:
-  """`training_flops_per_image` of a built-in model ("seed" or "fast")."""
+def build_model(name: str, image_shape: Sequence[int] = (32, 32, 3),
+                num_classes: int = 10):
+  """A model whose shapes are to be counted or timed.
+
+  Args:
+    name: "seed", "fast", or a builder `package.module:function` (as
+      `python -m fastcifar.train --model` takes it).
+    image_shape: `(H, W, C)` of the model's input images.
+    num_classes: the output's width.
+
+  Returns:
+    The built `keras.Model`.
+
+  Raises:
+    UsageError: neither a built-in model nor an importable builder (as the
+      command says it).
+  """
   import numpy as np  # pylint: disable=g-import-not-at-top
   from fastcifar import models  # pylint: disable=g-import-not-at-top
+  if name not in models.MODELS:
+    return models.build_user_model(models.load_builder(name), num_classes,
+                                   image_shape)
   # A few random images fit the fast model's whitening: shapes are all
-  # that is counted.
+  # that is counted or timed.
   images = np.random.default_rng(0).integers(0, 256, (16, *image_shape),
                                               dtype=np.uint8)
-  model = models.build_model(name, num_classes, mean=[0.5] * 3,
-                             std=[0.25] * 3, train_images=images,
-                             image_shape=image_shape)
+  return models.build_model(name, num_classes, mean=[0.5] * 3,
+                            std=[0.25] * 3, train_images=images,
+                            image_shape=image_shape)
+
+
+def model_training_flops(name: str, image_shape: Sequence[int] = (32, 32, 3),
+                         num_classes: int = 10) -> tuple[int, int]:
+  """`training_flops_per_image` of a model `build_model` builds."""
+  model = build_model(name, image_shape, num_classes)
   return training_flops_per_image(model.layers, image_shape)
 
 

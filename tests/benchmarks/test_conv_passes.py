@@ -11,7 +11,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from benchmarks import conv_passes
+from benchmarks import conv_passes, flops
 from fastcifar.errors import UsageError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -19,7 +19,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def test_seed_cnn_convolutions_and_multiply_adds():
-  convs = conv_passes.model_convolutions(conv_passes.build("seed"), "seed",
+  convs = conv_passes.model_convolutions(flops.build_model("seed"), "seed",
                                          batch_size=2)
   assert [c.input_shape for c in convs] == [
       (2, 32, 32, 3), (2, 32, 32, 32), (2, 15, 15, 32), (2, 15, 15, 64)]
@@ -31,7 +31,7 @@ def test_seed_cnn_convolutions_and_multiply_adds():
 
 
 def test_fast_model_has_six_trained_convolutions():
-  convs = conv_passes.model_convolutions(conv_passes.build("fast"), "fast",
+  convs = conv_passes.model_convolutions(flops.build_model("fast"), "fast",
                                          batch_size=1)
   assert [(c.input_shape[1], c.layer.kernel.shape[2:]) for c in convs] == [
       (31, (24, 64)), (15, (64, 64)), (15, (64, 256)), (7, (256, 256)),
@@ -40,7 +40,7 @@ def test_fast_model_has_six_trained_convolutions():
 
 def test_a_builders_resnet_with_strided_and_shortcut_convolutions():
   convs = conv_passes.model_convolutions(
-      conv_passes.build("benchmarks.library:build"), "resnet", batch_size=2)
+      flops.build_model("benchmarks.library:build"), "resnet", batch_size=2)
   # Each shortcut (1x1, strided) reads its block's input, not the conv
   # before it in the list (Keras lists a graph's layers by depth).
   assert [(c.input_shape[1:], c.output_shape[1:], c.layer.strides)
@@ -64,7 +64,7 @@ def test_a_builders_resnet_with_strided_and_shortcut_convolutions():
 
 def test_an_unknown_model_is_one_usage_error():
   with pytest.raises(UsageError, match="neither one of seed, fast nor"):
-    conv_passes.build("resnet")
+    flops.build_model("resnet")
 
 
 def test_quick_run_reports_every_pass(tmp_path):
