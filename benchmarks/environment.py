@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import fastcifar
+from fastcifar.training import policy
 
 
 def cpu_model() -> str:
@@ -36,6 +37,11 @@ def environment() -> dict:
       "cpu_model": cpu_model(),
       "cpu_count": os.cpu_count(),
       "gpu": ", ".join(gpu_names) or None,
+      # Eigen's or oneDNN's CPU kernels in this process (TensorFlow reads
+      # TF_ENABLE_ONEDNN_OPTS once); child processes inherit the variable,
+      # and fastcifar's commands set it to 1 on x86 when it is unset.
+      "onednn": policy.onednn_in_use(),
+      "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
       "tensorflow_version": tf.__version__,
       "keras_version": __import__("keras").__version__,
       "numpy_version": np.__version__,

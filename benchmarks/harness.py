@@ -367,8 +367,10 @@ class Report:
 
   def add(self, **fields) -> dict:
     """Emits one measurement and keeps it for the table; returns the record."""
+    # A field of the measurement's own (a child process's `onednn`) says
+    # more than this process's environment.
     record = {
-        "benchmark": self.benchmark, **fields, **self.environment,
+        "benchmark": self.benchmark, **self.environment, **fields,
         "flags": flag_values(),
         "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),

@@ -1,9 +1,9 @@
-"""Your own model three ways: plain Keras, Keras on fastcifar's data, fastcifar.
+"""Your own model four ways: plain Keras, Keras on fastcifar's data, fastcifar.
 
 What it measures: the steady-state training images/s and the final test
 accuracy of one small ResNet (`build`: BatchNorm, residual adds, 0.3M
 parameters), trained the same number of epochs with the same optimizer
-(Adam, cosine decay from 2e-3, batch 128) and precision, three ways:
+(Adam, cosine decay from 2e-3, batch 128) and precision, four ways:
   keras      the plain Keras way, no fastcifar: `tf.data` from the arrays
              (`shuffle`, `batch`, `prefetch`), `RandomFlip` and
              `RandomTranslation` layers in the model, a global
@@ -12,14 +12,22 @@ parameters), trained the same number of epochs with the same optimizer
   datasets   `model.fit` on `fastcifar.train_dataset` with
              `fastcifar.layers.FlipAndTranslate` and `Standardize`;
   fit        `fastcifar.fit(build, data, ...)`: fastcifar's own training
-             path (skipped while `fastcifar.fit` does not exist).
+             path (skipped while `fastcifar.fit` does not exist);
+  command    `python -m fastcifar.train --model=benchmarks.library:build`
+             in a process of its own, as a user starts it: the same path
+             with the command's start-up, which turns TensorFlow's oneDNN
+             kernels on on x86 CPUs where TensorFlow leaves them off
+             (`fastcifar.cli.cpu`; `TF_ENABLE_ONEDNN_OPTS` set for this
+             benchmark applies to every side). Every record says which
+             kernels ran (`onednn`: this process's; the command's own
+             for its side).
 Steady state: the first epoch (tracing and compiling) is left out; the
 images/s are over the epochs after it, timed from each epoch's start to its
 end (training steps only: nothing is evaluated between epochs). Accuracy:
 the test split, evaluated once after the last epoch.
 
-Conditions: one process; the three runs alternate (keras, datasets, fit)
-for `--repeats` rounds, so a slow spell of the machine falls on all three;
+Conditions: one process (and the command's); the runs alternate in that order
+for `--repeats` rounds, so a slow spell of the machine falls on all of them;
 the summary takes each side's median and its ratio to keras's. Every
 record carries the CPU's name, the library versions and the UTC time.
 Data: `--train_examples` training images (a seeded subset) and the whole
@@ -33,6 +41,11 @@ numbers. `--quick`: 512 + 256 images, 2 epochs, one round.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Callable, Sequence
 
@@ -44,11 +57,13 @@ import tensorflow as tf
 import fastcifar
 from benchmarks import flops, harness
 from fastcifar.training import policy
+from fastcifar.data import sources
 from fastcifar.data.sources import ImageDataset
 from fastcifar.errors import UsageError
 
 FLAGS = flags.FLAGS
-SIDES = ("keras", "datasets", "fit")  # in the order each round runs them
+# In the order each round runs them.
+SIDES = ("keras", "datasets", "fit", "command")
 LEARNING_RATE = 2e-3  # fastcifar's default recipe's (Adam, cosine decay)
 # CIFAR-10's channel statistics (fractions of 255): a builder sees no data.
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -215,8 +230,37 @@ def run_fit(data: ImageDataset, epochs: int, batch_size: int, seed: int,
           "jit_compile": results["jit_compile"]}
 
 
+def run_command(data: ImageDataset, epochs: int, batch_size: int, seed: int,
+                precision: str, jit_compile) -> dict:
+  """`python -m fastcifar.train --model=benchmarks.library:build` on `data`.
+
+  The run `fit` makes, in a process started as a user starts the command.
+  `jit_compile` is not used: fastcifar makes its own choice.
+  """
+  del jit_compile
+  with tempfile.TemporaryDirectory() as workdir:
+    path = sources.prepared_path(workdir, data.name)
+    sources.save_prepared(data, path)
+    output_dir = os.path.join(workdir, "run")
+    command = [sys.executable, "-m", "fastcifar.train",
+               "--model=benchmarks.library:build", f"--data_dir={path}",
+               f"--epochs={epochs}", f"--batch_size={batch_size}",
+               f"--seed={seed}", f"--precision={precision}",
+               f"--validation_freq={epochs}", f"--output_dir={output_dir}"]
+    ran = subprocess.run(command, cwd=harness.ROOT, env=harness.child_env(),
+                         capture_output=True, text=True, check=False)
+    if ran.returncode:
+      raise RuntimeError(f"{' '.join(command[1:])} failed:\n"
+                         f"{ran.stderr[-2000:]}")
+    with open(os.path.join(output_dir, "results.json")) as f:
+      results = json.load(f)
+  return {key: results[key] for key in ("images_per_second", "test_accuracy",
+                                        "jit_compile", "onednn")}
+
+
 RUNS: dict[str, Callable[..., dict | None]] = {
-    "keras": run_keras, "datasets": run_datasets, "fit": run_fit}
+    "keras": run_keras, "datasets": run_datasets, "fit": run_fit,
+    "command": run_command}
 
 
 def _fit_and_evaluate(model: keras.Model, train: tf.data.Dataset,
@@ -326,10 +370,11 @@ def main(argv):
   report.add(side="summary", **summarize(records))
   report.print_table(
       "Your own model: plain Keras, model.fit on fastcifar's data, "
-      "fastcifar.fit",
+      "fastcifar.fit, fastcifar.train",
       ["side", "round", "images_per_second", "test_accuracy",
-       "fraction_of_peak", "precision", "jit_compile",
-       "datasets_ratio_to_keras", "fit_ratio_to_keras"])
+       "fraction_of_peak", "precision", "jit_compile", "onednn",
+       "datasets_ratio_to_keras", "fit_ratio_to_keras",
+       "command_ratio_to_keras"])
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Importing the package changes no global state: no mixed-precision policy, no
 environment variable. The one exception is a command starting: while Python
 locates `python -m fastcifar.X` (not another program that imports fastcifar),
 TensorFlow's start-up logging is silenced before X imports it (see
-`fastcifar.cli.quiet`; `--verbose` keeps it). The folders, one per concern:
+`fastcifar.cli.quiet`; `--verbose` keeps it), and on x86 its oneDNN kernels
+are turned on unless you set TF_ENABLE_ONEDNN_OPTS (`fastcifar.cli.cpu`).
+The folders, one per concern:
 
 - `fastcifar.data`: every data source ending in uint8 arrays (`sources`),
   the tf.data pipeline (`pipeline`), the on-device augmentation.
@@ -77,5 +79,6 @@ def _command_starting(package: str = __name__) -> bool:
 # `python -m fastcifar.X` is starting: silence TensorFlow before X loads it.
 if _command_starting():
   # pylint: disable-next=g-import-not-at-top
-  from fastcifar.cli import quiet as _quiet
+  from fastcifar.cli import cpu as _cpu, quiet as _quiet
+  _cpu.enable_onednn()
   _quiet.start()

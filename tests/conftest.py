@@ -10,6 +10,14 @@ import http.server
 import os
 import threading
 
+from fastcifar.cli import cpu
+
+# TensorFlow's oneDNN kernels in this process and every one the tests start,
+# as fastcifar's commands run them (before anything imports TensorFlow):
+# tests compare runs in this process with commands' runs bit for bit.
+cpu.enable_onednn()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 import keras
 import pytest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from absl.testing import flagsaver
 import pytest
 
 from fastcifar import serving, models, train
-from fastcifar.cli import common as cli
+from fastcifar.cli import common as cli, cpu
 from tests.cli.test_quiet import log_lines
 # pylint: disable-next=unused-import
 from tests.data.test_sources import tiny_tfds_dir
@@ -112,7 +113,10 @@ def test_each_model_gets_its_recipe_unless_a_flag_says_otherwise():
   assert (config.epochs, config.batch_size, config.tta) == (20, 128, False)
 
 
-def test_module_entry_point_end_to_end(tmp_path):
+def test_module_entry_point_end_to_end(tmp_path, monkeypatch):
+  # As a user starts it: TF_ENABLE_ONEDNN_OPTS unset (conftest sets it for
+  # every other process), which the command sets on x86 (fastcifar.cli.cpu).
+  monkeypatch.delenv(cpu.VARIABLE, raising=False)
   result = run_cli("--dataset=synthetic", "--epochs=1",
                    "--train_examples=2048", f"--output_dir={tmp_path}")
   assert result.returncode == 0, result.stderr[-2000:]
@@ -120,6 +124,8 @@ def test_module_entry_point_end_to_end(tmp_path):
   assert "fastcifar: test accuracy" in result.stdout
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["num_train_examples"] == 2048
+  if sys.platform == "linux" and platform.machine() == "x86_64":
+    assert results["onednn"] is True
   assert (tmp_path / "model.keras").stat().st_size > 1_000_000
   assert not log_lines(result.stdout + result.stderr), result.stderr
 

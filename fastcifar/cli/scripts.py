@@ -1,7 +1,8 @@
 """The console scripts `pip install` puts on PATH (see pyproject.toml).
 
-Each silences TensorFlow's start-up logging (`fastcifar.cli.quiet`) before the
-command's module, and with it TensorFlow, is imported; then runs it exactly
+Each turns TensorFlow's oneDNN kernels on (`fastcifar.cli.cpu`) and silences
+its start-up logging (`fastcifar.cli.quiet`) before the command's module, and
+with it TensorFlow, is imported; then runs it exactly
 as `python -m MODULE` would.
 """
 
@@ -9,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 
-from fastcifar.cli import quiet
+from fastcifar.cli import cpu, quiet
 
 
 def _run(module: str) -> None:
+  cpu.enable_onednn()
   quiet.start()
   importlib.import_module(module).run()
 

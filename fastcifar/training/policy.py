@@ -30,6 +30,19 @@ def detect_device() -> str:
   return "CPU"
 
 
+def onednn_in_use() -> bool:
+  """Whether TensorFlow runs its oneDNN CPU kernels in this process.
+
+  TensorFlow decides once, as it starts, from the CPU and the variable
+  TF_ENABLE_ONEDNN_OPTS (`fastcifar.cli.cpu`): Eigen's kernels otherwise.
+  """
+  # The only public trace of the choice is tf.test's, which needs the test
+  # utilities imported; this is the function they call.
+  # pylint: disable-next=g-import-not-at-top
+  from tensorflow.python.util import _pywrap_util_port
+  return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def cpu_has_bfloat16(cpuinfo_path: str = "/proc/cpuinfo") -> bool:
   """Whether the CPU has bfloat16 matrix units (AMX-BF16 or AVX512-BF16)."""
   try:

@@ -892,6 +892,7 @@ def _results(run: _Run, final: dict[str, float]) -> dict:
       "num_test_examples": len(run.dataset.test_images),
       "num_parameters": model.count_params(),
       "device": run.device,
+      "onednn": policy.onednn_in_use(),
       "num_replicas": run.strategy.num_replicas_in_sync,
       "tensorflow_version": tf.__version__,
       "keras_version": keras.__version__,

@@ -5,11 +5,13 @@ Nothing here asserts a speed (see test_benchmarks.py).
 
 from __future__ import annotations
 
+import platform
+import sys
+
 import keras
 import numpy as np
 import pytest
 
-import fastcifar
 from benchmarks import library
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
@@ -29,9 +31,8 @@ def test_library_quick(tmp_path):
       "--train_examples=256", "--test_examples=64", "--batch_size=64",
       f"--data_dir={small}", timeout=600)
   records, _ = records_and_table(result, output)
-  sides = ["keras", "datasets"] + (["fit"] if hasattr(fastcifar, "fit")
-                                   else [])
-  assert [r["side"] for r in records] == sides + ["summary"]
+  assert [r["side"] for r in records] == ["keras", "datasets", "fit",
+                                          "command", "summary"]
   for record in records[:-1]:
     assert record["images_per_second"] > 0
     assert 0 <= record["test_accuracy"] <= 1
@@ -45,6 +46,16 @@ def test_library_quick(tmp_path):
   summary = records[-1]
   assert summary["datasets_ratio_to_keras"] == pytest.approx(
       records[1]["images_per_second"] / records[0]["images_per_second"])
+  # The command's record says which kernels its own process ran: oneDNN's
+  # on x86, as this one (conftest sets TF_ENABLE_ONEDNN_OPTS as commands do).
+  assert summary["command_ratio_to_keras"] == pytest.approx(
+      records[3]["images_per_second"] / records[0]["images_per_second"])
+  if _x86_linux():
+    assert records[2]["onednn"] is records[3]["onednn"] is True
+
+
+def _x86_linux() -> bool:
+  return sys.platform == "linux" and platform.machine() == "x86_64"
 
 
 def test_summary_takes_medians_and_ratios_to_keras():

@@ -3,6 +3,10 @@ the scope."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import keras
 import pytest
 
@@ -102,6 +106,21 @@ def _cpuinfo(tmp_path, flags: str) -> str:
 ])
 def test_cpu_has_bfloat16(tmp_path, flags, expected):
   assert policy.cpu_has_bfloat16(_cpuinfo(tmp_path, flags)) is expected
+
+
+def test_onednn_in_use_says_what_tensorflow_chose():
+  # conftest turns oneDNN on for the tests' processes (fastcifar.cli.cpu);
+  # a process told "0" runs Eigen's kernels on any CPU.
+  assert policy.onednn_in_use() is (os.environ["TF_ENABLE_ONEDNN_OPTS"]
+                                    == "1")
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  off = subprocess.run(
+      [sys.executable, "-c", "from fastcifar.training import policy; "
+       "print(policy.onednn_in_use())"], capture_output=True, text=True,
+      timeout=120, check=True, cwd=repo,
+      env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", PYTHONPATH=repo))
+  assert off.stdout.split()[-1] == "False"
 
 
 def test_cpu_has_bfloat16_without_cpuinfo(tmp_path):
