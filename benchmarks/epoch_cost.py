@@ -34,7 +34,7 @@ round.
 
     python -m benchmarks.epoch_cost --quick
     python -m benchmarks.epoch_cost \\
-        --data_dir=../shared/data/cifar10-jpg.tar.gz --output=runs/bench.jsonl
+        --data_dir=PATH/cifar-10-python.tar.gz --output=runs/bench.jsonl
 """
 
 from __future__ import annotations

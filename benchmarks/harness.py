@@ -52,7 +52,8 @@ def define_common_flags() -> None:
   flags.DEFINE_string(
       "data_dir", None,
       "Real data, anything fastcifar.data.sources.load_path reads (e.g. "
-      "../shared/data/cifar10-jpg.tar.gz). Default: synthetic data.")
+      "PATH/cifar-10-python.tar.gz, or a folder of JPEGs). Default: "
+      "synthetic data.")
   flags.DEFINE_enum("dataset", "cifar10",
                     [d for d in sources.DATASETS if d != "synthetic"],
                     "Which dataset to take from --data_dir.")

@@ -9,26 +9,26 @@ What it measures: the peak RSS of a training run of
   recipe     `python -m benchmarks.recipe`, the textbook recipe verbatim;
 and each one's ratio to the recipe's.
 
-Conditions: every configuration runs in a process of its own, started from
-the command line users type, so none can hide in another's peak; the peak is
-the child's own `VmHWM`, written by `benchmarks/rss_probe.py` as the child ends
-(not this process's `wait4` `ru_maxrss`, which on Linux includes this
-process's own high-water mark). Where GNU time is installed, each child also
-runs under `/usr/bin/time -f %M`, the figure users take by hand: the child's
-`ru_maxrss` as GNU time's own small process reaps it, i.e. the largest peak
-of the child and of any process it started and waited for (the larger, not
-the sum). Both are high-water marks kept by the kernel, shared-library pages
-included, so on one machine they agree to a few MiB; `time_maxrss_*` and
-`time_ratio_to_recipe` report the second. Each run trains `--epochs` (1: the peak is reached in the first epoch
-and its evaluation; later epochs allocate nothing new) on the whole data, real
-with `--data_dir`, else 50,000 + 10,000 synthetic images. When the data is
-synthetic or sliced (`--train_examples`, `--test_examples`, `--quick`), this
-process writes it once to a temporary `.npz` that every child loads, so all
-read the same bytes the same way. This is host memory: on a GPU, device
-memory is not part of it.
+Conditions: every configuration runs in a process of its own, started from the
+command line users type, so none can hide in another's peak; the peak is the
+child's own `VmHWM`, written by `benchmarks/rss_probe.py` as the child ends (not
+this process's `wait4` `ru_maxrss`, which on Linux includes this process's own
+high-water mark). Where GNU time is installed, each child also runs under
+`/usr/bin/time -f %M`, the figure users take by hand: the child's `ru_maxrss` as
+GNU time's own small process reaps it, i.e. the largest peak of the child and of
+any process it started and waited for (the larger, not the sum). Both are
+high-water marks kept by the kernel, shared-library pages included, so on one
+machine they agree to a few MiB; `time_maxrss_*` and `time_ratio_to_recipe`
+report the second. Each run trains `--epochs` (1: the peak is reached in the
+first epoch and its evaluation; later epochs allocate nothing new) on the whole
+data, real with `--data_dir`, else 50,000 + 10,000 synthetic images. When the
+data is synthetic or sliced (`--train_examples`, `--test_examples`, `--quick`),
+this process writes it once to a temporary `.npz` that every child loads, so all
+read the same bytes the same way. This is host memory: on a GPU, device memory
+is not part of it.
 
     python -m benchmarks.memory --quick
-    python -m benchmarks.memory --data_dir=../shared/data/cifar10-jpg.tar.gz \\
+    python -m benchmarks.memory --data_dir=PATH/cifar-10-python.tar.gz \\
         --output=runs/bench.jsonl
 """
 

@@ -5,7 +5,7 @@ Pixels scaled to 0-1 as float32 numpy arrays on the host, labels one-hot with
 `categorical_crossentropy`, `model.fit(batch_size=64)` for 20 epochs with the
 test set as validation data, float32 throughout.
 
-    python -m benchmarks.recipe --data_dir=../shared/data/cifar10-jpg.tar.gz
+    python -m benchmarks.recipe --data_dir=PATH/cifar-10-python.tar.gz
 
 Its flags are defined only when it runs as a program, so the other benchmarks
 import `run_recipe` without inheriting them.

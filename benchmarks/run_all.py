@@ -6,7 +6,7 @@ threads or compiled graphs; the common flags (`--quick`, `--data_dir`,
 and tables go to standard output (and to `--output`) as they come.
 
     python -m benchmarks.run_all --quick
-    python -m benchmarks.run_all --data_dir=../shared/data/cifar10-jpg.tar.gz \\
+    python -m benchmarks.run_all --data_dir=PATH/cifar-10-python.tar.gz \\
         --output=runs/bench.jsonl
 """
 

@@ -20,7 +20,7 @@ accuracies mean nothing for CIFAR and only the mechanics are exercised.
 
     python -m benchmarks.time_to_accuracy --quick
     python -m benchmarks.time_to_accuracy \\
-        --data_dir=../shared/data/cifar10-jpg.tar.gz --output=runs/bench.jsonl
+        --data_dir=PATH/cifar-10-python.tar.gz --output=runs/bench.jsonl
 """
 
 from __future__ import annotations
