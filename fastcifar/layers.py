@@ -1,12 +1,13 @@
 """Building blocks that Keras lacks or runs slowly here.
 
-For a model of your own, `Standardize` (uint8 pixels in, standardized in
-the model) and `FlipAndTranslate` (fastcifar's training augmentation) are
-the two to start with (docs/library.md). Each is a plain Keras layer or initializer (serializable, so a saved
-`.keras` model loads with them) written for speed on the device the step runs
-on: measured on a 2-core Sapphire Rapids CPU, TensorFlow 2.21, the fast model
-took 147 s per epoch with Keras's BatchNormalization and GELU and 84 s with
-`BatchNorm` and `GELU` below (bfloat16, batch 1024, XLA off).
+For a model of your own, `Standardize` (uint8 pixels in, standardized in the
+model) and `FlipAndTranslate` (fastcifar's training augmentation) are the two to
+start with (docs/library.md). Each is a plain Keras layer or initializer
+(serializable, so a saved `.keras` model loads with them) written for speed on
+the device the step runs on: measured on a 2-core Sapphire Rapids CPU,
+TensorFlow 2.21, the fast model took 147 s per epoch with Keras's
+BatchNormalization and GELU and 84 s with `BatchNorm` and `GELU` below
+(bfloat16, batch 1024, XLA off).
 """
 
 from __future__ import annotations

@@ -164,8 +164,9 @@ _CHECKPOINT_EVERY = flags.DEFINE_string(
     "epochs, so a kill loses at most this much training: N steps (e.g. "
     "500), or training time since the last checkpoint (e.g. 90s, 10m, 1h; "
     "under --strategy=multi_worker, on any worker's clock: all save at the "
-    "same step). epoch: at epoch ends only. A rerun resumes at the checkpoint's epoch and step, exactly as "
-    "the run would have gone on (see docs/reliability.md).")
+    "same step). epoch: at epoch ends only. A rerun resumes at the "
+    "checkpoint's epoch and step, exactly as the run would have gone on "
+    "(see docs/reliability.md).")
 _DETERMINISTIC = flags.DEFINE_boolean(
     "deterministic", False, "TensorFlow op determinism: same seed, same "
     "numbers, somewhat slower.")

@@ -40,10 +40,11 @@ def check(model: keras.Model, data: Any = None, labels: Any = None, *,
       model alone, on a random batch.
     labels: the labels, when `data` is an array.
     one_hot_on_device: True when the training step turns integer class ids
-      into one-hot vectors itself, before the loss, as `fastcifar.training.trainer`
-      does on the device. The labels in `data` must then be int class ids of
-      shape (N,), and the loss is checked against the one-hot vectors they
-      become: fastcifar's CategoricalCrossentropy with int labels is right.
+      into one-hot vectors itself, before the loss, as
+      `fastcifar.training.trainer` does on the device. The labels in `data` must
+      then be int class ids of shape (N,), and the loss is checked against the
+      one-hot vectors they become: fastcifar's CategoricalCrossentropy with int
+      labels is right.
     batch_size: examples taken from an array, or batched from an unbatched
       dataset.
 

@@ -1,4 +1,4 @@
-"""The Keras Sequential models. Each takes uint8 images and does its own scaling.
+"""The Keras Sequential models: each takes uint8 images, scales them itself.
 
 Scaling inside the model means the host ships uint8 (a quarter of float32's
 bytes), the cast runs on the device inside the compiled step, and a saved

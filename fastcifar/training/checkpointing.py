@@ -103,8 +103,8 @@ class RunCheckpoint:
         (a non-chief worker saves to a folder of its own but resumes from
         the chief's).
       controls: callbacks with `state()`, `resume(state)` and
-        `variables()` (`fastcifar.training.resumable`'s): their state is saved and
-        restored with the weights.
+        `variables()` (`fastcifar.training.resumable`'s): their state is
+        saved and restored with the weights.
       callbacks: the caller's callbacks with `state()` and `resume(state)`
         (the doctor's `Watch`): the same, each resumed only by a state its
         own class saved at its place.

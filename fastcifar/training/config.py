@@ -13,8 +13,8 @@ from fastcifar.errors import UsageError
 class Config:
   """Everything that defines a training run.
 
-  The defaults are the seed model's recipe; `fastcifar.models.recipes.recipe` fills
-  in another model's.
+  The defaults are the seed model's recipe;
+  `fastcifar.models.recipes.recipe` fills in another model's.
   """
 
   # "seed", "fast", or a user's model: `package.module:function` for the

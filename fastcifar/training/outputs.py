@@ -1,4 +1,4 @@
-"""Writing outputs atomically: a reader sees the old file or the new, never half.
+"""Atomic output writes: a reader sees the old file or the new, never half.
 
 Each writer writes a temporary file in the destination folder (same file
 system, so the rename is atomic), flushes it to disk, then renames it over
