@@ -594,7 +594,9 @@ def constructed_val_loss(monkeypatch, curve, recorder):
 
 
 def test_auto_stops_on_the_constructed_curve_and_keeps_the_best_weights(
-    small_data, monkeypatch, tmp_path):
+    small_data_16, monkeypatch, tmp_path):
+  # 16x16: the validation losses are constructed; what is tested is where
+  # the run stops and which epoch's weights it keeps, not the pixels.
   recorder = Recorder()
   constructed_val_loss(monkeypatch, [1.0, 0.8, 0.9, 0.85, 0.7, 0.6],
                        recorder)
@@ -602,7 +604,7 @@ def test_auto_stops_on_the_constructed_curve_and_keeps_the_best_weights(
                            batch_size=64, precision="float32",
                            eval_batch_size=128, seed=3,
                            validation_examples=128)
-  results = trainer.train_and_evaluate(config, small_data, str(tmp_path),
+  results = trainer.train_and_evaluate(config, small_data_16, str(tmp_path),
                                         callbacks=[recorder], verbose=0)
   assert (results["best_epoch"], results["stopped_epoch"],
           results["epochs"], results["stopped_early"]) == (2, 4, 4, True)
@@ -617,7 +619,8 @@ def test_auto_stops_on_the_constructed_curve_and_keeps_the_best_weights(
 
 
 def test_a_run_killed_after_its_early_stop_resumes_to_the_same_results(
-    small_data, monkeypatch, tmp_path):
+    small_data_16, monkeypatch, tmp_path):
+  # 16x16, as the test above: the curve is constructed.
   curve = [1.0, 0.8, 0.9, 0.85, 0.7, 0.6]
   config = trainer.recipe("seed", epochs="auto", max_epochs=6, patience=2,
                            batch_size=64, precision="float32",
@@ -632,11 +635,11 @@ def test_a_run_killed_after_its_early_stop_resumes_to_the_same_results(
   killed = KilledBeforeOutputs()
   constructed_val_loss(monkeypatch, curve, killed)
   with pytest.raises(KeyboardInterrupt):
-    trainer.train_and_evaluate(config, small_data, str(tmp_path),
+    trainer.train_and_evaluate(config, small_data_16, str(tmp_path),
                                 callbacks=[killed], verbose=0)
   resumed = Recorder()
   constructed_val_loss(monkeypatch, [], resumed)  # no epoch may evaluate
-  results = trainer.train_and_evaluate(config, small_data, str(tmp_path),
+  results = trainer.train_and_evaluate(config, small_data_16, str(tmp_path),
                                         callbacks=[resumed], verbose=0)
   assert (results["best_epoch"], results["stopped_epoch"],
           results["resumed_after_epoch"]) == (2, 4, 4)
