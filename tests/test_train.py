@@ -344,26 +344,26 @@ def user_module_dir(tmp_path, monkeypatch) -> str:
 
 
 def test_a_users_model_trains_and_evaluates_with_no_data_flag(
-    tmp_path, small_npz, user_module_dir):
-  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT,
-                                                     user_module_dir]))
+    tmp_path, small_npz, user_module_dir, capsys):
   out = tmp_path / "run"
-
-  def command(name: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", f"fastcifar.{name}", *args],
-                          capture_output=True, text=True, timeout=300,
-                          env=env, cwd=str(tmp_path))
-
-  trained = command("train", "--model=mymodule:build",
-                    f"--data_dir={small_npz}", "--epochs=1",
-                    "--train_examples=256", "--batch_size=64",
-                    f"--output_dir={out}")
-  assert trained.returncode == 0, trained.stderr[-2000:]
-  assert "fastcifar: mymodule:build model" in trained.stdout
+  # Trained in this process, its module found on sys.path as PYTHONPATH
+  # puts it there (the process is not the point: run_in_process's tests
+  # check the same import of a user's model); evaluated by the command, a
+  # process of its own (its --model is not fastcifar.train's).
+  with flagsaver.flagsaver(model="mymodule:build", data_dir=small_npz,
+                           epochs=1, train_examples=256, batch_size=64,
+                           output_dir=str(out)):
+    assert train.main(["train"]) == 0
+  assert "fastcifar: mymodule:build model" in capsys.readouterr().out
   results = json.loads((out / "results.json").read_text())
   assert results["model"] == "mymodule:build"
   assert results["config"]["data"]["data_dir"] == small_npz
-  evaluated = command("evaluate", f"--model={out / 'model.keras'}")
+  evaluated = subprocess.run(
+      [sys.executable, "-m", "fastcifar.evaluate",
+       f"--model={out / 'model.keras'}"], capture_output=True, text=True,
+      timeout=300, cwd=str(tmp_path), env=dict(
+          os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT,
+                                                  user_module_dir])))
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   assert "on the small test split" in evaluated.stdout
   # Its accuracy is training's own of the test set (256 images).
