@@ -513,9 +513,11 @@ def test_trains_on_64x64_and_mixed_size_image_folders(tmp_path, model, sizes):
 # --- the validation split and --epochs=auto ----------------------------------
 
 
-def test_results_say_which_set_each_number_came_from(small_data, tmp_path):
+def test_results_say_which_set_each_number_came_from(small_data_16,
+                                                     tmp_path):
+  # 16x16: which set each number came from is the point, not the pixels.
   results = trainer.train_and_evaluate(
-      tiny_config(epochs=1, validation_examples=200), small_data,
+      tiny_config(epochs=1, validation_examples=200), small_data_16,
       str(tmp_path), verbose=0)
   assert results["num_validation_examples"] == 200
   assert results["num_train_examples"] == 1024 - 200
@@ -536,7 +538,7 @@ def test_results_say_which_set_each_number_came_from(small_data, tmp_path):
   assert results["validation_accuracy"] * 200 == pytest.approx(
       round(results["validation_accuracy"] * 200))
 
-  plain = trainer.train_and_evaluate(tiny_config(epochs=1), small_data,
+  plain = trainer.train_and_evaluate(tiny_config(epochs=1), small_data_16,
                                       verbose=0)
   assert plain["num_validation_examples"] == 0
   assert plain["val_metrics_from"] == "test"
@@ -688,8 +690,9 @@ def test_the_seed_recipe_uses_rmsprop_on_plateaus_under_auto_unless_told():
   trainer.recipe("seed", epochs="auto").validate()
 
 
-def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data,
+def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data_16,
                                                            monkeypatch):
+  # 16x16: the validation losses are constructed; the rates are the point.
   recorder = Recorder()
   constructed_val_loss(monkeypatch, [1.0, 1.1, 1.2, 0.9, 1.0], recorder)
   config = trainer.recipe("seed", epochs=5, lr_schedule="plateau",
@@ -703,7 +706,7 @@ def test_plateau_lowers_the_rate_in_the_loop_as_keras_would(small_data,
     def on_epoch_end(self, epoch, logs=None):
       rates.append(float(self.model.optimizer.learning_rate.numpy()))
 
-  trainer.train_and_evaluate(config, small_data, verbose=0,
+  trainer.train_and_evaluate(config, small_data_16, verbose=0,
                               callbacks=[recorder, Rate()])
   # Two epochs above 1.0 halve the rate after the third.
   np.testing.assert_allclose(rates, [1e-3, 1e-3, 5e-4, 5e-4, 5e-4],
