@@ -16,7 +16,7 @@ parameters), trained the same number of epochs with the same optimizer
   command    `python -m fastcifar.train --model=benchmarks.library:build`
              in a process of its own, as a user starts it: the same path
              with the command's start-up, which turns TensorFlow's oneDNN
-             kernels on on x86 CPUs where TensorFlow leaves them off
+             kernels on for x86 CPUs where TensorFlow leaves them off
              (`fastcifar.cli.cpu`; `TF_ENABLE_ONEDNN_OPTS` set for this
              benchmark applies to every side). Every record says which
              kernels ran (`onednn`: this process's; the command's own
