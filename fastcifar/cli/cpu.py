@@ -7,8 +7,8 @@ AVX512_BF16, AVX_VNNI or AMX (tensorflow/core/util/util.cc); on the others
 Lake; any CPU on Windows) they use Eigen's kernels unless
 `TF_ENABLE_ONEDNN_OPTS=1` is set before TensorFlow starts. On a 2-core AMD
 EPYC (Zen 1, AVX2) oneDNN's made the seed CNN's training steps 1.27-1.35x
-faster (docs/benchmarks.md) and a small ResNet's epochs 1.27-1.30x
-(docs/library.md), 2026-12-07.
+faster (docs/benchmarks.md) and a small ResNet's epochs 1.27x under plain
+Keras (docs/library.md), 2026-12-07.
 
 Commands call `enable_onednn` before TensorFlow is imported; a value the
 user set (`TF_ENABLE_ONEDNN_OPTS=0` keeps Eigen's kernels) stands. On CPUs
