@@ -8,6 +8,8 @@ import dataclasses
 import hashlib
 import http.server
 import os
+import platform
+import sys
 import threading
 
 from fastcifar.cli import cpu
@@ -28,6 +30,10 @@ from fastcifar.data.sources import download
 # Entry points' flags keep their defaults unless a test sets them with
 # flagsaver; pytest's own argv is not absl's to parse.
 flags.FLAGS.mark_as_parsed()
+
+# Where TensorFlow's x86 Linux wheel runs oneDNN's kernels once told to
+# (fastcifar.cli.cpu turns them on there).
+X86_LINUX = sys.platform == "linux" and platform.machine() == "x86_64"
 
 REAL_CIFAR10 = os.path.join(os.path.dirname(__file__), "..", "..", "shared",
                             "data", "cifar10-jpg.tar.gz")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 from fastcifar import serving, models, train
 from fastcifar.cli import common as cli, cpu
 from tests.cli.test_quiet import log_lines
+from tests.conftest import X86_LINUX
 # pylint: disable-next=unused-import
 from tests.data.test_sources import tiny_tfds_dir
 
@@ -124,7 +124,7 @@ def test_module_entry_point_end_to_end(tmp_path, monkeypatch):
   assert "fastcifar: test accuracy" in result.stdout
   results = json.loads((tmp_path / "results.json").read_text())
   assert results["num_train_examples"] == 2048
-  if sys.platform == "linux" and platform.machine() == "x86_64":
+  if X86_LINUX:
     assert results["onednn"] is True
   assert (tmp_path / "model.keras").stat().st_size > 1_000_000
   assert not log_lines(result.stdout + result.stderr), result.stderr

@@ -5,9 +5,6 @@ Nothing here asserts a speed (see test_benchmarks.py).
 
 from __future__ import annotations
 
-import platform
-import sys
-
 import keras
 import numpy as np
 import pytest
@@ -16,7 +13,7 @@ from benchmarks import library
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
 from tests.benchmarks.test_benchmarks import records_and_table, run_benchmark
-from tests.conftest import halved
+from tests.conftest import X86_LINUX, halved
 
 
 def test_library_quick(tmp_path):
@@ -50,12 +47,8 @@ def test_library_quick(tmp_path):
   # on x86, as this one (conftest sets TF_ENABLE_ONEDNN_OPTS as commands do).
   assert summary["command_ratio_to_keras"] == pytest.approx(
       records[3]["images_per_second"] / records[0]["images_per_second"])
-  if _x86_linux():
+  if X86_LINUX:
     assert records[2]["onednn"] is records[3]["onednn"] is True
-
-
-def _x86_linux() -> bool:
-  return sys.platform == "linux" and platform.machine() == "x86_64"
 
 
 def test_summary_takes_medians_and_ratios_to_keras():
