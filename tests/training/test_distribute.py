@@ -21,6 +21,7 @@ from fastcifar.data import service as data_service, pipeline, sources
 from fastcifar.training import checkpointing, distribute, trainer
 from fastcifar.errors import UsageError
 from tests.conftest import halved
+from tests.test_train import run_in_process
 from tests.training.test_checkpointing import comparable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -146,60 +147,23 @@ def finish_workers(processes) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_two_workers_train_alike_stop_alike_and_only_the_chief_writes(
-    tmp_path):
-  # The validation loss is all-reduced, so every worker's early stopping
-  # sees the same number and decides the same; a worker that stopped alone
-  # would hang the other in its next all-reduce. (One run for both points:
-  # each cluster costs two TensorFlow start-ups.)
-  script = textwrap.dedent("""
-      import json, sys
-      import numpy as np
-      import keras
-      from fastcifar.data import sources
-      from fastcifar.training import distribute, trainer
-      strategy = distribute.make_strategy("multi_worker")
-      from tests.conftest import halved
-      # 16x16: a quarter of the steps' cost; what is compared is the same.
-      data = halved(sources.load_synthetic(num_train=640, num_test=128,
-                                           seed=1))
-      weights = {}
-      class Weights(keras.callbacks.Callback):
-        def on_train_end(self, logs=None):
-          weights["sum"] = float(sum(np.sum(w, dtype=np.float64)
-                                     for w in self.model.get_weights()))
-      config = trainer.recipe(
-          "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
-          validation_examples=128, batch_size=64, precision="float32",
-          eval_batch_size=64, optimizer="adam", lr_schedule="cosine")
-      results = trainer.train_and_evaluate(config, data, sys.argv[1],
-                                            strategy=strategy, verbose=0,
-                                            callbacks=[Weights()])
-      print(json.dumps([weights["sum"], results["num_replicas"]] + [
-          results[k] for k in ("epochs", "best_epoch", "validation_loss",
-                               "test_accuracy")]))
-  """)
-  outs = finish_workers(start_workers(
-      [sys.executable, "-c", script, str(tmp_path)]))
-  first, second = [json.loads(out.strip().splitlines()[-1])
-                   for out, _ in outs]
-  assert first[1] == 2  # replicas
-  # All-reduced updates: the same weights, bit for bit, and the same
-  # epochs, best epoch, losses and accuracy.
-  assert first == second
-  assert first[2] < 6  # it did stop early
-  written = json.loads((tmp_path / "results.json").read_text())
-  assert written["stopped_early"] and written["epochs"] == first[2]
-  assert sorted(os.listdir(tmp_path)) == ["history.json", "model.keras",
-                                          "results.json", "run.json"]
+def test_two_workers_train_alike_stop_alike_resume_bit_for_bit(tmp_path):
+  """Two localhost workers: one cluster, two runs' points (each cluster
+  costs two TensorFlow start-ups; a process makes one strategy, used by
+  every run in it).
 
+  1. Train alike, stop alike, only the chief writes: the validation loss
+  is all-reduced, so every worker's early stopping sees the same number
+  and decides the same; a worker that stopped alone would hang the other
+  in its next all-reduce.
 
-@pytest.mark.slow
-def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
-  # Both workers stop at the same step (as a preemption of the job would
-  # leave them: at their last common checkpoint); a duration interval is
-  # decided alike on both (a save is a collective: one saving alone hangs).
+  2. Stopped inside epochs, resumed bit for bit: both workers stop at the
+  same step (as a preemption of the job would leave them: at their last
+  common checkpoint); a duration interval is decided alike on both (a
+  save is a collective: one saving alone hangs).
+  """
   script = textwrap.dedent("""
+      import json
       import os
       import sys
       import tempfile
@@ -213,14 +177,35 @@ def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
       # there, and none may be left, stopped runs' too.
       tempfile.tempdir = tempfile.mkdtemp(dir=sys.argv[1])
       strategy = distribute.make_strategy("multi_worker")
-      # 16x16, as the one-process tests of MID_EPOCH: a quarter of the
-      # steps' cost; the positions and numbers compared are the same.
-      data = halved(sources.load_synthetic(num_train=256, num_test=64,
-                                           seed=0))
 
       class Weights(keras.callbacks.Callback):
         def on_train_end(self, logs=None):
           self.weights = self.model.get_weights()
+
+      # 1. Early stopping. 16x16: a quarter of the steps' cost; what is
+      # compared is the same.
+      data = halved(sources.load_synthetic(num_train=640, num_test=128,
+                                           seed=1))
+      weights = Weights()
+      config = trainer.recipe(
+          "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
+          validation_examples=128, batch_size=64, precision="float32",
+          eval_batch_size=64, optimizer="adam", lr_schedule="cosine")
+      results = trainer.train_and_evaluate(config, data,
+                                            sys.argv[1] + "/alike",
+                                            strategy=strategy, verbose=0,
+                                            callbacks=[weights])
+      print(json.dumps([float(sum(np.sum(w, dtype=np.float64)
+                                  for w in weights.weights)),
+                        results["num_replicas"]] + [
+          results[k] for k in ("epochs", "best_epoch", "validation_loss",
+                               "test_accuracy")]), flush=True)
+
+      # 2. Stopped inside epochs. 16x16, as the one-process tests of
+      # MID_EPOCH: a quarter of the steps' cost; the positions and numbers
+      # compared are the same.
+      data = halved(sources.load_synthetic(num_train=256, num_test=64,
+                                           seed=0))
 
       def run(path, every, stop=None):
         weights = Weights()
@@ -256,6 +241,18 @@ def test_two_workers_stopped_inside_epochs_resume_bit_for_bit(tmp_path):
   """)
   outs = finish_workers(start_workers(
       [sys.executable, "-c", script, str(tmp_path)]))
+  first, second = [json.loads(out.strip().splitlines()[-2])
+                   for out, _ in outs]
+  assert first[1] == 2  # replicas
+  # All-reduced updates: the same weights, bit for bit, and the same
+  # epochs, best epoch, losses and accuracy.
+  assert first == second
+  assert first[2] < 6  # it did stop early
+  written = json.loads((tmp_path / "alike" / "results.json").read_text())
+  assert written["stopped_early"] and written["epochs"] == first[2]
+  assert sorted(os.listdir(tmp_path / "alike")) == [
+      "history.json", "model.keras", "results.json", "run.json"]
+  # Stopped inside epochs: both resumed and ended as the whole run.
   assert [out.strip().splitlines()[-1] for out, _ in outs] == ["same"] * 2
 
 
@@ -343,6 +340,22 @@ def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
   return err
 
 
+# The command's main, given the cluster's one strategy (a process makes one),
+# run for each output folder in turn: `argv` as JSON, then the folders.
+_MAIN_FOR_EACH_FOLDER = textwrap.dedent("""
+    import json, sys
+    from unittest import mock
+    from absl import flags
+    from fastcifar import train
+    from fastcifar.training import distribute
+    strategy = distribute.make_strategy("multi_worker")
+    with mock.patch.object(distribute, "make_strategy", lambda _: strategy):
+      for output_dir in sys.argv[2:]:
+        flags.FLAGS([*json.loads(sys.argv[1]), f"--output_dir={output_dir}"])
+        assert train.main([]) == 0
+""")
+
+
 @pytest.mark.slow
 def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
   # 16x16: a quarter of the steps' cost, the same 8 steps an epoch; what
@@ -350,14 +363,12 @@ def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=512, num_test=128, seed=1)), data)
-  args = [f"--data_dir={data}", "--epochs=3", "--batch_size=64",
-          "--precision=float32", "--deterministic", "--nopreflight",
-          "--notensorboard"]
-  train = [sys.executable, "-m", "fastcifar.train", "--strategy=multi_worker"]
-  finish_workers(start_workers(
-      [*train, *args, f"--output_dir={tmp_path / 'whole'}"]))
+  train = ["fastcifar.train", "--strategy=multi_worker",
+           f"--data_dir={data}", "--epochs=3", "--batch_size=64",
+           "--precision=float32", "--deterministic", "--nopreflight",
+           "--notensorboard"]
   output_dir = tmp_path / "run"
-  run = [*train, *args, f"--output_dir={output_dir}"]
+  run = [sys.executable, "-m", *train, f"--output_dir={output_dir}"]
   # A worker, then the chief, lost mid-epoch; each time the other one ends.
   for victim, after_epoch in ((1, 1), (0, 2)):
     err = _lose_one(start_workers(run), victim, output_dir, after_epoch)
@@ -368,11 +379,16 @@ def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
            f"epoch {checkpointing.latest_epoch(str(output_dir))}" in last
     assert "Traceback" not in err
     assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
-  finish_workers(start_workers(run))
+  # The resume, then the run uninterrupted, by the same cluster: one
+  # cluster (two TensorFlow start-ups) less than a command for each.
+  finish_workers(start_workers(
+      [sys.executable, "-c", _MAIN_FOR_EACH_FOLDER, json.dumps(train),
+       str(output_dir), str(tmp_path / "whole")]))
   results = json.loads((output_dir / "results.json").read_text())
   assert results["resumed_after_epoch"] >= 2
-  assert comparable(results) == comparable(
-      json.loads((tmp_path / "whole" / "results.json").read_text()))
+  whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+  assert whole["resumed_after_epoch"] == 0  # a run of its own
+  assert comparable(results) == comparable(whole)
 
 
 def test_no_dispatcher_at_the_address_fails_fast():
@@ -396,17 +412,16 @@ def test_a_dispatcher_without_workers_is_refused():
     dispatcher._stop()  # pylint: disable=protected-access
 
 
-def test_dead_data_service_address_from_the_command_line():
+def test_dead_data_service_address_from_the_command_line(capsys):
+  # The command's own path (flags, main, cli.run's one line and status), in
+  # this process: a process of its own only added TensorFlow's start-up.
   address = f"grpc://127.0.0.1:{free_ports(1)[0]}"
   start = time.monotonic()
-  out = subprocess.run(
-      [sys.executable, "-m", "fastcifar.train", f"--data_service={address}",
-       "--dataset=synthetic"], capture_output=True, text=True, timeout=60,
-      cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT,
-                              TF_CPP_MIN_LOG_LEVEL="2"))
-  # 10 s of asking plus start-up: about 16 s on an idle 2-core machine; the
-  # bound leaves room for a machine shared with other test runs.
-  assert time.monotonic() - start <= 45
+  out = run_in_process(capsys, f"--data_service={address}",
+                       "--dataset=synthetic")
+  # 10 s of asking; the bound leaves room for a machine shared with other
+  # test runs.
+  assert time.monotonic() - start <= 30
   assert "(waited 10 s)" in out.stderr
   assert out.returncode == 2
   assert out.stderr.strip().splitlines()[-1].startswith(
