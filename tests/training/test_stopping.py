@@ -20,54 +20,9 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
 
-# Blocks in TensorFlow for good: a Python signal handler never runs here.
-_BLOCKED_IN_TENSORFLOW = textwrap.dedent("""
-    import tensorflow as tf
-    from fastcifar.training import stopping
-    queue = tf.queue.FIFOQueue(1, tf.int32)
-    with stopping.StopOnSignal(lambda: "hint: resume later",
-                               grace_seconds=float(__import__("sys").argv[1])):
-      print("blocked", flush=True)
-      queue.dequeue()
-""")
-
-
-def _start_blocked(grace: float) -> subprocess.Popen:
-  process = subprocess.Popen(
-      [sys.executable, "-c", _BLOCKED_IN_TENSORFLOW, str(grace)], env=ENV,
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-  assert process.stdout.readline() == "blocked\n", process.communicate()
-  time.sleep(0.5)  # into the dequeue
-  return process
-
-
-def test_watchdog_ends_a_process_blocked_in_tensorflow():
-  process = _start_blocked(grace=2)
-  start = time.monotonic()
-  process.send_signal(signal.SIGTERM)
-  _, err = process.communicate(timeout=30)
-  assert time.monotonic() - start < 5
-  assert process.returncode == 130
-  assert err.strip().splitlines()[-1] == ("hint: resume later [did not stop "
-                                          "within 2 s]")
-  assert "Traceback" not in err
-
-
-def test_a_second_ctrl_c_exits_at_once():
-  process = _start_blocked(grace=60)
-  process.send_signal(signal.SIGINT)
-  time.sleep(0.5)
-  start = time.monotonic()
-  process.send_signal(signal.SIGINT)
-  _, err = process.communicate(timeout=30)
-  assert time.monotonic() - start < 3
-  assert process.returncode == 130
-  assert "hint: resume later [second stop request]" in err
-
-
 @pytest.mark.slow
-def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
-  """One run, stopped 10 times and started again each time.
+def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
+  """One run, stopped 6 times and started again each time.
 
   Half the moments fall within 3 s after the attempt's first save (before:
   in the 6 s after training had begun): the first call
@@ -75,19 +30,22 @@ def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
   here when the update was compiled too) and the steps after it, where with
   4 steps per epoch and a checkpoint after each epoch, steps and saves
   alternate quickly; half in start-up (imports, data loading, model
-  building, the first steps), one in each fifth of a window 1.3 times the
+  building, the first steps), one in each third of a window 1.5 times the
   time to the run's first line in the attempt before. The window spans
   start-up as long as it takes on this machine, evenly (a fixed 9 s spent
   most of its moments, where start-up is quick, in the training the other
   half covers). (A window of 3 s after the first line ended, under a
   loaded CI, before the first epoch's checkpoint in every attempt once the
   step compiled its augmentation: no run had anything to resume.) The last
-  fifth falls after the first line (unless start-up slowed by a fifth
-  since), so at least 6 stops are handled by fastcifar rather than by the
+  third falls after the first line (unless start-up slowed by a third
+  since), so at least 4 stops are handled by fastcifar rather than by the
   default action. A signal that comes while Python is still importing ends
-  the process by its default action, before anything is written. (Ten
-  moments, not twenty: each kind of moment is still hit several times, and
-  every attempt is a TensorFlow start-up, seconds of the suite's time.)
+  the process by its default action, before anything is written. (Six
+  moments, not ten: every attempt is a TensorFlow start-up, seconds of the
+  suite's time, and six still hit each kind of moment: three in the steps
+  and saves after a save, the last two resuming a stopped run; in
+  start-up, one in Python's imports, one as they end and the data and
+  model are made, one after the first line, in the first steps.)
   """
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(sources.load_synthetic(num_train=128, num_test=64,
@@ -103,10 +61,10 @@ def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
           f"--output_dir={output_dir}"]
   rng = random.Random(15)
   resumed = handled = 0
-  start_up = [(fifth + rng.random()) / 5 for fifth in range(5)]
+  start_up = [(third + rng.random()) / 3 for third in range(3)]
   rng.shuffle(start_up)
-  to_first_line = 0.0  # the start-up window is 1.3 times the latest
-  for attempt in range(10):
+  to_first_line = 0.0  # the start-up window is 1.5 times the latest
+  for attempt in range(6):
     before = checkpointing.latest_epoch(output_dir)
     process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
@@ -128,7 +86,7 @@ def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
         time.sleep(0.05)
       time.sleep(rng.uniform(0, 3))
     else:  # start-up: imports, data loading, model building, first steps
-      time.sleep(start_up.pop() * 1.3 * to_first_line)
+      time.sleep(start_up.pop() * 1.5 * to_first_line)
     process.send_signal(signal.SIGTERM)
     stopped = time.monotonic()
     try:
@@ -152,8 +110,8 @@ def test_sigterm_at_10_random_moments_always_stops_and_resumes(tmp_path):
     handled += 1
     if after:
       assert f"resume after epoch {after} " in err, (where, err[-3000:])
-  # Every attempt after the first that waited for a save resumes (4).
-  assert handled >= 6 and resumed >= 3
+  # Every attempt after the first that waited for a save resumes (2).
+  assert handled >= 4 and resumed >= 2
 
 
 def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
@@ -168,9 +126,9 @@ def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
 
 
 # fastcifar.train whose output folder hangs once training has begun: its
-# first checkpoint save blocks for good (as on a dead network mount, in
-# TensorFlow, where no Python signal handler runs), and so does any later
-# look into the folder.
+# first checkpoint save blocks for good inside TensorFlow (as on a dead
+# network mount; a Python signal handler never runs there), and so does any
+# later look into the folder.
 _HUNG_FOLDER = textwrap.dedent("""
     import sys, threading
     import tensorflow as tf
@@ -187,7 +145,7 @@ _HUNG_FOLDER = textwrap.dedent("""
       hung.set()
       print("saving", flush=True)
       with stopping.deferred():  # as the real save: signals wait for its end
-        threading.Event().wait()
+        tf.queue.FIFOQueue(1, tf.int32).dequeue()
 
     tf.train.latest_checkpoint = latest_checkpoint
     checkpointing.RunCheckpoint.save = save
@@ -197,10 +155,19 @@ _HUNG_FOLDER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("signals", [1, 2])
+@pytest.mark.parametrize("signals", [[signal.SIGTERM],
+                                     [signal.SIGINT, signal.SIGINT]],
+                         ids=["sigterm", "ctrl_c_twice"])
 def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
                                                               small_npz_16,
                                                               signals):
+  """A stop request ends a run blocked inside TensorFlow, from the watchdog.
+
+  One SIGTERM: after the grace (7 s); a second Ctrl-C: at once. The line
+  comes from what the process knows, not from the hung folder. (These
+  processes are the watchdog's and the second Ctrl-C's tests, once made
+  with a queue that blocked: the command's own run shows both.)
+  """
   process = subprocess.Popen(
       [sys.executable, "-c", _HUNG_FOLDER, f"--data_dir={small_npz_16}",
        "--epochs=2", "--train_examples=256", "--batch_size=64",
@@ -215,8 +182,8 @@ def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
     pytest.fail(process.communicate()[1][-3000:])
   time.sleep(0.5)
   start = time.monotonic()
-  for _ in range(signals):
-    process.send_signal(signal.SIGTERM)
+  for signum in signals:
+    process.send_signal(signum)
     time.sleep(0.5)
   try:
     _, err = process.communicate(timeout=10)
@@ -225,10 +192,11 @@ def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
     pytest.fail("still running 10 s after the stop request")
   took = time.monotonic() - start
   # One signal: the watchdog's grace (7 s); a second: at once.
-  assert took < (1.5 if signals == 2 else 9), took
+  assert took < (1.5 if len(signals) == 2 else 9), took
   assert process.returncode == 130
+  assert "Traceback" not in err
   last = err.strip().splitlines()[-1]
   assert last.startswith("fastcifar.train: interrupted; no checkpoint was "
                          "saved yet"), last
-  assert ("[second stop request]" if signals == 2
+  assert ("[second stop request]" if len(signals) == 2
           else "[did not stop within 7 s]") in last
