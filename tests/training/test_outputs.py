@@ -21,32 +21,51 @@ from fastcifar.errors import UsageError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
+# Imports once, then for each line of stdin forks a writer that rewrites
+# both files until killed, and says when it has ended. A child forked before
+# TensorFlow has started anything (no eager context, no thread pool) starts
+# its own: a process of its own to kill, without importing again (seconds).
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys
     from fastcifar import models
     from fastcifar.training import outputs
-    model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
-    folder, i = sys.argv[1], 0
-    while True:  # rewrite both files until killed
-      i += 1
-      outputs.write_json(folder + "/results.json", {"i": i, "pad": "x" * 10**6})
-      outputs.save_model(model, folder + "/model.keras")
-      print(i, flush=True)
+    for folder in sys.stdin:
+      pid = os.fork()
+      if pid == 0:
+        model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
+        folder, i = folder.strip(), 0
+        while True:  # rewrite both files until killed
+          i += 1
+          outputs.write_json(folder + "/results.json",
+                             {"i": i, "pad": "x" * 10**6})
+          outputs.save_model(model, folder + "/model.keras")
+          print(os.getpid(), i, flush=True)
+      os.waitpid(pid, 0)
+      print("ended", flush=True)
 """)
 
 
 def test_kill_during_saves_leaves_loadable_files(tmp_path):
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  for delay in (0.05, 0.3, 0.7):
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)],
-                               stdout=subprocess.PIPE, env=env, text=True)
-    process.stdout.readline()  # one complete round is on disk
-    time.sleep(delay)  # then kill somewhere inside a later save
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert json.loads((tmp_path / "results.json").read_text())["i"] >= 1
-    model = keras.saving.load_model(tmp_path / "model.keras")
-    assert model.count_params() == 1_250_858
+  writers = subprocess.Popen([sys.executable, "-c", WRITER],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=env, text=True)
+  try:
+    for delay in (0.05, 0.3, 0.7):
+      writers.stdin.write(f"{tmp_path}\n")
+      writers.stdin.flush()
+      # One complete round is on disk.
+      pid = int(writers.stdout.readline().split()[0])
+      time.sleep(delay)  # then kill somewhere inside a later save
+      os.kill(pid, signal.SIGKILL)
+      while writers.stdout.readline() not in ("ended\n", ""):
+        pass  # (its later rounds' lines)
+      assert json.loads((tmp_path / "results.json").read_text())["i"] >= 1
+      model = keras.saving.load_model(tmp_path / "model.keras")
+      assert model.count_params() == 1_250_858
+  finally:
+    writers.kill()
+    writers.communicate()
 
 
 def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
