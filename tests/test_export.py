@@ -36,28 +36,31 @@ import json, sys
 sys.modules["fastcifar"] = None  # any `import fastcifar` now fails
 import numpy as np
 import tensorflow as tf
-folder, tolerances = sys.argv[1], json.loads(sys.argv[2])
-images = np.load(f"{folder}/images.npy")
-expected = np.load(f"{folder}/expected.npy")
-report = {}
-for name, tolerance in tolerances.items():
-  path = f"{folder}/export/{name}"
-  if name == "saved_model":
-    serve = tf.saved_model.load(path).signatures["serving_default"]
-    got = serve(images=tf.constant(images))["probabilities"].numpy()
-  else:
-    runner = tf.lite.Interpreter(model_path=path).get_signature_runner(
-        "serving_default")
-    got = runner(images=images)["probabilities"]
-  top2 = np.sort(expected, axis=1)[:, -2:]
-  clear = top2[:, 1] - top2[:, 0] > 2 * tolerance
-  report[name] = {
-      "dtype": str(got.dtype), "shape": list(got.shape),
-      "max_diff": float(np.abs(got - expected).max()),
-      "clear": int(clear.sum()),
-      "argmax_equal": bool((got.argmax(1) == expected.argmax(1))[clear].all()),
-  }
-print(json.dumps(report))
+folders, tolerances = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+reports = {}
+for folder in folders:
+  images = np.load(f"{folder}/images.npy")
+  expected = np.load(f"{folder}/expected.npy")
+  report = reports[folder] = {}
+  for name, tolerance in tolerances.items():
+    path = f"{folder}/export/{name}"
+    if name == "saved_model":
+      serve = tf.saved_model.load(path).signatures["serving_default"]
+      got = serve(images=tf.constant(images))["probabilities"].numpy()
+    else:
+      runner = tf.lite.Interpreter(model_path=path).get_signature_runner(
+          "serving_default")
+      got = runner(images=images)["probabilities"]
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 2 * tolerance
+    report[name] = {
+        "dtype": str(got.dtype), "shape": list(got.shape),
+        "max_diff": float(np.abs(got - expected).max()),
+        "clear": int(clear.sum()),
+        "argmax_equal": bool(
+            (got.argmax(1) == expected.argmax(1))[clear].all()),
+    }
+print(json.dumps(reports))
 """
 
 
@@ -73,51 +76,72 @@ def _trained_model(name: str, data: sources.ImageDataset) -> keras.Model:
   return model
 
 
+def _export_each_way(folder, model: keras.Model,
+                     data: sources.ImageDataset, command: bool) -> None:
+  """Saves `model` and its predictions into `folder`, then exports it with
+  float32, int8 and float16 artifacts: by the command, or in this process by
+  `serving.export_all`, the function the command calls."""
+  model_path = str(folder / "model.keras")
+  model.save(model_path)
+  np.save(folder / "images.npy", data.test_images)
+  np.save(folder / "expected.npy", models.load_saved(
+      model_path, compile=False).predict(data.test_images, verbose=0))
+  if command:
+    # int8 calibrates on the model's own training images (--dataset=
+    # synthetic would generate 60,000 of the same kind first).
+    calibration = str(folder / "fastcifar-train.npz")
+    sources.save_prepared(data, calibration)
+    # A process of its own: importing it beside fastcifar.train would
+    # define --model twice.
+    exported = _export(f"--model={model_path}", f"--output={folder}/export",
+                       "--quantize=int8", f"--data_dir={calibration}")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    assert not log_lines(exported.stdout + exported.stderr), exported.stderr
+  else:
+    serving.export_all(models.load_saved(model_path, compile=False),
+                       str(folder / "export"), "int8", data.train_images)
+  if serving.tflite_available():
+    serving.export_tflite(str(folder / "export" / "saved_model"),
+                          str(folder / "export" / "model_float16.tflite"),
+                          "float16")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", models.MODELS)
-def test_exported_model_predicts_as_the_keras_model_without_fastcifar(
-    tmp_path, name):
+def test_exported_models_predict_as_the_keras_models_without_fastcifar(
+    tmp_path):
   # 16x16: a quarter of the cost of training, calibrating and predicting;
   # what is compared is each artifact's output with the .keras model's.
+  # Both models, one exported by the command and one by the function it
+  # calls, checked in one process (each process costs seconds of imports).
   data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
-  model_path = str(tmp_path / "model.keras")
-  _trained_model(name, data).save(model_path)
-  images = data.test_images
-  np.save(tmp_path / "images.npy", images)
-  expected = models.load_saved(model_path, compile=False).predict(
-      images, verbose=0)
-  np.save(tmp_path / "expected.npy", expected)
-  # int8 calibrates on the model's own training images (--dataset=synthetic
-  # would generate 60,000 of the same kind first).
-  calibration = str(tmp_path / "fastcifar-train.npz")
-  sources.save_prepared(data, calibration)
-  # The command (a process of its own: importing it beside fastcifar.train
-  # would define --model twice), then float16 from the same SavedModel.
-  exported = _export(f"--model={model_path}", f"--output={tmp_path}/export",
-                     "--quantize=int8", f"--data_dir={calibration}")
-  assert exported.returncode == 0, exported.stderr[-3000:]
-  assert not log_lines(exported.stdout + exported.stderr), exported.stderr
+  folders = []
+  for name in models.MODELS:
+    folder = tmp_path / name
+    folder.mkdir()
+    _export_each_way(folder, _trained_model(name, data), data,
+                     command=name == "seed")
+    folders.append(str(folder))
   tolerances = {"saved_model": TOLERANCE["saved_model"]}
   if serving.tflite_available():
-    serving.export_tflite(str(tmp_path / "export" / "saved_model"),
-                            str(tmp_path / "export" / "model_float16.tflite"),
-                            "float16")
     tolerances.update((k, v) for k, v in TOLERANCE.items() if "tflite" in k)
   result = subprocess.run(
-      [sys.executable, "-c", CHECK, str(tmp_path), json.dumps(tolerances)],
+      [sys.executable, "-c", CHECK, json.dumps(folders),
+       json.dumps(tolerances)],
       capture_output=True, text=True, timeout=300, check=False,
       env=dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="3"),
       cwd=str(tmp_path))
   assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.strip().splitlines()[-1])
-  assert set(report) == set(tolerances)
-  for artifact, tolerance in tolerances.items():
-    checked = report[artifact]
-    assert checked["dtype"] == "float32" and checked["shape"] == [64, 10]
-    assert checked["max_diff"] <= tolerance, (artifact, checked)
-    assert checked["argmax_equal"], (artifact, checked)
-  # The float32 artifacts are compared on (nearly) every image.
-  assert report["saved_model"]["clear"] >= 60, report
+  reports = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(reports) == set(folders)
+  for folder, report in reports.items():
+    assert set(report) == set(tolerances), folder
+    for artifact, tolerance in tolerances.items():
+      checked = report[artifact]
+      assert checked["dtype"] == "float32" and checked["shape"] == [64, 10]
+      assert checked["max_diff"] <= tolerance, (folder, artifact, checked)
+      assert checked["argmax_equal"], (folder, artifact, checked)
+    # The float32 artifacts are compared on (nearly) every image.
+    assert report["saved_model"]["clear"] >= 60, (folder, report)
 
 
 def test_saved_model_takes_any_batch_size(tmp_path):
