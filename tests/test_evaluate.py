@@ -150,12 +150,8 @@ def test_evaluate_command_prints_accuracy_and_draws_the_matrix(tmp_path):
   picture = os.path.join(os.path.dirname(model_path), "confusion_matrix.png")
   assert lines[-1] == f"confusion matrix: {picture}"
   assert_real_picture(picture, (800, 700))
-
-  missing = run_module(f"--model={tmp_path / 'none.keras'}",
-                       f"--data_dir={data_path}")
-  assert missing.returncode == 2
-  assert missing.stderr.strip().splitlines()[-1].startswith(
-      "fastcifar.evaluate: error: --model")
+  # Bad input (exit 2, one line): test_a_run_trained_with_pad_is_evaluated_
+  # with_pad.
 
 
 def read_scalars(log_dir: str) -> dict[str, list[float]]:

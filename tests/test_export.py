@@ -174,15 +174,6 @@ def _export(*args: str) -> subprocess.CompletedProcess:
                         check=False, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
 
 
-def test_missing_model_gets_one_line(tmp_path):
-  result = _export(f"--model={tmp_path}/missing.keras")
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      f"fastcifar.export: error: --model {tmp_path}/missing.keras does not "
-      "exist; give a .keras file saved by model.save (fastcifar.train writes "
-      "OUTPUT_DIR/model.keras)"]
-
-
 def test_int8_calibrates_on_a_streamed_shard_folder(tmp_path):
   data = sources.load_synthetic(num_train=256, num_test=16, seed=3)
   model_path = str(tmp_path / "model.keras")

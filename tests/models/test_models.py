@@ -161,3 +161,19 @@ def test_seed_cnn_dropout_is_fastcifars_unless_asked():
   assert [type(layer) for layer in keras_own].count(keras.layers.Dropout) == 3
   assert [layer.rate for layer in default
           if isinstance(layer, keras.layers.Dropout)] == [0.25, 0.25, 0.5]
+
+
+def test_load_saved_names_a_missing_or_unloadable_file(tmp_path):
+  # The commands (evaluate, doctor, export) turn these into their one line
+  # and exit 2 (their tests check that contract in a process).
+  missing = tmp_path / "missing.keras"
+  with pytest.raises(UsageError) as refused:
+    models.load_saved(str(missing))
+  assert str(refused.value) == (
+      f"--model {missing} does not exist; give a .keras file saved by "
+      "model.save (fastcifar.train writes OUTPUT_DIR/model.keras)")
+  notes = tmp_path / "notes.keras"
+  notes.write_text("not a model")
+  with pytest.raises(UsageError,
+                     match=f"--model {notes} is not a loadable .keras model"):
+    models.load_saved(str(notes))
