@@ -39,7 +39,7 @@ import tensorflow as tf
 from benchmarks import flops, harness
 from fastcifar.training import policy
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 MODEL_BATCH = {"seed": 128, "fast": 1024}
 DEFAULT_BATCH = 128  # a builder's: the default recipe's batch
 PASSES = ("forward", "input_grad", "weight_grad", "layer_step")
@@ -206,12 +206,14 @@ def define_flags() -> None:
   flags.DEFINE_string("model", "both",
                       "Whose convolutions: both, seed, fast, or a builder "
                       "package.module:function (as fastcifar.train's "
-                      "--model).")
+                      "--model).", flag_values=FLAGS)
   flags.DEFINE_integer("batch_size", 0,
                        "0: each model's own batch (seed 128, fast 1024, a "
-                       "builder's 128).")
-  flags.DEFINE_integer("iterations", 10, "Calls per timed round.")
-  flags.DEFINE_integer("repeats", 5, "Timed rounds, round-robin over passes.")
+                       "builder's 128).", flag_values=FLAGS)
+  flags.DEFINE_integer("iterations", 10, "Calls per timed round.",
+                       flag_values=FLAGS)
+  flags.DEFINE_integer("repeats", 5, "Timed rounds, round-robin over passes.",
+                       flag_values=FLAGS)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from absl import flags
 
 from benchmarks import harness
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 SHORT, LONG = 1, 4  # the epochs of the two runs the issue compares
 SIDES = ("recipe", "fastcifar")  # in the order each round runs them
 TARGET_RATIO = 0.4  # issue 13: fastcifar's per-epoch cost at most 0.4x
@@ -116,13 +116,15 @@ def summarize(runs: list[dict]) -> dict:
 
 def define_flags() -> None:
   flags.DEFINE_integer("train_examples", 10_000, "Training images; 0: all. "
-                       "--quick: 512.", lower_bound=0)
+                       "--quick: 512.", lower_bound=0, flag_values=FLAGS)
   flags.DEFINE_integer("test_examples", 0, "Test images; 0: all (10,000 in "
-                       "CIFAR). --quick: 200.", lower_bound=0)
+                       "CIFAR). --quick: 200.", lower_bound=0,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("repeats", 2, "Rounds of the four runs; medians "
-                       "reported. --quick: 1.", lower_bound=1)
+                       "reported. --quick: 1.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_float("timeout", 3600, "Seconds before a run is killed.",
-                     lower_bound=1)
+                     lower_bound=1, flag_values=FLAGS)
 
 
 def main(argv):

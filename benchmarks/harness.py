@@ -1,8 +1,12 @@
 """What the benchmark scripts share: flags, data, the sweep, clocks, the report.
 
-Each script defines its flags only when it runs as a program (`run_main`), so
-importing a script to reuse its functions defines no flag, and scripts can
-import one another without two definitions of `--quick` colliding.
+Each script defines its flags only when it runs (`run_main`, or
+`run_in_process`), so importing a script to reuse its functions defines no
+flag, and scripts can import one another without two definitions of
+`--quick` colliding. They go in a FlagValues of the benchmarks' own, not
+absl's global FLAGS: fastcifar.train defines --seed, --data_dir, --dataset,
+--train_examples and --verbose too, and a process that imports both (a test
+run) could not define them twice.
 
 Flags hold the full-mode values; `--quick` swaps in small ones through
 `setting`, except for a flag given on the command line, which always wins.
@@ -10,6 +14,7 @@ Flags hold the full-mode values; `--quick` swaps in small ones through
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -20,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from absl import app, flags
 import keras
@@ -32,7 +37,7 @@ from fastcifar.data import pipeline, sources
 from fastcifar.errors import UsageError
 from fastcifar.training import policy, step_loop
 
-FLAGS = flags.FLAGS
+FLAGS = flags.FlagValues()  # the benchmarks' own (see above)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Names of the flags the running script defined, for every record, and the
@@ -42,49 +47,105 @@ _quick_values: dict[str, object] = {}
 
 
 def define_common_flags() -> None:
-  """The flags every benchmark has."""
+  """The flags every benchmark has, in `FLAGS`."""
   flags.DEFINE_boolean(
       "quick", False,
       "Small slices and few steps, under 3 minutes on 2 CPU cores: checks "
-      "that the benchmark runs. Its figures are not measurements to quote.")
+      "that the benchmark runs. Its figures are not measurements to quote.",
+      flag_values=FLAGS)
   flags.DEFINE_string("output", None,
-                      "Also append each JSON line to this file.")
+                      "Also append each JSON line to this file.",
+                      flag_values=FLAGS)
   flags.DEFINE_string(
       "data_dir", None,
       "Real data, anything fastcifar.data.sources.load_path reads (e.g. "
       "PATH/cifar-10-python.tar.gz, or a folder of JPEGs). Default: "
-      "synthetic data.")
+      "synthetic data.", flag_values=FLAGS)
   flags.DEFINE_enum("dataset", "cifar10",
                     [d for d in sources.DATASETS if d != "synthetic"],
-                    "Which dataset to take from --data_dir.")
+                    "Which dataset to take from --data_dir.",
+                    flag_values=FLAGS)
   flags.DEFINE_integer("seed", 0, "Seeds the synthetic data, the subsets "
-                       "and the training runs.")
-  quiet.define_verbose_flag()
+                       "and the training runs.", flag_values=FLAGS)
+  quiet.define_verbose_flag(FLAGS)
 
 
-def run_main(main: Callable[[list[str]], None],
-             define_flags: Callable[[], None]) -> None:
-  """Defines the common and the script's flags, then runs `main` under absl.
-
-  A `UsageError` from `main` ends the run as fastcifar's commands do: one
-  line on stderr, exit 2, no traceback (unless --verbose).
-  """
+@contextlib.contextmanager
+def _script_flags(define_flags: Callable[[], None],
+                  common: bool) -> Iterator[None]:
+  """The script's flags (and the common ones if `common`) defined in
+  `FLAGS`, removed after."""
   before = set(FLAGS)
-  define_common_flags()
+  if common:
+    define_common_flags()
   define_flags()
   _flag_names[:] = sorted(set(FLAGS) - before)
+  _quick_values.clear()
+  try:
+    yield
+  finally:
+    for name in _flag_names:
+      delattr(FLAGS, name)
 
-  def checked_main(argv: list[str]) -> int | None:
-    try:
-      return main(argv)
-    except UsageError as e:
-      if FLAGS.verbose:
-        raise
-      program = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-      print(f"benchmarks.{program}: error: {e}", file=sys.stderr)
-      return 2
 
-  app.run(checked_main)
+def _checked_main(main: Callable[[list[str]], int | None],
+                  argv: list[str]) -> int:
+  """`main(argv)`'s exit status; a `UsageError` ends it as fastcifar's
+  commands do: one line on stderr, exit 2, no traceback (unless
+  --verbose)."""
+  try:
+    return main(argv) or 0
+  except UsageError as e:
+    if FLAGS.verbose:
+      raise
+    program = os.path.splitext(os.path.basename(argv[0]))[0]
+    print(f"benchmarks.{program}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def run_main(main: Callable[[list[str]], int | None],
+             define_flags: Callable[[], None], common: bool = True) -> None:
+  """Defines the common and the script's flags, then runs `main` under absl.
+
+  absl's global FLAGS takes them in too, so that `app.run` parses them with
+  its own (--help, --flagfile, logging) and --help lists them.
+
+  Args:
+    main: the script's; returns its exit status (None: 0).
+    define_flags: defines the script's own flags in `FLAGS`.
+    common: define the common flags too (the recipe has its own).
+  """
+  with _script_flags(define_flags, common):
+    flags.FLAGS.append_flag_values(FLAGS)
+    for module, module_flags in FLAGS.flags_by_module_dict().items():
+      for flag in module_flags:
+        flags.FLAGS.register_flag_by_module(module, flag)
+
+    def parsed_main(argv: list[str]) -> int:
+      FLAGS.mark_as_parsed()  # app.run parsed the very Flag objects
+      return _checked_main(main, argv)
+
+    app.run(parsed_main)
+
+
+def run_in_process(main: Callable[[list[str]], int | None],
+                   define_flags: Callable[[], None], argv: Sequence[str],
+                   common: bool = True) -> int:
+  """Runs a script in this process, as `python -m` runs it with `argv`.
+
+  The script's flags exist only meanwhile, so another script (or
+  fastcifar's commands, whose flag names some share) can run next.
+
+  Args:
+    main, define_flags, common: as for `run_main`.
+    argv: the command line, the script's path first.
+
+  Returns:
+    The exit status `python -m` would end with (2 for a `UsageError`).
+  """
+  with _script_flags(define_flags, common):
+    FLAGS(list(argv))
+    return _checked_main(main, list(argv))
 
 
 def flag_values() -> dict:
@@ -542,7 +603,9 @@ def define_sweep_flags() -> None:
   """--precisions and --jit_compile: the settings a sweep measures."""
   flags.DEFINE_list(
       "precisions", [],
-      "Precisions (or auto) to measure; empty: all that apply on this device.")
+      "Precisions (or auto) to measure; empty: all that apply on this device.",
+      flag_values=FLAGS)
   flags.DEFINE_list(
       "jit_compile", [],
-      "XLA choices (true, false, auto); empty: all that apply on this device.")
+      "XLA choices (true, false, auto); empty: all that apply on this device.",
+      flag_values=FLAGS)

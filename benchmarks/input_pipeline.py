@@ -66,7 +66,7 @@ from fastcifar.data import pipeline as fastcifar_pipeline
 from fastcifar.data import sources
 from fastcifar.training import trainer
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 
 
 def fastcifar_dataset(images: np.ndarray | sources.ShardedImages,
@@ -255,28 +255,33 @@ def measure_pipelines(images: np.ndarray, labels: np.ndarray, num_classes: int,
 
 def define_flags() -> None:
   flags.DEFINE_integer("train_examples", 0, "Training images fed; 0: all "
-                       "(50,000 synthetic). --quick: 5000.", lower_bound=0)
+                       "(50,000 synthetic). --quick: 5000.", lower_bound=0,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("batch_size", 128, "Batch size of fastcifar's and the "
-                       "naive pipeline.", lower_bound=1)
+                       "naive pipeline.", lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("recipe_batch_size", 64, "Batch size of the recipe's "
-                       "fit.", lower_bound=1)
+                       "fit.", lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_float("warmup_seconds", 2.0, "Warm-up per pipeline and repeat. "
-                     "--quick: 0.3.", lower_bound=0)
+                     "--quick: 0.3.", lower_bound=0, flag_values=FLAGS)
   flags.DEFINE_float("seconds", 10.0, "Timing per pipeline and repeat. "
-                     "--quick: 1.5.", lower_bound=0)
+                     "--quick: 1.5.", lower_bound=0, flag_values=FLAGS)
   flags.DEFINE_integer("repeats", 3, "Round-robin passes; the median is "
-                       "reported. --quick: 1.", lower_bound=1)
+                       "reported. --quick: 1.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_boolean("training_step", True, "Also time fastcifar's training "
-                       "step at its defaults, for pipeline_over_training_step.")
+                       "step at its defaults, for pipeline_over_training_step.",
+                       flag_values=FLAGS)
   flags.DEFINE_integer("step_warmup_steps", 20, "Training steps left out "
-                       "before timing. --quick: 3.", lower_bound=1)
+                       "before timing. --quick: 3.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_string("shards_dir", None, "Where fastcifar_streamed writes "
                       "its shards (removed afterwards); a local disk. "
-                      "Default: a temporary folder.")
+                      "Default: a temporary folder.", flag_values=FLAGS)
   flags.DEFINE_integer("shuffle_buffer", 10_000, "fastcifar_streamed's "
-                       "shuffle buffer, in examples.", lower_bound=1)
+                       "shuffle buffer, in examples.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("step_steps", 100, "Training steps timed. --quick: 6.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
 
 
 def main(argv):

@@ -61,7 +61,7 @@ from fastcifar.data import sources
 from fastcifar.data.sources import ImageDataset
 from fastcifar.errors import UsageError
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 # In the order each round runs them.
 SIDES = ("keras", "datasets", "fit", "command")
 LEARNING_RATE = 2e-3  # fastcifar's default recipe's (Adam, cosine decay)
@@ -309,26 +309,31 @@ def chosen_sides(names: Sequence[str]) -> list[str]:
 
 def define_flags() -> None:
   flags.DEFINE_integer("epochs", 5, "Epochs per run; the first is warm-up.",
-                       lower_bound=2)
+                       lower_bound=2, flag_values=FLAGS)
   flags.DEFINE_integer("train_examples", 10_000,
-                       "Training images (a seeded subset); 0: all.")
-  flags.DEFINE_integer("test_examples", 0, "Test images; 0: all.")
-  flags.DEFINE_integer("batch_size", 128, "Batch size of every run.")
+                       "Training images (a seeded subset); 0: all.",
+                       flag_values=FLAGS)
+  flags.DEFINE_integer("test_examples", 0, "Test images; 0: all.",
+                       flag_values=FLAGS)
+  flags.DEFINE_integer("batch_size", 128, "Batch size of every run.",
+                       flag_values=FLAGS)
   flags.DEFINE_integer("repeats", 2, "Rounds of the three runs.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_string("precision", "auto",
                       "Every run's precision; auto: fastcifar's choice for "
-                      "this device.")
+                      "this device.", flag_values=FLAGS)
   flags.DEFINE_list("sides", list(SIDES), "The ways to run, of "
-                    f"{', '.join(SIDES)}; in that order each round.")
+                    f"{', '.join(SIDES)}; in that order each round.",
+                    flag_values=FLAGS)
   flags.DEFINE_enum("keras_interpolation", "bilinear",
                     ["bilinear", "nearest"],
                     "The keras side's RandomTranslation interpolation: "
                     "bilinear (Keras's default: shifts by fractions of a "
-                    "pixel) or nearest (whole pixels, as fastcifar's).")
+                    "pixel) or nearest (whole pixels, as fastcifar's).",
+                    flag_values=FLAGS)
   flags.DEFINE_enum("keras_jit_compile", "auto", ["auto", "true", "false"],
                     "The Keras runs' `compile(jit_compile=...)`: auto is "
-                    "what a user gets without saying.")
+                    "what a user gets without saying.", flag_values=FLAGS)
 
 
 def main(argv):

@@ -41,7 +41,7 @@ from absl import flags
 
 from benchmarks import harness
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 
 # The floor: what any run holds before training, the data included.
 LOAD_ONLY = ("import sys, keras, tensorflow\n"
@@ -69,14 +69,14 @@ def configurations(settings: list[harness.Setting], dataset: str,
 
 def define_flags() -> None:
   flags.DEFINE_integer("epochs", 1, "Epochs each training run trains.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("train_examples", 0, "Training images; 0: all. "
-                       "--quick: 1024.", lower_bound=0)
+                       "--quick: 1024.", lower_bound=0, flag_values=FLAGS)
   flags.DEFINE_integer("test_examples", 0, "Test images; 0: all. --quick: "
-                       "500.", lower_bound=0)
+                       "500.", lower_bound=0, flag_values=FLAGS)
   harness.define_sweep_flags()
   flags.DEFINE_float("timeout", 3 * 3600, "Seconds before a run is killed.",
-                     lower_bound=1)
+                     lower_bound=1, flag_values=FLAGS)
 
 
 def main(argv):

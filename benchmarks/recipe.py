@@ -7,8 +7,8 @@ test set as validation data, float32 throughout.
 
     python -m benchmarks.recipe --data_dir=PATH/cifar-10-python.tar.gz
 
-Its flags are defined only when it runs as a program, so the other benchmarks
-import `run_recipe` without inheriting them.
+Its flags are defined only when it runs (`harness.run_main`), so the other
+benchmarks import `run_recipe` without inheriting them.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from absl import app, flags
+from absl import flags
 import keras
 
-from benchmarks import environment
+from benchmarks import environment, harness
 from fastcifar.cli import quiet
 from fastcifar.data import sources
 from fastcifar.models import seed_cnn_layers
@@ -80,19 +80,27 @@ def run_recipe(dataset: sources.ImageDataset, epochs: int = 20,
   }
 
 
+FLAGS = harness.FLAGS
+
+
 def define_flags() -> None:
-  """The recipe's command-line flags."""
+  """The recipe's command-line flags (not the other benchmarks' common
+  ones: it takes neither a seed nor --quick)."""
   flags.DEFINE_string("data_dir", None,
-                      "CIFAR data; see fastcifar.data.sources.")
-  flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.")
-  flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1)
-  flags.DEFINE_string("output", None, "Append the JSON record here.")
-  quiet.define_verbose_flag()
+                      "CIFAR data; see fastcifar.data.sources.",
+                      flag_values=FLAGS)
+  flags.DEFINE_enum("dataset", "cifar10", sources.DATASETS, "Dataset.",
+                    flag_values=FLAGS)
+  flags.DEFINE_integer("epochs", 20, "Epochs.", lower_bound=1,
+                       flag_values=FLAGS)
+  flags.DEFINE_string("output", None, "Append the JSON record here.",
+                      flag_values=FLAGS)
+  quiet.define_verbose_flag(FLAGS)
 
 
 def main(argv):
   del argv
-  flag_values = {name: flags.FLAGS[name].value
+  flag_values = {name: FLAGS[name].value
                  for name in ("data_dir", "dataset", "epochs", "output")}
   start = time.perf_counter()
   dataset = sources.load(flag_values["dataset"], flag_values["data_dir"])
@@ -107,5 +115,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  define_flags()
-  app.run(main)
+  harness.run_main(main, define_flags, common=False)

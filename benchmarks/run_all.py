@@ -21,7 +21,7 @@ from absl import flags
 
 from benchmarks import harness
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 # Shortest first, so a broken set-up shows early.
 BENCHMARKS = ("input_pipeline", "training_throughput", "step_overhead",
               "epoch_cost", "memory", "time_to_accuracy")
@@ -39,8 +39,10 @@ def commands(names: list[str], quick: bool, data_dir: str | None,
 
 
 def define_flags() -> None:
-  flags.DEFINE_list("only", list(BENCHMARKS), "Which benchmarks to run.")
-  flags.DEFINE_boolean("dry_run", False, "Print the commands, run nothing.")
+  flags.DEFINE_list("only", list(BENCHMARKS), "Which benchmarks to run.",
+                    flag_values=FLAGS)
+  flags.DEFINE_boolean("dry_run", False, "Print the commands, run nothing.",
+                       flag_values=FLAGS)
 
 
 def main(argv):

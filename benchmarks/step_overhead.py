@@ -55,7 +55,7 @@ from fastcifar.training import policy, trainer
 from fastcifar.models import seed_cnn_layers
 from fastcifar.data.sources import ImageDataset
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 KERAS_BEST_STEPS_PER_EXECUTION = 64
 
 
@@ -251,20 +251,22 @@ def run(dataset: ImageDataset, precision: str, tiny_batch: int,
 
 def define_flags() -> None:
   flags.DEFINE_string("precision", "auto", "Precision for both sides "
-                      "(a policy name, or auto: fastcifar's for the device).")
+                      "(a policy name, or auto: fastcifar's for the device).",
+                      flag_values=FLAGS)
   flags.DEFINE_integer("tiny_batch_size", 64, "The tiny model's batch.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("cnn_batch_size", 8, "The seed CNN's batch.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("warmup_steps", 128, "Steps left out before timing "
                        "(rounded up to whole loops). --quick: 1.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("steps", 640, "Steps timed per run (rounded up to "
                        "whole loops; one epoch holds them all, so the tiny "
                        "model's 768 at batch 64 take 49,152 synthetic "
-                       "images). --quick: 1.", lower_bound=1)
+                       "images). --quick: 1.", lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("repeats", 3, "Round-robin passes; the median is "
-                       "reported. --quick: 1.", lower_bound=1)
+                       "reported. --quick: 1.", lower_bound=1,
+                       flag_values=FLAGS)
 
 
 def main(argv):

@@ -35,7 +35,7 @@ from benchmarks import harness, recipe
 from fastcifar.training import trainer
 from fastcifar.data.sources import ImageDataset
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 
 
 class TargetClock(keras.callbacks.Callback):
@@ -108,16 +108,18 @@ def run_fastcifar_to(dataset: ImageDataset, target: float,
 
 def define_flags() -> None:
   flags.DEFINE_float("target", None, "Test accuracy to reach. Default: the "
-                     "recipe's final accuracy after --recipe_epochs.")
+                     "recipe's final accuracy after --recipe_epochs.",
+                     flag_values=FLAGS)
   flags.DEFINE_integer("epochs", 20, "fastcifar's epochs (its schedule's "
-                       "length and its limit). --quick: 4.", lower_bound=1)
+                       "length and its limit). --quick: 4.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("recipe_epochs", 20, "The recipe's epochs (its limit, "
                        "and what sets the default target). --quick: 2.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("train_examples", 0, "Training images; 0: all. "
-                       "--quick: 2000.", lower_bound=0)
+                       "--quick: 2000.", lower_bound=0, flag_values=FLAGS)
   flags.DEFINE_integer("test_examples", 0, "Test images; 0: all. --quick: "
-                       "1000.", lower_bound=0)
+                       "1000.", lower_bound=0, flag_values=FLAGS)
 
 
 def main(argv):

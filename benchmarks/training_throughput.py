@@ -44,7 +44,7 @@ from fastcifar.training import trainer
 from fastcifar.data.sources import ImageDataset
 from fastcifar.errors import UsageError
 
-FLAGS = flags.FLAGS
+FLAGS = harness.FLAGS
 RECIPE_BATCH_SIZE = 64
 
 
@@ -206,20 +206,23 @@ def check_enough_data(num_examples: int,
 
 
 def define_flags() -> None:
-  flags.DEFINE_list("models", list(models.MODELS), "Models to measure.")
+  flags.DEFINE_list("models", list(models.MODELS), "Models to measure.",
+                    flag_values=FLAGS)
   harness.define_sweep_flags()
   flags.DEFINE_integer("batch_size", None, "fastcifar's batch size (the "
                        "recipe always uses its 64). Default: each model's "
-                       "own (seed 128, fast 1024).", lower_bound=1)
+                       "own (seed 128, fast 1024).", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("warmup_steps", 20, "Steps left out before timing. "
-                       "--quick: 3.", lower_bound=1)
+                       "--quick: 3.", lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("steps", 100, "Steps timed per run. --quick: 8.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
   flags.DEFINE_integer("repeats", 3, "Round-robin passes; the median is "
-                       "reported. --quick: 1.", lower_bound=1)
+                       "reported. --quick: 1.", lower_bound=1,
+                       flag_values=FLAGS)
   flags.DEFINE_integer("test_examples", 500, "Test images for the one "
                        "untimed validation pass at the end of each run.",
-                       lower_bound=1)
+                       lower_bound=1, flag_values=FLAGS)
 
 
 def main(argv):

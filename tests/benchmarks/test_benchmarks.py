@@ -1,10 +1,15 @@
 """Tests of the benchmark scripts: they run and report well-formed records.
 
-Each script runs in its own process, as a user runs it (`python -m
-benchmarks.X`, the one way), in its quick mode made smaller
-still by flags. Nothing here asserts a speed: speed is what the benchmarks
-measure, on a machine chosen for it, not what a test on a shared CI machine
-can judge.
+Each script runs as `python -m benchmarks.X` runs it, its flags parsed from
+a command line (`harness.run_in_process`), in its quick mode made smaller
+still by flags, in this process: a process of its own would only add
+TensorFlow's start-up. Where a process is the point, there is one: the
+children the benchmarks start as users' commands (epoch_cost, memory,
+library's command side), and `python -m benchmarks.X` itself in
+`test_a_benchmark_usage_error_is_one_line_and_exit_2`, the one start-up
+from the command line. Nothing here asserts a speed: speed is what the
+benchmarks measure, on a machine chosen for it, not what a test on a
+shared CI machine can judge.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import keras
 import numpy as np
 import pytest
 
-from benchmarks import (epoch_cost, harness, recipe, rss_probe, run_all,
-                        training_throughput,
-                        time_to_accuracy)
+from benchmarks import (epoch_cost, harness, input_pipeline, memory, recipe,
+                        rss_probe, run_all, step_overhead,
+                        training_throughput, time_to_accuracy)
 from fastcifar.data import sources
 from fastcifar.errors import UsageError
 from fastcifar.training import trainer
@@ -37,25 +42,32 @@ ENVIRONMENT_FIELDS = ("benchmark", "device", "cpu_model", "cpu_count", "gpu",
                       "python_version", "fastcifar_version", "flags", "utc")
 
 
-def run_benchmark(module: str, *args: str, timeout: float = 300):
-  """Runs `python -m module` in a clean process, from the repository root."""
-  command = [sys.executable, "-m", module]
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  result = subprocess.run([*command, *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=REPO_ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result
+def run_benchmark(module, capsys, *args: str) -> str:
+  """Runs `python -m benchmarks.X *args` in this process; its stdout.
+
+  Args:
+    module: the benchmark script's module.
+    capsys: pytest's, which captures what the script prints.
+    *args: the command line after the program.
+  """
+  capsys.readouterr()  # what came before is not the script's
+  status = harness.run_in_process(module.main, module.define_flags,
+                                  [module.__file__, *args])
+  out, err = capsys.readouterr()
+  assert status == 0, err[-3000:]
+  return out
 
 
-def records_and_table(result, output_path) -> tuple[list[dict], list[str]]:
+def records_and_table(stdout: str, output_path) -> tuple[list[dict],
+                                                        list[str]]:
   """The JSON records on stdout (equal to those in --output) and the table."""
-  lines = result.stdout.splitlines()
+  lines = stdout.splitlines()
   records = [json.loads(line) for line in lines if line.startswith("{")]
-  assert records, result.stdout
+  assert records, stdout
   with open(output_path) as f:
     assert [json.loads(line) for line in f] == records
   table = [line for line in lines if line.startswith("|")]
-  assert len(table) == len(records) + 2, result.stdout  # header, rule, rows
+  assert len(table) == len(records) + 2, stdout  # header, rule, rows
   assert set(table[1]) <= set("|-"), table[1]
   for record in records:
     for field in ENVIRONMENT_FIELDS:
@@ -65,14 +77,14 @@ def records_and_table(result, output_path) -> tuple[list[dict], list[str]]:
   return records, table
 
 
-def test_input_pipeline_quick(tmp_path):
+def test_input_pipeline_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
-  result = run_benchmark(
-      "benchmarks.input_pipeline", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      input_pipeline, capsys, "--quick", f"--output={output}",
       "--train_examples=1024", "--warmup_seconds=0.05", "--seconds=0.2",
       "--step_warmup_steps=1", "--step_steps=2", f"--shards_dir={tmp_path}",
       "--shuffle_buffer=256")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   assert os.listdir(tmp_path) == ["out.jsonl"]  # the shards were removed
   by_pipeline = {r["pipeline"]: r for r in records}
   assert set(by_pipeline) == {"fastcifar", "fastcifar_streamed", "recipe",
@@ -91,7 +103,7 @@ def test_input_pipeline_quick(tmp_path):
   assert by_pipeline["fastcifar"]["num_train_examples"] == 1024
 
 
-def test_training_throughput_quick(tmp_path):
+def test_training_throughput_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
   # 16x16 images: the seed CNN's steps cost a quarter, and the rows and
   # loop lengths are what is tested. Two whole loops of 4,096 examples (as
@@ -99,12 +111,12 @@ def test_training_throughput_quick(tmp_path):
   small = str(tmp_path / "small.npz")
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=8192, num_test=100, seed=0)), small)
-  result = run_benchmark(
-      "benchmarks.training_throughput", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      training_throughput, capsys, "--quick", f"--output={output}",
       "--models=seed", "--precisions=auto", "--jit_compile=auto",
       "--warmup_steps=1", "--steps=2", "--test_examples=100",
       f"--data_dir={small}")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   recipe = [r for r in records if r["system"] == "recipe"]
   fastcifar = [r for r in records if r["system"] == "fastcifar"]
   assert len(recipe) == 1 and recipe[0]["ratio_to_recipe"] == 1.0
@@ -120,7 +132,7 @@ def test_training_throughput_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_step_overhead_quick(tmp_path):
+def test_step_overhead_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
   # 16x16 images: the seed CNN's steps cost a quarter, and the rows and
   # loop lengths are what is tested. Two whole loops of 4,096 examples.
@@ -128,10 +140,10 @@ def test_step_overhead_quick(tmp_path):
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=8192, num_test=64, seed=0)), small)
   # The seed CNN at batch 64: loops of 64 steps on CPUs (512 at batch 8).
-  result = run_benchmark(
-      "benchmarks.step_overhead", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      step_overhead, capsys, "--quick", f"--output={output}",
       "--cnn_batch_size=64", f"--data_dir={small}")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   rows = {(r["part"], r["system"], r["steps_per_loop_setting"], r["augment"]):
           r for r in records}
   assert set(rows) == {
@@ -154,13 +166,13 @@ def test_step_overhead_quick(tmp_path):
       "ratio_to_keras_best"] == 1
 
 
-def test_time_to_accuracy_quick(tmp_path):
+def test_time_to_accuracy_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
-  result = run_benchmark(
-      "benchmarks.time_to_accuracy", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      time_to_accuracy, capsys, "--quick", f"--output={output}",
       "--train_examples=256", "--test_examples=200", "--epochs=1",
       "--recipe_epochs=1")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   assert [r["system"] for r in records] == ["recipe", "fastcifar"]
   recipe, fastcifar = records
   # The default target is the recipe's final accuracy, so it reached it.
@@ -171,13 +183,13 @@ def test_time_to_accuracy_quick(tmp_path):
   assert recipe["num_train_examples"] == 256
 
 
-def test_memory_quick(tmp_path):
+def test_memory_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
-  result = run_benchmark(
-      "benchmarks.memory", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      memory, capsys, "--quick", f"--output={output}",
       "--precisions=auto", "--jit_compile=auto", "--train_examples=256",
       "--test_examples=200")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   assert [r["configuration"] for r in records] == [
       "load_only", "fastcifar", "recipe"]
   for record in records:
@@ -192,17 +204,17 @@ def test_memory_quick(tmp_path):
 
 
 @pytest.mark.slow
-def test_epoch_cost_quick(tmp_path):
+def test_epoch_cost_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
   # 16x16 images: each step and evaluation costs a quarter; the runs'
   # order, lengths and records are what is tested.
   small = str(tmp_path / "small.npz")
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=256, num_test=100, seed=0)), small)
-  result = run_benchmark(
-      "benchmarks.epoch_cost", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      epoch_cost, capsys, "--quick", f"--output={output}",
       "--train_examples=256", "--test_examples=100", f"--data_dir={small}")
-  records, _ = records_and_table(result, output)
+  records, _ = records_and_table(stdout, output)
   assert [r["side"] for r in records] == ["recipe", "fastcifar"]
   recipe, fastcifar = records
   # Alternated: recipe 1, fastcifar 1, recipe 4, fastcifar 4.
@@ -227,14 +239,20 @@ def test_epoch_cost_quick(tmp_path):
   assert fastcifar["target_ratio"] == 0.4 and recipe["precision"] == "float32"
 
 
-def test_recipe_cli(tmp_path):
+def test_recipe_cli(tmp_path, capsys):
   data = sources.load_synthetic(num_train=256, num_test=100)
   npz = str(tmp_path / "data.npz")
   sources.save_prepared(data, npz)
   output = tmp_path / "out.jsonl"
-  run_benchmark("benchmarks.recipe", f"--data_dir={npz}", "--epochs=1",
-                f"--output={output}")
+  capsys.readouterr()
+  assert harness.run_in_process(
+      recipe.main, recipe.define_flags,
+      [recipe.__file__, f"--data_dir={npz}", "--epochs=1",
+       f"--output={output}"], common=False) == 0
   [record] = [json.loads(line) for line in output.read_text().splitlines()]
+  printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()
+             if line.startswith("{")]
+  assert printed == [record]
   assert record["benchmark"] == "recipe" and record["epochs"] == 1
   assert len(record["history"]["val_accuracy"]) == 1
   assert record["flags"]["epochs"] == 1
@@ -253,7 +271,40 @@ def test_importing_the_benchmarks_defines_no_flags():
     importlib.import_module(f"benchmarks.{name}")
   defining = [module for module in flags.FLAGS.flags_by_module_dict()
               if "benchmarks" in module]
-  assert not defining
+  assert not defining and not list(harness.FLAGS)
+
+
+def test_a_benchmark_runs_beside_fastcifar_commands_flags(capsys):
+  # The harness's flags are its own: a process that has fastcifar.train's
+  # --seed, --data_dir, --dataset, --train_examples and --verbose (this one,
+  # as any test run) runs a benchmark, twice, and has them after.
+  importlib.import_module("fastcifar.train")
+  before = set(flags.FLAGS)
+  assert {"seed", "data_dir", "dataset", "train_examples",
+          "verbose"} <= before
+  for seed in (1, 2):
+    stdout = run_benchmark(run_all, capsys, "--quick", "--dry_run",
+                           f"--seed={seed}", "--only=memory")
+    assert f"--seed={seed} --quick" in stdout
+  assert set(flags.FLAGS) == before and not list(harness.FLAGS)
+
+
+def test_quick_values_do_not_outlive_their_run():
+  # --quick's values go into the record's flags; a later run without
+  # --quick reports its own.
+  seen = []
+
+  def main(argv):
+    del argv
+    harness.setting("repeats", 1)
+    seen.append(harness.flag_values())
+
+  def define_flags():
+    flags.DEFINE_integer("repeats", 3, "Rounds.", flag_values=harness.FLAGS)
+
+  for argv in (["x", "--quick"], ["x"]):
+    assert harness.run_in_process(main, define_flags, argv) == 0
+  assert [s["repeats"] for s in seen] == [1, 3]
 
 
 @pytest.mark.parametrize("device,bf16,capability,expected", [
@@ -394,19 +445,6 @@ def test_the_recipe_keeps_keras_own_dropout():
   assert dropouts == [keras.layers.Dropout] * 3
 
 
-def test_a_benchmark_starts_without_tensorflow_log_lines():
-  # `python -m benchmarks.NAME` silences TensorFlow's start-up lines (an
-  # "E0000 ... failed call to cuInit" among them) as `python -m fastcifar.X`
-  # does; --help loads the benchmark, and TensorFlow with it, and stops.
-  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-  result = subprocess.run(
-      [sys.executable, "-m", "benchmarks.step_overhead", "--help"],
-      capture_output=True, text=True, timeout=120, env=env, cwd=REPO_ROOT,
-      check=False)
-  assert "--quick" in result.stdout, result.stderr
-  assert not log_lines(result.stdout + result.stderr), result.stderr
-
-
 def test_training_throughput_refuses_data_too_small_for_a_timed_step():
   # A user's 2,000-image copy under --quick gave the fast model (batch 1024)
   # one step: a ValueError traceback after the recipe had been measured.
@@ -419,18 +457,24 @@ def test_training_throughput_refuses_data_too_small_for_a_timed_step():
 
 
 def test_a_benchmark_usage_error_is_one_line_and_exit_2(tmp_path):
+  # From the command line, the one way users start a benchmark: `python -m
+  # benchmarks.NAME` silences TensorFlow's start-up lines (an "E0000 ...
+  # failed call to cuInit" among them) as `python -m fastcifar.X` does, so
+  # with TF_CPP_MIN_LOG_LEVEL unset the error is still the only line.
   data = tmp_path / "tiny.npz"
   rng = np.random.default_rng(0)
   np.savez(data, x_train=rng.integers(0, 256, (300, 32, 32, 3), np.uint8),
            y_train=np.arange(300) % 10,
            x_test=rng.integers(0, 256, (20, 32, 32, 3), np.uint8),
            y_test=np.arange(20) % 10)
+  env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   result = subprocess.run(
       [sys.executable, "-m", "benchmarks.training_throughput", "--quick",
        f"--data_dir={data}", "--models=fast"],
       capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
-      env=dict(os.environ, PYTHONPATH=REPO_ROOT), check=False)
+      env=dict(env, PYTHONPATH=REPO_ROOT), check=False)
   assert result.returncode == 2, result.stderr
+  assert not log_lines(result.stdout + result.stderr), result.stderr
   assert result.stderr.splitlines() == [
       "benchmarks.training_throughput: error: 300 training images give the "
       "fast model 0 batches of 1024; a throughput needs two (a warm-up step "

@@ -4,18 +4,13 @@ quick run that reports every pass."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import tensorflow as tf
 
 from benchmarks import conv_passes, flops
 from fastcifar.errors import UsageError
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
+from tests.benchmarks.test_benchmarks import run_benchmark
 
 
 def test_seed_cnn_convolutions_and_multiply_adds():
@@ -67,11 +62,12 @@ def test_an_unknown_model_is_one_usage_error():
     flops.build_model("resnet")
 
 
-def test_quick_run_reports_every_pass(tmp_path):
+def test_quick_run_reports_every_pass(tmp_path, capsys):
   out = tmp_path / "passes.jsonl"
-  subprocess.run([sys.executable, "-m", "benchmarks.conv_passes", "--quick",
-                  "--model=seed", f"--output={out}"], cwd=REPO_ROOT,
-                 check=True, capture_output=True, timeout=300)
+  # In this process, as `python -m benchmarks.conv_passes` runs it (see
+  # test_benchmarks.py): a process of its own would add only its start-up.
+  run_benchmark(conv_passes, capsys, "--quick", "--model=seed",
+                f"--output={out}")
   rows = [json.loads(line) for line in out.read_text().splitlines()]
   # 4 convolutions x 4 passes, less the first one's input gradient.
   assert len(rows) == 15

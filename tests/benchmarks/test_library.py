@@ -16,18 +16,18 @@ from tests.benchmarks.test_benchmarks import records_and_table, run_benchmark
 from tests.conftest import X86_LINUX, halved
 
 
-def test_library_quick(tmp_path):
+def test_library_quick(tmp_path, capsys):
   output = tmp_path / "out.jsonl"
   # 16x16 images: each step costs a quarter; the three ways and their
   # records are what is tested.
   small = str(tmp_path / "small.npz")
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=256, num_test=64, seed=0)), small)
-  result = run_benchmark(
-      "benchmarks.library", "--quick", f"--output={output}",
+  stdout = run_benchmark(
+      library, capsys, "--quick", f"--output={output}",
       "--train_examples=256", "--test_examples=64", "--batch_size=64",
-      f"--data_dir={small}", timeout=600)
-  records, _ = records_and_table(result, output)
+      f"--data_dir={small}")
+  records, _ = records_and_table(stdout, output)
   assert [r["side"] for r in records] == ["keras", "datasets", "fit",
                                           "command", "summary"]
   for record in records[:-1]:
