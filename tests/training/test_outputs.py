@@ -22,9 +22,10 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 
 # Imports once, then for each line of stdin forks a writer that rewrites
-# both files until killed, and says when it has ended. A child forked before
-# TensorFlow has started anything (no eager context, no thread pool) starts
-# its own: a process of its own to kill, without importing again (seconds).
+# both files until killed, and says when it has ended. Forked before
+# TensorFlow's runtime has started (importing it creates no eager context;
+# its one thread then idles), each child starts its own: a process of its
+# own to kill, without importing again (seconds).
 WRITER = textwrap.dedent("""
     import os, sys
     from fastcifar import models
