@@ -383,18 +383,31 @@ MID_EPOCH = dict(epochs=3, batch_size=32, precision="float32",
                  checkpoint_every="3", steps_per_loop=2)
 
 
+@pytest.fixture(scope="module")
+def mid_epoch_whole(tmp_path_factory) -> tuple:
+  """MID_EPOCH uninterrupted on 256 16x16 images: `(data, the run)`.
+
+  One run for the tests that compare runs stopped on that data with it.
+  """
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
+  return data, train_stopped_at(trainer.Config(**MID_EPOCH), data,
+                                tmp_path_factory.mktemp("whole"), [])
+
+
 @pytest.mark.parametrize("streamed", [False, True])
 def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
-                                                          streamed):
-  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
+                                                          streamed, request):
+  config = trainer.Config(**MID_EPOCH)
   if streamed:  # blocks of 100 examples, steps of 32: both cut each other
+    data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
     path = sources.shards_path(str(tmp_path), "small")
     sources.write_shards(path, "small", data.class_names,
                          sources.array_chunks(data),
                          sources.array_counts(data))
     data = sources.load_path(path, cache="disk", shuffle_buffer=100)
-  config = trainer.Config(**MID_EPOCH)
-  whole = train_stopped_at(config, data, tmp_path / "whole", [])
+    whole = train_stopped_at(config, data, tmp_path / "whole", [])
+  else:
+    data, whole = request.getfixturevalue("mid_epoch_whole")
   # 8 steps an epoch, checkpoints at steps 3 and 6 and the epoch's end.
   # Stopped at step 5 (kept: epoch 1 at step 3), then at 13 (kept: epoch 2
   # at step 3), which the last run resumes.
@@ -404,10 +417,9 @@ def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
   assert stopped[0]["resumed_at_step"] == 3
 
 
-def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(tmp_path):
-  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
-  whole = train_stopped_at(trainer.Config(**MID_EPOCH), data,
-                           tmp_path / "whole", [])
+def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(
+    tmp_path, mid_epoch_whole):
+  data, whole = mid_epoch_whole
   output_dir = tmp_path / "stopped"
   for stop, loop, every in [(7, 3, "2"), (12, 1, "5")]:
     config = trainer.Config(**{**MID_EPOCH, "steps_per_loop": loop,
