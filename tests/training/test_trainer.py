@@ -463,10 +463,8 @@ _MIRRORED_CHILD = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def mirrored_runs(tmp_path_factory) -> dict:
+def _mirrored_runs(output_dir) -> dict:
   """What `_MIRRORED_CHILD` found, from its last line."""
-  output_dir = tmp_path_factory.mktemp("mirrored")
   env = dict(os.environ, PYTHONPATH=REPO_ROOT)
   out = subprocess.run([sys.executable, "-c", _MIRRORED_CHILD,
                         str(output_dir)], capture_output=True, text=True,
@@ -475,27 +473,27 @@ def mirrored_runs(tmp_path_factory) -> dict:
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# One test, one process with 8 logical CPUs for the 1, 2, 3 and 8 replica
+# runs: a fixture shared by two tests would run once on each pytest-xdist
+# worker the two tests land on.
 @pytest.mark.slow
-def test_mirrored_strategy_matches_one_device(mirrored_runs):
+def test_mirrored_matches_one_device_and_pads_over_3_and_8(tmp_path):
+  found = _mirrored_runs(tmp_path)
+  # Over 2 devices as on one.
   (replicas_one, accuracy_one, replicas_two, accuracy_two,
-   fed_as_is) = mirrored_runs["one_and_two"]
+   fed_as_is) = found["one_and_two"]
   assert (replicas_one, replicas_two) == (1, 2)
   assert not fed_as_is  # a distributed dataset, not the tf.data one
   assert accuracy_one > 0.6 and accuracy_two > 0.6  # chance is 0.1
   # Same global batch and seed: only dropout and augmentation draws differ.
   assert abs(accuracy_one - accuracy_two) < 0.15
 
-
-@pytest.mark.slow
-def test_mirrored_over_3_and_8_devices_and_its_saved_model_agree(
-    mirrored_runs):
-  # The evaluation batch, the training one (48), pads the test set's last
-  # batch (12 examples) to 48, split 6 a replica over 8 and 16 over 3: the
-  # seed model runs over 8, the fast one (BatchNorm) over 3. What is tested
-  # is the padding, the statistics and the saved model. The 8 replicas'
-  # first loop took 21 s at 16x16 without augmentation, not 39 s (2-core AMD
-  # EPYC, shared, 2026-12-07).
-  found = mirrored_runs
+  # Over 3 and 8: the evaluation batch, the training one (48), pads the test
+  # set's last batch (12 examples) to 48, split 6 a replica over 8 and 16
+  # over 3: the seed model runs over 8, the fast one (BatchNorm) over 3.
+  # What is tested is the padding, the statistics and the saved model. The 8
+  # replicas' first loop took 21 s at 16x16 without augmentation, not 39 s
+  # (2-core AMD EPYC, shared, 2026-12-07).
   for replicas in ("3", "8"):
     assert found[replicas][0] == int(replicas)
     assert np.isfinite(found[replicas][1])
