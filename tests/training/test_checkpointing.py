@@ -44,11 +44,6 @@ def wait_for_checkpoint(output_dir, epoch: int, process, timeout=240) -> None:
     time.sleep(0.2)
 
 
-def finish(process, timeout=300):
-  out, err = process.communicate(timeout=timeout)
-  return process.returncode, out, err
-
-
 def train_in_process(*args: str) -> None:
   """`python -m fastcifar.train ARGS`, but in this process.
 
@@ -86,20 +81,6 @@ def uninterrupted(tmp_path_factory, small_run) -> dict:
   output_dir = tmp_path_factory.mktemp("uninterrupted")
   train_in_process(*small_run, f"--output_dir={output_dir}")
   return json.loads((output_dir / "results.json").read_text())
-
-
-@pytest.mark.slow
-def test_sigterm_stops_cleanly_and_resumes(tmp_path, small_run, capsys):
-  process = start_cli(*small_run, f"--output_dir={tmp_path}")
-  wait_for_checkpoint(tmp_path, 1, process)
-  process.send_signal(signal.SIGTERM)
-  code, _, err = finish(process)
-  assert code == 130
-  assert "Traceback" not in err
-  assert "run the same command again to resume after epoch" in err
-  capsys.readouterr()
-  train_in_process(*small_run, f"--output_dir={tmp_path}")
-  assert "resuming after epoch" in capsys.readouterr().out
 
 
 def test_finished_run_is_not_overwritten(tmp_path, small_npz, capsys):
