@@ -375,6 +375,7 @@ def mid_epoch_whole(tmp_path_factory) -> tuple:
                                 tmp_path_factory.mktemp("whole"), [])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("streamed", [False, True])
 def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
                                                           streamed, request):
@@ -711,6 +712,7 @@ def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
   assert out.stdout.strip().splitlines()[-1] == "same"
 
 
+@pytest.mark.slow
 def test_auto_epochs_and_plateaus_killed_inside_epochs_end_bit_for_bit(
     tmp_path):
   # Early stopping and a plateau schedule on a held-out split: their

@@ -155,6 +155,7 @@ _HUNG_FOLDER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signals", [[signal.SIGTERM],
                                      [signal.SIGINT, signal.SIGINT]],
                          ids=["sigterm", "ctrl_c_twice"])

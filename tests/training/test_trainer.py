@@ -43,6 +43,7 @@ def tiny_config(**overrides) -> trainer.Config:
   return trainer.Config(**settings)
 
 
+@pytest.mark.slow
 def test_learns_synthetic_data_and_writes_outputs(small_data, tmp_path):
   results = trainer.train_and_evaluate(
       tiny_config(epochs=3), small_data, str(tmp_path), verbose=0)
@@ -158,6 +159,7 @@ def test_augmenting_a_step_ahead_trains_as_augmenting_in_the_step(
     np.testing.assert_array_equal(w_ahead, w_inside)
 
 
+@pytest.mark.slow
 def test_fast_model_step_under_xla_with_augmentation_and_tta():
   # 16x16: that the step compiles and runs is the point, not the pixels
   # (the fast model's parameters do not depend on the image size).
@@ -839,6 +841,7 @@ _MEMORY_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
                     reason="needs Linux's /proc/self/clear_refs")
 def test_streamed_training_holds_far_less_than_the_data(tmp_path):
