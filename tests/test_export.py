@@ -1,9 +1,10 @@
 """Tests for fastcifar.export and fastcifar.serving: a trained model out.
 
 Tiny seed and fast models are trained for a few steps on synthetic data in
-float32, exported through the command, and their SavedModel and TFLite
-predictions are checked against the .keras model's in a fresh process in
-which fastcifar cannot be imported.
+float32, exported (one through the command, one by the function it calls,
+`serving.export_all`), and their SavedModel and TFLite predictions are
+checked against the .keras model's in a fresh process in which fastcifar
+cannot be imported.
 """
 
 from __future__ import annotations
