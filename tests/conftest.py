@@ -201,3 +201,15 @@ def pad_run(tmp_path_factory) -> str:
       trainer.Config(epochs=1, batch_size=8, precision="float32"), data,
       str(root / "run"), verbose=0)
   return str(root / "run" / "model.keras")
+
+
+@pytest.fixture(scope="session")
+def command_server():
+  """A `tests.forked.CommandServer` for fastcifar.train, one a worker.
+
+  For tests whose point is a process but not a fresh interpreter: each run
+  forked from it skips the ~7 s import.
+  """
+  from tests import forked  # pylint: disable=g-import-not-at-top
+  with forked.CommandServer() as server:
+    yield server
