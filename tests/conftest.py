@@ -205,7 +205,7 @@ def pad_run(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def command_server():
-  """A `tests.forked.CommandServer` for fastcifar.train, one a worker.
+  """A `tests.forked.CommandServer` for every command, one a worker.
 
   For tests whose point is a process but not a fresh interpreter: each run
   forked from it skips the ~7 s import.

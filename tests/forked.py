@@ -3,17 +3,20 @@
 A test whose point is a process (killed with SIGKILL inside an epoch, sent
 SIGTERM after a save, a cluster's worker lost) but not a fresh interpreter
 pays ~7 s of `import tensorflow` for every process it starts (2-core AMD
-EPYC). A `CommandServer` imports fastcifar's commands once, as a command's
-start-up does (oneDNN on, TensorFlow's start-up logging silenced, then the
-import), and forks each run from there: a real process of its own, with
-its own pid, its own TensorFlow runtime (none has started in the server
-when it forks: importing TensorFlow starts none) and its own exit status,
-killed and signalled like any.
+EPYC). A `CommandServer` imports TensorFlow, Keras and the fastcifar
+library once, as a command's start-up does (oneDNN on, TensorFlow's start-up
+logging silenced, then the import), and forks each run from there: a real
+process of its own, with its own pid, its own TensorFlow runtime (none has
+started in the server when it forks: importing TensorFlow starts none) and
+its own exit status, killed and signalled like any. The run imports its
+command's module itself (hundredths of a second), so it has that command's
+flags and no other's, as `python -m fastcifar.X` has.
 
 What a forked run does not have: moments inside start-up (the import is
-done), and environment variables TensorFlow reads when it is imported
+done), and environment variables read at import by TensorFlow
 (TF_ENABLE_ONEDNN_OPTS, TF_CPP_MIN_LOG_LEVEL), which are the server's.
 Tests of those keep a fresh interpreter (`python -m fastcifar.train`).
+TFDS, which reads $TFDS_DATA_DIR when imported, is imported by each run.
 """
 
 from __future__ import annotations
@@ -32,6 +35,16 @@ import time
 from typing import Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# What every command imports, and defines no flag: a command's module does
+# (fastcifar.cli.common, fastcifar.train...), so no command's is here.
+LIBRARY = ("tensorflow", "keras", "fastcifar.data.datasets",
+           "fastcifar.data.service", "fastcifar.doctor.checks",
+           "fastcifar.doctor.watch", "fastcifar.models",
+           "fastcifar.optimizers", "fastcifar.serving",
+           "fastcifar.training.checkpointing",
+           "fastcifar.training.evaluation", "fastcifar.training.fit",
+           "fastcifar.training.trainer")
 
 # Reads one JSON request a line on stdin, forks a child for each, and says
 # "started ID PID" and "exited PID CODE" (CODE as subprocess's returncode:
@@ -106,19 +119,19 @@ _SERVER = textwrap.dedent("""
 
 
 class CommandServer:
-  """One process that imported fastcifar's commands; forks each run.
+  """One process that imported fastcifar's library; forks each command run.
 
   Use as a context manager, or `close()` it: runs still going then are
   killed.
   """
 
-  def __init__(self, modules: Sequence[str] = ("fastcifar.train",),
+  def __init__(self, modules: Sequence[str] = LIBRARY,
                env: dict[str, str] | None = None, timeout: float = 180):
     """Starts the server and waits until it has imported `modules`.
 
     Args:
-      modules: the commands to import ahead (a run of another imports it).
-        Each defines its flags; import together only those a process may.
+      modules: what to import ahead. Not a command's module: each defines
+        its flags, and two commands' flags clash (--model).
       env: variables for the server, and so for every run (read by
         TensorFlow at import, or by the commands).
       timeout: seconds to wait for the imports.

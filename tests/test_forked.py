@@ -25,10 +25,13 @@ def test_a_forked_run_trains_exits_and_reports_as_a_process(
 
 def test_a_forked_runs_errors_and_signals_are_its_own(command_server,
                                                       tmp_path):
-  bad = command_server.start("fastcifar.train", ["--epochs=-1"])
-  assert bad.wait(60) == 2
-  assert bad.stderr.startswith("fastcifar.train: error:")
-  assert bad.stderr.count("\n") == 1 and bad.stdout == ""  # one line
+  # Any command, with its own flags (train's and evaluate's clash).
+  for module, args in (("fastcifar.train", ["--epochs=-1"]),
+                       ("fastcifar.evaluate", [f"--model={tmp_path}/no"])):
+    bad = command_server.start(module, args)
+    assert bad.wait(60) == 2
+    assert bad.stderr.startswith(f"{module}: error:")
+    assert bad.stderr.count("\n") == 1 and bad.stdout == ""  # one line
   # A run killed as it starts ends as subprocess says a killed one does;
   # the server forks the next as before.
   run = command_server.start(
