@@ -177,6 +177,29 @@ class CommandServer:
     return ForkedRun(self, self._started[request_id], [module, *args],
                      *paths)
 
+  def run(self, module: str, args: Sequence[str], *, timeout: float = 300,
+          **kwargs) -> subprocess.CompletedProcess:
+    """`start` and wait: as `subprocess.run(..., capture_output=True)`.
+
+    Args:
+      module: the command, e.g. "fastcifar.train".
+      args: its command line after the module.
+      timeout: seconds it may take (subprocess.TimeoutExpired, killed).
+      **kwargs: `start`'s cwd, env, new_session.
+
+    Returns:
+      Its exit code, stdout and stderr (text).
+    """
+    process = self.start(module, args, **kwargs)
+    try:
+      stdout, stderr = process.communicate(timeout)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait(60)
+      raise
+    return subprocess.CompletedProcess(process.args, process.returncode,
+                                       stdout, stderr)
+
   def close(self) -> None:
     """Kills the runs still going and ends the server."""
     if self._process.poll() is None:

@@ -8,9 +8,6 @@ Keras recipe) must raise nothing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -23,7 +20,6 @@ from fastcifar.training import policy, trainer
 from fastcifar.errors import UsageError
 from fastcifar.data.sources import make_dataset, save_prepared
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 10
 
 
@@ -595,13 +591,9 @@ def test_watch_works_in_fastcifars_training_loop():
 # --- the command line --------------------------------------------------------
 
 
-def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_command_line_checks_a_saved_model(tmp_path):
+# `python -m fastcifar.doctor`, forked from the worker's command server: a
+# process of its own (exit status, stdout, stderr), without the ~7 s import.
+def test_command_line_checks_a_saved_model(tmp_path, command_server):
   images, labels = easy_images(64)
   dataset = make_dataset("cifar10", images, labels, images, labels,
                          [f"c{i}" for i in range(NUM_CLASSES)], "test")
@@ -614,27 +606,30 @@ def test_command_line_checks_a_saved_model(tmp_path):
   trainer.compile_model(good, trainer.Config(), 10)
   good.save(tmp_path / "good.keras")
 
-  bad = run_module("fastcifar.doctor", f"--model={tmp_path / 'raw.keras'}",
-                   f"--data_dir={data_path}", "--batch_size=32")
+  bad = command_server.run(
+      "fastcifar.doctor.__main__",
+      [f"--model={tmp_path / 'raw.keras'}", f"--data_dir={data_path}",
+       "--batch_size=32"])
   assert bad.returncode == 1, bad.stderr
   assert "[integer-input]" in bad.stdout and "[learning-rate]" in bad.stdout
-  fine = run_module("fastcifar.doctor", f"--model={tmp_path / 'good.keras'}",
-                    f"--data_dir={data_path}")
+  fine = command_server.run(
+      "fastcifar.doctor.__main__",
+      [f"--model={tmp_path / 'good.keras'}", f"--data_dir={data_path}"])
   assert fine.returncode == 0, fine.stdout + fine.stderr
   assert "no problems found" in fine.stdout
   # Bad input (exit 2, one line): test_command_line_reads_the_runs_data_record.
 
 
-def test_command_line_reads_the_runs_data_record(pad_run):
+def test_command_line_reads_the_runs_data_record(pad_run, command_server):
   # No data flag: the image folder, its size and --resize=pad from run.json.
-  done = run_module("fastcifar.doctor", f"--model={pad_run}")
+  done = command_server.run("fastcifar.doctor.__main__", [f"--model={pad_run}"])
   assert done.returncode in (0, 1), done.stderr
   # 24 training images of classes a, b; fastcifar's training: one-hot labels.
   assert done.stdout.startswith(
       f"fastcifar.doctor: {pad_run} on 24 data train images fed as uint8, "
       "labels one-hot"), done.stdout
-  refused = run_module("fastcifar.doctor", f"--model={pad_run}",
-                       "--image_size=48")
+  refused = command_server.run("fastcifar.doctor.__main__",
+                               [f"--model={pad_run}", "--image_size=48"])
   assert refused.returncode == 2
   assert refused.stderr.strip().splitlines() == [
       "fastcifar.doctor: error: --image_size=48 contradicts the run that "

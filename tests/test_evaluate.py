@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import struct
-import subprocess
 import sys
 
 import keras
@@ -21,7 +20,6 @@ from fastcifar.training import evaluation, trainer
 from fastcifar.errors import UsageError
 from fastcifar.data.sources import load_synthetic, make_dataset, save_prepared
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASSES = tuple(f"class_{i}" for i in range(10))
 
 
@@ -130,16 +128,13 @@ def saved_model_and_data(tmp_path) -> tuple[str, str]:
   return model_path, data_path
 
 
-def run_module(*args: str) -> subprocess.CompletedProcess:
-  env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
-  return subprocess.run([sys.executable, "-m", "fastcifar.evaluate", *args],
-                        cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=120)
-
-
-def test_evaluate_command_prints_accuracy_and_draws_the_matrix(tmp_path):
+# `python -m fastcifar.evaluate`, forked from the worker's command server: a
+# process of its own (exit status, stdout, stderr), without the ~7 s import.
+def test_evaluate_command_prints_accuracy_and_draws_the_matrix(
+    tmp_path, command_server):
   model_path, data_path = saved_model_and_data(tmp_path)
-  done = run_module(f"--model={model_path}", f"--data_dir={data_path}")
+  done = command_server.run("fastcifar.evaluate", [
+      f"--model={model_path}", f"--data_dir={data_path}"])
   assert done.returncode == 0, done.stderr
   lines = done.stdout.splitlines()
   assert "pixels fed as uint8" in lines[0]
@@ -186,16 +181,17 @@ def test_tensorboard_logs_fastcifars_training_loop(tmp_path):
   assert len(profiles) == 1 and os.path.getsize(profiles[0]) > 1000
 
 
-def test_a_run_trained_with_pad_is_evaluated_with_pad(pad_run):
+def test_a_run_trained_with_pad_is_evaluated_with_pad(pad_run, command_server):
   # No data flag: the data, its size and --resize=pad come from run.json
   # (before it, evaluate silently cropped: 0.975 instead of 1.000).
-  done = run_module(f"--model={pad_run}")
+  done = command_server.run("fastcifar.evaluate", [f"--model={pad_run}"])
   assert done.returncode == 0, done.stderr
   assert "32x32 resized by pad as run.json records" in done.stdout
   results = json.loads(open(os.path.join(os.path.dirname(pad_run),
                                          "results.json")).read())
   assert f"accuracy {results['test_accuracy']:.4f} (" in done.stdout
-  refused = run_module(f"--model={pad_run}", "--resize=crop")
+  refused = command_server.run("fastcifar.evaluate",
+                               [f"--model={pad_run}", "--resize=crop"])
   assert refused.returncode == 2
   assert refused.stderr.strip().splitlines() == [
       "fastcifar.evaluate: error: --resize=crop contradicts the run that "
