@@ -69,6 +69,9 @@ _SERVER = textwrap.dedent("""
           os.setsid()
         os.chdir(request["cwd"])
         os.environ.update(request["env"])
+        # As the interpreter puts PYTHONPATH on sys.path, after the folder
+        # `python -m` puts first ("" here: the run's cwd).
+        sys.path[1:1] = request["env"].get("PYTHONPATH", "").split(os.pathsep)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
           os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
@@ -158,7 +161,8 @@ class CommandServer:
       module: the command, e.g. "fastcifar.train".
       args: its command line after the module.
       cwd: its working folder (the repository's when None).
-      env: variables to add to its environment (e.g. TF_CONFIG).
+      env: variables to add to its environment (e.g. TF_CONFIG); a
+        PYTHONPATH's folders go on sys.path too, as the interpreter does.
       new_session: run it in a session (and process group) of its own.
 
     Returns:

@@ -136,12 +136,14 @@ def test_module_entry_point_end_to_end(tmp_path, monkeypatch, small_npz):
   assert not log_lines(result.stdout + result.stderr), result.stderr
 
 
-def test_a_tfds_run_logs_nothing(tiny_tfds_dir):
+def test_a_tfds_run_logs_nothing(tiny_tfds_dir, command_server):
   # TFDS logs INFO lines for every split it reads ("Constructing
-  # tf.data.Dataset ...").
-  result = run_cli("--dataset=tfds:fastcifar_tiny_images",
-                   f"--data_dir={tiny_tfds_dir}", "--image_size=12",
-                   "--epochs=1", "--batch_size=8", "--nopreflight")
+  # tf.data.Dataset ..."). A process forked from the command server (TFDS
+  # is imported by the run, TensorFlow's import was silenced as the
+  # command's start-up does; the entry-point test checks that start-up).
+  result = command_server.run("fastcifar.train", [
+      "--dataset=tfds:fastcifar_tiny_images", f"--data_dir={tiny_tfds_dir}",
+      "--image_size=12", "--epochs=1", "--batch_size=8", "--nopreflight"])
   assert result.returncode == 0, result.stderr[-2000:]
   assert not log_lines(result.stdout + result.stderr), result.stderr
 
@@ -216,13 +218,13 @@ def test_bad_flags_get_one_line(args, fragments, capsys):
   assert_one_line_error(run_in_process(capsys, *small, *args), *fragments)
 
 
-def test_data_dir_that_is_not_data(tmp_path):
+def test_data_dir_that_is_not_data(tmp_path, command_server):
   # In a process of its own, as a user meets it: status 2, one line, no
   # traceback (the tests around it check cli.run's decisions in this
-  # process).
+  # process). Forked from the command server: the import is not the point.
   (tmp_path / "notes.txt").write_text("hello")
-  line = assert_one_line_error(run_cli(f"--data_dir={tmp_path}"),
-                               str(tmp_path))
+  line = assert_one_line_error(command_server.run(
+      "fastcifar.train", [f"--data_dir={tmp_path}"]), str(tmp_path))
   assert "image folder" in line  # says what was expected
 
 
@@ -258,14 +260,16 @@ def test_offline_with_nothing_on_disk_fails_fast(tmp_path, monkeypatch,
                                      "cifar-10-python.tar.gz"))
 
 
-def test_tfds_dataset_offline_with_nothing_prepared_fails_fast(tmp_path):
+def test_tfds_dataset_offline_with_nothing_prepared_fails_fast(
+    tmp_path, command_server):
   # --nodownload: without a network TFDS could not fetch it either, and a
   # machine with one must not fetch the real archive. In a process: TFDS
-  # reads $TFDS_DATA_DIR when it is imported.
+  # reads $TFDS_DATA_DIR when it is imported (by the forked run itself).
   start = time.monotonic()
-  result = run_cli("--dataset=tfds:cifar10", "--nodownload", "--epochs=1",
-                   env={"TFDS_DATA_DIR": str(tmp_path),
-                        "HOME": str(tmp_path)})
+  result = command_server.run(
+      "fastcifar.train", ["--dataset=tfds:cifar10", "--nodownload",
+                          "--epochs=1"],
+      env={"TFDS_DATA_DIR": str(tmp_path), "HOME": str(tmp_path)})
   assert time.monotonic() - start < 30
   # TFDS's own data dir handling: $TFDS_DATA_DIR, read by TFDS.
   assert_one_line_error(result, "cifar10 is not prepared in",
@@ -348,12 +352,13 @@ def user_module_dir(tmp_path, monkeypatch) -> str:
 
 
 def test_a_users_model_trains_and_evaluates_with_no_data_flag(
-    tmp_path, small_npz, user_module_dir, capsys):
+    tmp_path, small_npz, user_module_dir, capsys, command_server):
   out = tmp_path / "run"
   # Trained in this process, its module found on sys.path as PYTHONPATH
   # puts it there (the process is not the point: run_in_process's tests
   # check the same import of a user's model); evaluated by the command, a
-  # process of its own (its --model is not fastcifar.train's).
+  # process of its own (its --model is not fastcifar.train's), forked from
+  # the command server with the user's folder on PYTHONPATH.
   with flagsaver.flagsaver(model="mymodule:build", data_dir=small_npz,
                            epochs=1, train_examples=256, batch_size=64,
                            output_dir=str(out)):
@@ -362,12 +367,9 @@ def test_a_users_model_trains_and_evaluates_with_no_data_flag(
   results = json.loads((out / "results.json").read_text())
   assert results["model"] == "mymodule:build"
   assert results["config"]["data"]["data_dir"] == small_npz
-  evaluated = subprocess.run(
-      [sys.executable, "-m", "fastcifar.evaluate",
-       f"--model={out / 'model.keras'}"], capture_output=True, text=True,
-      timeout=300, cwd=str(tmp_path), env=dict(
-          os.environ, PYTHONPATH=os.pathsep.join([REPO_ROOT,
-                                                  user_module_dir])))
+  evaluated = command_server.run(
+      "fastcifar.evaluate", [f"--model={out / 'model.keras'}"],
+      cwd=str(tmp_path), env={"PYTHONPATH": user_module_dir})
   assert evaluated.returncode == 0, evaluated.stderr[-2000:]
   assert "on the small test split" in evaluated.stdout
   # Its accuracy is training's own of the test set (256 images).
