@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -120,18 +119,25 @@ def test_one_replica_on_the_cpu_iterates_the_pipeline_itself():
         b[1].numpy().tolist() for b in make()]
 
 
-def start_workers(command: list[str]) -> list[subprocess.Popen]:
-  """Runs `command` as the two workers of a cluster on fresh loopback ports."""
+def start_workers(server, module: str, args: list[str]) -> list:
+  """Forks `module` as the two workers of a cluster on fresh loopback ports.
+
+  Each worker is a process of its own (a lost one is a killed process) but
+  not a fresh interpreter: forked from the command server, it skips the
+  ~7 s import, twice a cluster.
+
+  Args:
+    server: the `command_server` fixture.
+    module: `fastcifar.train`, or `tests.training.cluster_workers`.
+    args: its command line.
+
+  Returns:
+    The two running workers (`tests.forked.ForkedRun`), chief first.
+  """
   cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-  processes = []
-  for index in range(2):
-    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2",
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {
-                   "type": "worker", "index": index}}))
-    processes.append(subprocess.Popen(
-        command, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True))
-  return processes
+  return [server.start(module, args, env={"TF_CONFIG": json.dumps({
+      "cluster": cluster, "task": {"type": "worker", "index": index}})})
+          for index in range(2)]
 
 
 def finish_workers(processes) -> list[tuple[str, str]]:
@@ -147,10 +153,11 @@ def finish_workers(processes) -> list[tuple[str, str]]:
 
 
 @pytest.mark.slow
-def test_two_workers_train_alike_stop_alike_resume_bit_for_bit(tmp_path):
-  """Two localhost workers: one cluster, two runs' points (each cluster
-  costs two TensorFlow start-ups; a process makes one strategy, used by
-  every run in it).
+def test_two_workers_train_alike_stop_alike_resume_bit_for_bit(
+    command_server, tmp_path):
+  """Two localhost workers: one cluster, two runs' points (a process makes
+  one strategy, used by every run in it; `cluster_workers.alike_and_resumed`
+  is what each worker runs).
 
   1. Train alike, stop alike, only the chief writes: the validation loss
   is all-reduced, so every worker's early stopping sees the same number
@@ -162,85 +169,9 @@ def test_two_workers_train_alike_stop_alike_resume_bit_for_bit(tmp_path):
   common checkpoint); a duration interval is decided alike on both (a
   save is a collective: one saving alone hangs).
   """
-  script = textwrap.dedent("""
-      import json
-      import os
-      import sys
-      import tempfile
-      import numpy as np
-      import keras
-      from fastcifar.data import sources
-      from fastcifar.training import distribute, trainer
-      from tests.conftest import halved
-      from tests.training import test_checkpointing as t
-      # A temporary folder of this worker's own: the other worker's saves go
-      # there, and none may be left, stopped runs' too.
-      tempfile.tempdir = tempfile.mkdtemp(dir=sys.argv[1])
-      strategy = distribute.make_strategy("multi_worker")
-
-      class Weights(keras.callbacks.Callback):
-        def on_train_end(self, logs=None):
-          self.weights = self.model.get_weights()
-
-      # 1. Early stopping. 16x16: a quarter of the steps' cost; what is
-      # compared is the same.
-      data = halved(sources.load_synthetic(num_train=640, num_test=128,
-                                           seed=1))
-      weights = Weights()
-      config = trainer.recipe(
-          "seed", epochs="auto", max_epochs=6, patience=1, min_delta=0.3,
-          validation_examples=128, batch_size=64, precision="float32",
-          eval_batch_size=64, optimizer="adam", lr_schedule="cosine")
-      results = trainer.train_and_evaluate(config, data,
-                                            sys.argv[1] + "/alike",
-                                            strategy=strategy, verbose=0,
-                                            callbacks=[weights])
-      print(json.dumps([float(sum(np.sum(w, dtype=np.float64)
-                                  for w in weights.weights)),
-                        results["num_replicas"]] + [
-          results[k] for k in ("epochs", "best_epoch", "validation_loss",
-                               "test_accuracy")]), flush=True)
-
-      # 2. Stopped inside epochs. 16x16, as the one-process tests of
-      # MID_EPOCH: a quarter of the steps' cost; the positions and numbers
-      # compared are the same.
-      data = halved(sources.load_synthetic(num_train=256, num_test=64,
-                                           seed=0))
-
-      def run(path, every, stop=None):
-        weights = Weights()
-        config = trainer.Config(**{**t.MID_EPOCH, "checkpoint_every": every})
-        results = trainer.train_and_evaluate(
-            config, data, sys.argv[1] + path, strategy=strategy, verbose=0,
-            callbacks=[weights, *([t.InterruptAtStep(stop, 8)] if stop
-                                  else [])])
-        return results, weights.weights
-
-      whole = run("/whole", "epoch")
-      # 8 steps an epoch, loops of 2, a checkpoint every 3 steps: stopped
-      # at step 13 (kept: epoch 2 at step 3), resumed with a checkpoint
-      # after every loop.
-      try:
-        run("/stopped", "3", 13)
-      except KeyboardInterrupt:
-        pass
-      results, weights = run("/stopped", "0.001s")
-      assert results["num_replicas"] == 2
-      assert (results["resumed_after_epoch"], results["resumed_at_step"]) \
-          == (1, 3), results
-      # At the loop ends inside epochs 2 (steps 5, 7) and 3 (2, 4, 6),
-      # and at both epochs' ends.
-      assert results["checkpoints_saved"] == 7, results["checkpoints_saved"]
-      assert t.comparable(results) == t.comparable(whole[0])
-      for a, b in zip(whole[1], weights, strict=True):
-        np.testing.assert_array_equal(a, b)
-      left = [name for name in os.listdir(tempfile.tempdir)
-              if name.startswith("fastcifar-")]  # (autograph's stay)
-      assert not left, left
-      print("same")
-  """)
   outs = finish_workers(start_workers(
-      [sys.executable, "-c", script, str(tmp_path)]))
+      command_server, "tests.training.cluster_workers",
+      ["alike_and_resumed", str(tmp_path)]))
   first, second = [json.loads(out.strip().splitlines()[-2])
                    for out, _ in outs]
   assert first[1] == 2  # replicas
@@ -340,38 +271,24 @@ def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
   return err
 
 
-# The command's main, given the cluster's one strategy (a process makes one),
-# run for each output folder in turn: `argv` as JSON, then the folders.
-_MAIN_FOR_EACH_FOLDER = textwrap.dedent("""
-    import json, sys
-    from unittest import mock
-    from absl import flags
-    from fastcifar import train
-    from fastcifar.training import distribute
-    strategy = distribute.make_strategy("multi_worker")
-    with mock.patch.object(distribute, "make_strategy", lambda _: strategy):
-      for output_dir in sys.argv[2:]:
-        flags.FLAGS([*json.loads(sys.argv[1]), f"--output_dir={output_dir}"])
-        assert train.main([]) == 0
-""")
-
-
 @pytest.mark.slow
-def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
+def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(
+    command_server, tmp_path):
   # 16x16: a quarter of the steps' cost, the same 8 steps an epoch; what
   # is tested is the loss of a peer and the resume, not the pixels.
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(halved(sources.load_synthetic(
       num_train=512, num_test=128, seed=1)), data)
-  train = ["fastcifar.train", "--strategy=multi_worker",
+  train = ["--strategy=multi_worker",
            f"--data_dir={data}", "--epochs=3", "--batch_size=64",
            "--precision=float32", "--deterministic", "--nopreflight",
            "--notensorboard"]
   output_dir = tmp_path / "run"
-  run = [sys.executable, "-m", *train, f"--output_dir={output_dir}"]
   # A worker, then the chief, lost mid-epoch; each time the other one ends.
   for victim, after_epoch in ((1, 1), (0, 2)):
-    err = _lose_one(start_workers(run), victim, output_dir, after_epoch)
+    err = _lose_one(start_workers(command_server, "fastcifar.train",
+                                  [*train, f"--output_dir={output_dir}"]),
+                    victim, output_dir, after_epoch)
     last = err.strip().splitlines()[-1]
     assert last.startswith(f"fastcifar.train: error: lost worker {victim} ("
                            ), err[-3000:]
@@ -380,9 +297,10 @@ def test_a_lost_worker_or_chief_ends_the_other_and_both_resume(tmp_path):
     assert "Traceback" not in err
     assert checkpointing.latest_epoch(str(output_dir)) >= after_epoch
   # The resume, then the run uninterrupted, by the same cluster: one
-  # cluster (two TensorFlow start-ups) less than a command for each.
+  # cluster less than a command for each.
   finish_workers(start_workers(
-      [sys.executable, "-c", _MAIN_FOR_EACH_FOLDER, json.dumps(train),
+      command_server, "tests.training.cluster_workers",
+      ["main_for_each_folder", json.dumps(["fastcifar.train", *train]),
        str(output_dir), str(tmp_path / "whole")]))
   results = json.loads((output_dir / "results.json").read_text())
   assert results["resumed_after_epoch"] >= 2
