@@ -1,10 +1,10 @@
 """Tests for fastcifar.export and fastcifar.serving: a trained model out.
 
 Tiny seed and fast models are trained for a few steps on synthetic data in
-float32, exported (one through the command, one by the function it calls,
-`serving.export_all`), and their SavedModel and TFLite predictions are
-checked against the .keras model's in a fresh process in which fastcifar
-cannot be imported.
+float32, exported (one through the command, forked from the worker's
+command server, one by the function it calls, `serving.export_all`), and
+their SavedModel and TFLite predictions are checked against the .keras
+model's in a fresh process in which fastcifar cannot be imported.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from fastcifar import serving, models
 from fastcifar.data import sources
 from tests.cli.test_quiet import log_lines
 from tests.conftest import halved
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.forked import CommandServer
 
 # Largest |probability difference| allowed against the .keras model, per
 # artifact; argmax must agree wherever the .keras model's top two
@@ -77,25 +76,25 @@ def _trained_model(name: str, data: sources.ImageDataset) -> keras.Model:
   return model
 
 
-def _export_each_way(folder, model: keras.Model,
-                     data: sources.ImageDataset, command: bool) -> None:
+def _export_each_way(folder, model: keras.Model, data: sources.ImageDataset,
+                     server: CommandServer | None = None) -> None:
   """Saves `model` and its predictions into `folder`, then exports it with
-  float32, int8 and float16 artifacts: by the command, or in this process by
-  `serving.export_all`, the function the command calls."""
+  float32, int8 and float16 artifacts: by the command (forked from
+  `server`, a `tests.forked.CommandServer`), or without a server in this
+  process by `serving.export_all`, the function the command calls."""
   model_path = str(folder / "model.keras")
   model.save(model_path)
   np.save(folder / "images.npy", data.test_images)
   np.save(folder / "expected.npy", models.load_saved(
       model_path, compile=False).predict(data.test_images, verbose=0))
-  if command:
+  if server:
     # int8 calibrates on the model's own training images (--dataset=
     # synthetic would generate 60,000 of the same kind first).
     calibration = str(folder / "fastcifar-train.npz")
     sources.save_prepared(data, calibration)
-    # A process of its own: importing it beside fastcifar.train would
-    # define --model twice.
-    exported = _export(f"--model={model_path}", f"--output={folder}/export",
-                       "--quantize=int8", f"--data_dir={calibration}")
+    exported = _export(server, f"--model={model_path}",
+                       f"--output={folder}/export", "--quantize=int8",
+                       f"--data_dir={calibration}")
     assert exported.returncode == 0, exported.stderr[-3000:]
     assert not log_lines(exported.stdout + exported.stderr), exported.stderr
   else:
@@ -109,7 +108,7 @@ def _export_each_way(folder, model: keras.Model,
 
 @pytest.mark.slow
 def test_exported_models_predict_as_the_keras_models_without_fastcifar(
-    tmp_path):
+    tmp_path, command_server):
   # 16x16: a quarter of the cost of training, calibrating and predicting;
   # what is compared is each artifact's output with the .keras model's.
   # Both models, one exported by the command and one by the function it
@@ -120,7 +119,7 @@ def test_exported_models_predict_as_the_keras_models_without_fastcifar(
     folder = tmp_path / name
     folder.mkdir()
     _export_each_way(folder, _trained_model(name, data), data,
-                     command=name == "seed")
+                     command_server if name == "seed" else None)
     folders.append(str(folder))
   tolerances = {"saved_model": TOLERANCE["saved_model"]}
   if serving.tflite_available():
@@ -145,10 +144,18 @@ def test_exported_models_predict_as_the_keras_models_without_fastcifar(
     assert report["saved_model"]["clear"] >= 60, (folder, report)
 
 
-def test_saved_model_takes_any_batch_size(tmp_path):
+@pytest.fixture(scope="module")
+def seed_model() -> tuple[keras.Model, sources.ImageDataset]:
+  """A seed CNN trained in float32 (32x32), and its data: one trained model
+  for the tests that export it and look at what comes out, none of which
+  changes it."""
+  data = sources.load_synthetic(num_train=256, num_test=16, seed=3)
+  return _trained_model("seed", data), data
+
+
+def test_saved_model_takes_any_batch_size(tmp_path, seed_model):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  data = sources.load_synthetic(num_train=64, num_test=8, seed=1)
-  model = _trained_model("seed", data)
+  model, data = seed_model
   path = serving.export_saved_model(model, str(tmp_path / "sm"))
   serve = tf.saved_model.load(path).signatures["serving_default"]
   for batch in (1, 3, 8):
@@ -169,23 +176,26 @@ def test_a_mixed_precision_model_is_exported_in_float32(tmp_path):
                              atol=0.02)
 
 
-def _export(*args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", "fastcifar.export", *args],
-                        capture_output=True, text=True, timeout=600,
-                        check=False, env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+def _export(server: CommandServer, *args: str) -> subprocess.CompletedProcess:
+  """`python -m fastcifar.export ARGS`, forked from the worker's command
+  server (`tests.forked`): a process of its own, as the command's exit
+  status and lines are the point, without the ~7 s import of a fresh one.
+  (In this process, it would define --model beside fastcifar.train's.)"""
+  return server.run("fastcifar.export", args, timeout=600)
 
 
-def test_int8_calibrates_on_a_streamed_shard_folder(tmp_path):
-  data = sources.load_synthetic(num_train=256, num_test=16, seed=3)
+def test_int8_calibrates_on_a_streamed_shard_folder(tmp_path, command_server,
+                                                    seed_model):
+  model, data = seed_model
   model_path = str(tmp_path / "model.keras")
-  _trained_model("seed", data).save(model_path)
+  model.save(model_path)
   folder = sources.shards_path(str(tmp_path), "synthetic")
   sources.write_shards(folder, "synthetic", data.class_names,
                        sources.array_chunks(data), sources.array_counts(data),
                        shard_bytes=64 * 32 * 32 * 3)
-  exported = _export(f"--model={model_path}", f"--output={tmp_path}/export",
-                     "--quantize=int8", f"--data_dir={folder}",
-                     "--cache=disk")
+  exported = _export(command_server, f"--model={model_path}",
+                     f"--output={tmp_path}/export", "--quantize=int8",
+                     f"--data_dir={folder}", "--cache=disk")
   assert exported.returncode == 0, exported.stderr[-3000:]
   if serving.tflite_available():
     assert os.path.getsize(tmp_path / "export" / "model_int8.tflite")
@@ -195,12 +205,12 @@ def _listing(folder) -> list[str]:
   return sorted(os.listdir(folder))
 
 
-def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch):
-  data = sources.load_synthetic(num_train=64, num_test=8, seed=5)
+def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch,
+                                                     seed_model):
+  first, _ = seed_model
   out = tmp_path / "export"
   out.mkdir()
   (out / "notes.txt").write_text("mine")
-  first = _trained_model("seed", data)
   serving.export_all(first, str(out), "float16")
   tflite = ["model.tflite"] if serving.tflite_available() else []
   quantized = ["model_float16.tflite"] if tflite else []
@@ -224,16 +234,18 @@ def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch):
   assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_a_run_trained_with_pad_exports_with_its_record(pad_run, tmp_path):
+def test_a_run_trained_with_pad_exports_with_its_record(pad_run, tmp_path,
+                                                       command_server):
   out = tmp_path / "export"
-  done = _export(f"--model={pad_run}", f"--output={out}")
+  done = _export(command_server, f"--model={pad_run}", f"--output={out}")
   assert done.returncode == 0, done.stderr[-2000:]
   record = json.loads((out / "run.json").read_text())
   assert (record["data"]["resize"], record["data"]["image_size"]) == (
       "pad", [32, 32])
   assert record["data"]["class_names"] == ["a", "b"]
-  refused = _export(f"--model={pad_run}", f"--output={tmp_path / 'x'}",
-                    "--resize=crop", "--quantize=int8")
+  refused = _export(command_server, f"--model={pad_run}",
+                    f"--output={tmp_path / 'x'}", "--resize=crop",
+                    "--quantize=int8")
   assert refused.returncode == 2
   assert refused.stderr.strip().splitlines() == [
       "fastcifar.export: error: --resize=crop contradicts the run that "
