@@ -386,113 +386,18 @@ def test_a_skipped_float16_step_still_advances_the_step_count():
 
 # --- Mirrored over logical CPU devices ----------------------------------------
 
-# Logical devices can be set only before TensorFlow initialises them, which
-# other tests have done: the mirrored runs need a process of their own. One
-# process, with 8 devices, serves all of them (a TensorFlow start-up is
-# seconds of the suite's time); each strategy uses the first N devices.
-_MIRRORED_CHILD = textwrap.dedent("""
-    import json, sys
-    import numpy as np, tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 8)
-    import keras
-    import fastcifar
-    from fastcifar import models
-    from fastcifar.data import pipeline, sources
-    from fastcifar.training import distribute, evaluation, trainer
-    from tests.conftest import halved
-    found = {}
 
-    def mirrored(replicas):
-      # Strategies over different devices in one process need collective
-      # keys apart (TensorFlow's hook for tests).
-      tf.distribute.MirroredStrategy._collective_key_base += 1000
-      return tf.distribute.MirroredStrategy(
-          [f"/cpu:{i}" for i in range(replicas)])
-
-    # One device against two: a model with nothing random in it (no dropout,
-    # no BatchNorm) and no augmentation sees the same global batches, so
-    # both runs are the same run up to the order of the replicas' sums. (The
-    # seed model's accuracies after 3 epochs differed by their dropout draws
-    # alone, 0.36 to 0.86 over config seeds, 2026-12-07: a loose check that
-    # took 5 epochs to be reliable.) The seed model runs over 8 below.
-    def build(num_classes, image_shape):
-      return keras.Sequential([
-          keras.Input(image_shape, dtype="uint8"),
-          keras.layers.Rescaling(1 / 255),
-          keras.layers.Conv2D(16, 3, activation="relu"),
-          keras.layers.MaxPooling2D(2), keras.layers.Flatten(),
-          keras.layers.Dense(num_classes, activation="softmax")])
-
-    data = halved(sources.load_synthetic(num_train=512, num_test=100,
-                                         seed=1))
-    settings = dict(epochs=3, batch_size=64, learning_rate=0.003,
-                    precision="float32", augment=False, eval_batch_size=50,
-                    verbose=0, preflight=False, tensorboard=False)
-    one = fastcifar.fit(build, data, strategy="one_device", **settings)
-    strategy = mirrored(2)
-    two = fastcifar.fit(build, data, strategy=strategy, **settings)
-    # Two replicas are fed through tf.distribute's own input.
-    fed = distribute.distribute(strategy, lambda **shard: (
-        pipeline.eval_dataset(data.test_images, data.test_labels,
-                              100, **shard)), 100)
-    found["one_and_two"] = [
-        [one["num_replicas"], one["test_loss"], one["test_accuracy"]],
-        [two["num_replicas"], two["test_loss"], two["test_accuracy"]],
-        isinstance(fed, tf.data.Dataset)]
-
-    # Over 3 and 8: 16x16 and no augmentation (an XLA program compiled for
-    # each replica; augmenting under a mirrored strategy is the runs'
-    # above and test_checkpointing's).
-    data = halved(sources.load_synthetic(num_train=192, num_test=300,
-                                         seed=1))
-    results = trainer.train_and_evaluate(
-        trainer.Config(epochs=1, batch_size=48, precision="float32",
-                       augment=False),
-        data, strategy=mirrored(8), verbose=0)
-    found["8"] = [results["num_replicas"], results["test_loss"]]
-
-    strategy = mirrored(3)
-
-    class BatchNormStats(keras.callbacks.Callback):
-      def on_train_end(self, logs=None):
-        found["stats"] = [
-            [v.numpy().tolist()
-             for v in strategy.experimental_local_results(w.value)]
-            for w in self.model.non_trainable_weights
-            if w.name.startswith("moving_")]
-
-    config = trainer.recipe("fast", epochs=1, batch_size=48,
-                            precision="float32", tta=False, augment=False)
-    results = trainer.train_and_evaluate(
-        config, data, sys.argv[1], strategy=strategy, verbose=0,
-        callbacks=[BatchNormStats()])
-    saved = models.load_saved(sys.argv[1] + "/model.keras")
-    predictions = evaluation.predict_classes(saved, data.test_images)
-    found["3"] = [results["num_replicas"], results["test_loss"]]
-    found["accuracies"] = [results["test_accuracy"],
-                           float(np.mean(predictions == data.test_labels))]
-    print(json.dumps(found))
-""")
-
-
-def _mirrored_runs(output_dir) -> dict:
-  """What `_MIRRORED_CHILD` found, from its last line."""
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  out = subprocess.run([sys.executable, "-c", _MIRRORED_CHILD,
-                        str(output_dir)], capture_output=True, text=True,
-                       timeout=600, env=env, cwd=REPO_ROOT)
-  assert out.returncode == 0, out.stderr[-3000:]
-  return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-# One test, one process with 8 logical CPUs for the 1, 2, 3 and 8 replica
-# runs: a fixture shared by two tests would run once on each pytest-xdist
-# worker the two tests land on.
+# One test, one process with 4 logical CPUs for the 1, 2, 3 and 4 replica
+# runs (tests/training/mirrored_runs.py, forked from the command server: a
+# process of its own, as logical devices need, without the import): a
+# fixture shared by two tests would run once on each pytest-xdist worker
+# the two tests land on.
 @pytest.mark.slow
-def test_mirrored_matches_one_device_and_pads_over_3_and_8(tmp_path):
-  found = _mirrored_runs(tmp_path)
+def test_mirrored_matches_one_device_and_pads_over_3_and_4(command_server,
+                                                          tmp_path):
+  run = command_server.start("tests.training.mirrored_runs", [str(tmp_path)])
+  assert run.wait(600) == 0, run.stderr[-3000:]
+  found = json.loads(run.stdout.strip().splitlines()[-1])
   # Over 2 devices as on one: the same run.
   (replicas_one, loss_one, accuracy_one), (replicas_two, loss_two,
                                            accuracy_two), fed_as_is = (
@@ -503,13 +408,16 @@ def test_mirrored_matches_one_device_and_pads_over_3_and_8(tmp_path):
   assert loss_two == pytest.approx(loss_one, rel=1e-5)
   assert accuracy_two == accuracy_one
 
-  # Over 3 and 8: the evaluation batch, the training one (48), pads the test
-  # set's last batch (12 examples) to 48, split 6 a replica over 8 and 16
-  # over 3: the seed model runs over 8, the fast one (BatchNorm) over 3.
-  # What is tested is the padding, the statistics and the saved model. The 8
-  # replicas' first loop took 21 s at 16x16 without augmentation, not 39 s
-  # (2-core AMD EPYC, shared, 2026-12-07).
-  for replicas in ("3", "8"):
+  # Over 3 and 4: the evaluation batch, the training one (48), pads the test
+  # set's last batch (12 examples) to 48, split 16 a replica over 3 (the
+  # first replica's 12 examples and 4 of padding, the others' padding only)
+  # and 12 over 4 (the first replica's examples, three of padding only): the
+  # seed model runs over 4, the fast one (BatchNorm) over 3. What is tested
+  # is the padding, the statistics and the saved model. Over 4, not 8 as
+  # before: replicas of padding only, and a count above 3, at half the
+  # per-replica graphs (the 8 replicas' run took 27 s of CPU at 16x16
+  # without augmentation, 2-core AMD EPYC, shared, 2026-12-07).
+  for replicas in ("3", "4"):
     assert found[replicas][0] == int(replicas)
     assert np.isfinite(found[replicas][1])
   # Moving statistics are the same on every replica...
