@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -19,9 +16,6 @@ from fastcifar.models import recipes
 from fastcifar.training import distribute, step_loop, trainer
 from fastcifar.errors import UsageError
 from tests.conftest import halved
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -706,53 +700,11 @@ def test_streamed_shards_train_with_both_models(tmp_path):
     assert np.isfinite(results["test_loss"])
 
 
-# Run in a child process: its peak resident memory is its own (VmHWM).
-_MEMORY_CHILD = textwrap.dedent("""
-    import json, sys
-    import keras
-    from fastcifar.data import sources
-    from fastcifar.models import recipes
-    from fastcifar.training import trainer
-
-    def tiny_model(config, num_classes, mean, std, train_images):
-      # The data path is under test, not a model: one cheap layer.
-      return keras.Sequential([
-          keras.Input(train_images.shape[1:], dtype="uint8"),
-          keras.layers.Rescaling(1 / 255),
-          keras.layers.AveragePooling2D(16),
-          keras.layers.Flatten(),
-          keras.layers.Dense(num_classes, activation="softmax")])
-
-    recipes.build_model = tiny_model
-    trainer.recipes.build_model = tiny_model
-
-    def status(field):
-      with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f
-                    if l.startswith(field + ":"))
-
-    def train(folder):
-      data = sources.load_path(folder, cache="disk", shuffle_buffer=256)
-      config = trainer.Config(epochs=1, batch_size=64, precision="float32",
-                               eval_batch_size=64, augment=False)
-      return trainer.train_and_evaluate(config, data, verbose=0)
-
-    small, big = sys.argv[1:3]
-    train(small)  # TensorFlow, the step and the pipeline warmed up
-    baseline = status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-      f.write("5")  # the peak starts again from here
-    results = train(big)
-    print(json.dumps({"baseline": baseline, "peak": status("VmHWM"),
-                      "trained": results["num_train_examples"],
-                      "epochs": results["epochs"]}))
-""")
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"),
                     reason="needs Linux's /proc/self/clear_refs")
-def test_streamed_training_holds_far_less_than_the_data(tmp_path):
+def test_streamed_training_holds_far_less_than_the_data(command_server,
+                                                        tmp_path):
   # 96x96 images: 221 MB of decoded training data. The cap is half of
   # that above the process's own memory after a warm-up run on 320 images
   # of the same shape (TensorFlow alone is ~600 MB, more than the data,
@@ -765,12 +717,11 @@ def test_streamed_training_holds_far_less_than_the_data(tmp_path):
   # 111 MiB in a loaded CI run (a 2-core AVX2 AMD EPYC, 2026-12-07; 105 MiB
   # alone at aad5c3f): buffers fill further when the consumer is slow.
   cap = decoded * 3 // 5
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-  result = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, small, big],
-                          capture_output=True, text=True, timeout=300,
-                          env=env, cwd=REPO_ROOT)
-  assert result.returncode == 0, result.stderr[-3000:]
-  report = json.loads(result.stdout.splitlines()[-1])
+  # A process of its own, its peak its own (VmHWM), forked from the
+  # command server: tests/training/streamed_memory.py.
+  run = command_server.start("tests.training.streamed_memory", [small, big])
+  assert run.wait(300) == 0, run.stderr[-3000:]
+  report = json.loads(run.stdout.splitlines()[-1])
   assert report["trained"] == 8000 and report["epochs"] == 1
   grown = report["peak"] - report["baseline"]
   print(f"baseline {report['baseline'] / 2**20:.0f} MiB, peak "
