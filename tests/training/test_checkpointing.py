@@ -636,7 +636,11 @@ def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
   # once, at step 13 (kept: epoch 2 at step 3): what a mirrored resume adds
   # (each replica's input and sums from a position inside an epoch) one
   # stop proves; a resumed run stopped again is one device's, in
-  # test_killed_inside_epochs_and_resumed_ends_bit_for_bit.
+  # test_killed_inside_epochs_and_resumed_ends_bit_for_bit. Two epochs, not
+  # MID_EPOCH's 3: the resumed epoch is the last; the epochs after a resumed
+  # one are the pipeline's, over replicas too (test_pipeline's
+  # test_a_mid_epoch_start_splits_the_same_global_batches_over_replicas),
+  # and a mirrored step costs more than one device's.
   code = textwrap.dedent("""
       import sys
       import tensorflow as tf
@@ -650,7 +654,7 @@ def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
       data = halved(sources.load_synthetic(num_train=256, num_test=64,
                                               seed=0))
       strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-      config = trainer.Config(**t.MID_EPOCH)
+      config = trainer.Config(**{**t.MID_EPOCH, "epochs": 2})
       whole = t.train_stopped_at(config, data, sys.argv[1] + "/whole", [],
                                  strategy=strategy)
       stopped = t.train_stopped_at(config, data, sys.argv[1] + "/stopped",
