@@ -29,11 +29,25 @@ SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
              "--deterministic"]
 
 
-def start_cli(*args: str) -> subprocess.Popen:
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  return subprocess.Popen([sys.executable, "-m", "fastcifar.train", *args],
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env, cwd=REPO_ROOT)
+def first_lines(run, count: int, timeout: float = 240) -> list[str]:
+  """The first `count` complete lines a forked run printed, once it has.
+
+  Args:
+    run: a `tests.forked.ForkedRun` (its stdout is a file, read as it grows).
+    count: how many lines to wait for.
+    timeout: seconds to wait (the test fails after them, or if it ends).
+  """
+  deadline = time.monotonic() + timeout
+  while True:
+    try:
+      lines = run.stdout.splitlines(keepends=True)
+    except FileNotFoundError:  # (the fork has yet to open it)
+      lines = []
+    if sum(line.endswith("\n") for line in lines[:count]) == count:
+      return lines[:count]
+    if run.poll() is not None or time.monotonic() > deadline:
+      pytest.fail(f"not {count} lines: {run.stdout!r}, {run.stderr[-3000:]}")
+    time.sleep(0.05)
 
 
 def train_in_process(*args: str) -> None:
@@ -574,14 +588,18 @@ def _resume_line(position) -> str | None:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
-    uninterrupted, tmp_path, small_run, capsys):
+    uninterrupted, tmp_path, small_run, capsys, command_server):
   """`kill -9` at any moment, the same command each time: the run ends as
   the uninterrupted one (in this process) did.
 
   Also what two tests proved apart (each a process more): a run killed
   and rerun, in other loops, resumes and matches; and the same seed gives
-  the same run in a fresh process as in this one (every epoch but the
-  rerun's is trained by the processes killed).
+  the same run in other processes, each with a TensorFlow runtime of its
+  own, as in this one (every epoch but the rerun's is trained by the
+  processes killed). The commands killed are forked from the command
+  server (tests/forked.py): processes of their own, killed inside their
+  epochs, without a TensorFlow import each (seconds); no moment of their
+  start-up is the point.
   """
   # 3 epochs of 16 steps, a checkpoint every 5 steps and at epoch ends,
   # loops of 2 steps: killed 3 times at random (`kill -9` at any moment,
@@ -592,11 +610,11 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
   said = []
   for _ in range(3):
     position = checkpointing.latest_position(str(tmp_path))
-    process = start_cli(*args)
-    assert process.stdout.readline().startswith("fastcifar: seed model"), (
-        process.communicate())
+    process = command_server.start("fastcifar.train", args)
+    lines = first_lines(process, 2 if position else 1)
+    assert lines[0].startswith("fastcifar: seed model"), lines
     if position:
-      said.append((_resume_line(position), process.stdout.readline()))
+      said.append((_resume_line(position), lines[1]))
     # Once this run has saved (start-up takes its own time on a loaded
     # machine), at a random moment: in a loop, a save, an evaluation.
     deadline = time.monotonic() + 240
@@ -605,7 +623,7 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
       time.sleep(0.1)
     time.sleep(rng.uniform(0, 3))
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.wait(60)
     if (tmp_path / "results.json").exists():
       break
   finished = (tmp_path / "results.json").exists()  # before the last kill
