@@ -15,13 +15,15 @@ import pytest
 
 from fastcifar.data import sources
 from fastcifar.training import checkpointing, stopping
+from tests.training.test_checkpointing import first_lines
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 ENV = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
 
 @pytest.mark.slow
-def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
+def test_sigterm_at_6_random_moments_always_stops_and_resumes(
+    tmp_path, command_server):
   """One run, stopped 6 times and started again each time.
 
   Half the moments fall within 3 s after the attempt's first save (before:
@@ -31,8 +33,9 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
   4 steps per epoch and a checkpoint after each epoch, steps and saves
   alternate quickly; half in start-up (imports, data loading, model
   building, the first steps), one in each third of a window 1.5 times the
-  time to the run's first line in the attempt before. The window spans
-  start-up as long as it takes on this machine, evenly (a fixed 9 s spent
+  time to the run's first line in the first attempt (a fresh interpreter,
+  as theirs). The window spans start-up as long as it takes on this
+  machine, evenly (a fixed 9 s spent
   most of its moments, where start-up is quick, in the training the other
   half covers). (A window of 3 s after the first line ended, under a
   loaded CI, before the first epoch's checkpoint in every attempt once the
@@ -41,11 +44,15 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
   since), so at least 4 stops are handled by fastcifar rather than by the
   default action. A signal that comes while Python is still importing ends
   the process by its default action, before anything is written. (Six
-  moments, not ten: every attempt is a TensorFlow start-up, seconds of the
-  suite's time, and six still hit each kind of moment: three in the steps
-  and saves after a save, the last two resuming a stopped run; in
-  start-up, one in Python's imports, one as they end and the data and
-  model are made, one after the first line, in the first steps.)
+  moments, not ten: every start-up attempt is a TensorFlow start-up,
+  seconds of the suite's time, and six still hit each kind of moment:
+  three in the steps and saves after a save, the last two resuming a
+  stopped run; in start-up, one in Python's imports, one as they end and
+  the data and model are made, one after the first line, in the first
+  steps.) The two attempts that resume are forked from the command server
+  (tests/forked.py): processes of their own, signalled inside training,
+  without a TensorFlow import each; the start-up ones and the first keep a
+  fresh interpreter, as a start-up's moments are the point.
   """
   data = str(tmp_path / "fastcifar-tiny.npz")
   sources.save_prepared(sources.load_synthetic(num_train=128, num_test=64,
@@ -54,7 +61,7 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
   # 16x16 images, batch 32: a step an eighth of 32x32 at 64, so that epochs
   # end within the 6 s windows on a slow CPU too (float32 on a 2-core AVX2
   # AMD EPYC under a loaded CI: no epoch ended in them, nothing to resume).
-  args = [sys.executable, "-m", "fastcifar.train", f"--data_dir={data}",
+  args = [f"--data_dir={data}",
           "--image_size=16", "--epochs=1000", "--validation_freq=1000",
           "--batch_size=32",
           "--precision=float32", "--nopreflight", "--notensorboard",
@@ -63,19 +70,27 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(tmp_path):
   resumed = handled = 0
   start_up = [(third + rng.random()) / 3 for third in range(3)]
   rng.shuffle(start_up)
-  to_first_line = 0.0  # the start-up window is 1.5 times the latest
+  to_first_line = 0.0  # the start-up window is 1.5 times the first's
   for attempt in range(6):
     before = checkpointing.latest_epoch(output_dir)
-    process = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True,
-                               cwd=REPO_ROOT)
+    if attempt in (2, 4):  # after a save: a process, not an interpreter
+      process = command_server.start("fastcifar.train", args)
+    else:
+      process = subprocess.Popen(
+          [sys.executable, "-m", "fastcifar.train", *args], env=ENV,
+          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+          cwd=REPO_ROOT)
     started = time.monotonic()
     if attempt % 2 == 0:  # after training has begun
-      line = process.stdout.readline()
-      assert line.startswith("fastcifar: seed model"), process.communicate()
-      to_first_line = time.monotonic() - started
+      if attempt:
+        lines = first_lines(process, 2 if before else 1)
+      else:  # a fresh interpreter's, whose start-up sizes the window
+        lines = [process.stdout.readline()]
+        to_first_line = time.monotonic() - started
+      assert lines[0].startswith("fastcifar: seed model"), (
+          lines, process.communicate())
       if before:
-        assert f"resuming after epoch {before} " in process.stdout.readline()
+        assert f"resuming after epoch {before} " in lines[1], lines
         resumed += 1
       # Once this attempt has saved, at a random moment of the steps and
       # saves after it: on a slow or loaded CPU a fixed window could end
