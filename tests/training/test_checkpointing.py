@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from typing import Callable
 
 from absl import flags
 from absl.testing import flagsaver
@@ -29,24 +30,26 @@ SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
              "--deterministic"]
 
 
-def first_lines(run, count: int, timeout: float = 240) -> list[str]:
-  """The first `count` complete lines a forked run printed, once it has.
+def printed(run, enough: Callable[[list[str]], bool],
+            timeout: float = 240) -> list[str]:
+  """The complete lines a forked run has printed, once they are `enough`.
 
   Args:
     run: a `tests.forked.ForkedRun` (its stdout is a file, read as it grows).
-    count: how many lines to wait for.
+    enough: whether the lines so far are what to wait for.
     timeout: seconds to wait (the test fails after them, or if it ends).
   """
   deadline = time.monotonic() + timeout
   while True:
     try:
-      lines = run.stdout.splitlines(keepends=True)
+      lines = [line for line in run.stdout.splitlines(keepends=True)
+               if line.endswith("\n")]
     except FileNotFoundError:  # (the fork has yet to open it)
       lines = []
-    if sum(line.endswith("\n") for line in lines[:count]) == count:
-      return lines[:count]
+    if enough(lines):
+      return lines
     if run.poll() is not None or time.monotonic() > deadline:
-      pytest.fail(f"not {count} lines: {run.stdout!r}, {run.stderr[-3000:]}")
+      pytest.fail(f"not printed: {run.stdout!r}, {run.stderr[-3000:]}")
     time.sleep(0.05)
 
 
@@ -611,7 +614,7 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
   for _ in range(3):
     position = checkpointing.latest_position(str(tmp_path))
     process = command_server.start("fastcifar.train", args)
-    lines = first_lines(process, 2 if position else 1)
+    lines = printed(process, lambda lines: len(lines) >= (2 if position else 1))
     assert lines[0].startswith("fastcifar: seed model"), lines
     if position:
       said.append((_resume_line(position), lines[1]))

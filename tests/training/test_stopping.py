@@ -7,7 +7,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -15,7 +14,7 @@ import pytest
 
 from fastcifar.data import sources
 from fastcifar.training import checkpointing, stopping
-from tests.training.test_checkpointing import first_lines
+from tests.training.test_checkpointing import printed
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -83,7 +82,8 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(
     started = time.monotonic()
     if attempt % 2 == 0:  # after training has begun
       if attempt:
-        lines = first_lines(process, 2 if before else 1)
+        lines = printed(process,
+                        lambda lines: len(lines) >= (2 if before else 1))
       else:  # a fresh interpreter's, whose start-up sizes the window
         lines = [process.stdout.readline()]
         to_first_line = time.monotonic() - started
@@ -140,62 +140,30 @@ def test_a_context_left_at_once_leaves_the_watchdog_quiet(monkeypatch):
   assert not errors
 
 
-# fastcifar.train whose output folder hangs once training has begun: its
-# first checkpoint save blocks for good inside TensorFlow (as on a dead
-# network mount; a Python signal handler never runs there), and so does any
-# later look into the folder.
-_HUNG_FOLDER = textwrap.dedent("""
-    import sys, threading
-    import tensorflow as tf
-    from fastcifar.training import checkpointing, stopping
-    hung = threading.Event()
-    real_latest = tf.train.latest_checkpoint
-
-    def latest_checkpoint(*args, **kwargs):
-      if hung.is_set():
-        threading.Event().wait()
-      return real_latest(*args, **kwargs)
-
-    def save(self, *args, **kwargs):
-      hung.set()
-      print("saving", flush=True)
-      with stopping.deferred():  # as the real save: signals wait for its end
-        tf.queue.FIFOQueue(1, tf.int32).dequeue()
-
-    tf.train.latest_checkpoint = latest_checkpoint
-    checkpointing.RunCheckpoint.save = save
-    from fastcifar import train
-    sys.argv = ["fastcifar.train", *sys.argv[1:]]
-    train.run()
-""")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signals", [[signal.SIGTERM],
                                      [signal.SIGINT, signal.SIGINT]],
                          ids=["sigterm", "ctrl_c_twice"])
-def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(tmp_path,
-                                                              small_npz_16,
-                                                              signals):
+def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(
+    tmp_path, small_npz_16, signals, command_server):
   """A stop request ends a run blocked inside TensorFlow, from the watchdog.
 
   One SIGTERM: after the grace (7 s); a second Ctrl-C: at once. The line
   comes from what the process knows, not from the hung folder. (These
   processes are the watchdog's and the second Ctrl-C's tests, once made
-  with a queue that blocked: the command's own run shows both.)
+  with a queue that blocked: the command's own run shows both.) The run,
+  tests/training/hung_train.py, is forked from the command server
+  (tests/forked.py): a process of its own, stopped inside training, without
+  a TensorFlow import.
   """
-  process = subprocess.Popen(
-      [sys.executable, "-c", _HUNG_FOLDER, f"--data_dir={small_npz_16}",
-       "--epochs=2", "--train_examples=256", "--batch_size=64",
-       "--nopreflight", "--notensorboard",
-       f"--output_dir={tmp_path / 'run'}"],
-      env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      cwd=REPO_ROOT)
-  for line in process.stdout:
-    if line.endswith("saving\n"):  # (after the progress bar's text)
-      break
-  else:
-    pytest.fail(process.communicate()[1][-3000:])
+  process = command_server.start(
+      "tests.training.hung_train",
+      [f"--data_dir={small_npz_16}", "--epochs=2", "--train_examples=256",
+       "--batch_size=64", "--nopreflight", "--notensorboard",
+       f"--output_dir={tmp_path / 'run'}"])
+  # Its save has begun: "saving" ends a line (after the progress bar's).
+  printed(process,
+          lambda lines: any(line.endswith("saving\n") for line in lines))
   time.sleep(0.5)
   start = time.monotonic()
   for signum in signals:
