@@ -23,6 +23,7 @@ from fastcifar.data import sources
 from fastcifar.training import checkpointing, trainer
 from fastcifar.errors import UsageError
 from tests.conftest import halved, op_determinism_restored
+from tests.training import save_forever
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -226,41 +227,22 @@ def test_a_run_stopped_after_its_last_checkpoint_finishes_on_rerun(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
-_SAVE_FOREVER = textwrap.dedent("""
-    import sys
-    import keras
-    from fastcifar.training import checkpointing
-    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
-    model.compile(optimizer="adam", loss="mse")
-    model.optimizer.build(model.trainable_variables)
-    saver = checkpointing.RunCheckpoint(model, sys.argv[1], {"a": 1})
-    epoch = saver.restore().epoch
-    print("saving", flush=True)
-    while True:
-      epoch += 1
-      for v in model.trainable_variables:  # every weight says its epoch
-        v.assign(keras.ops.full(v.shape, float(epoch)))
-      saver.save(checkpointing.State(epoch=epoch, step=epoch % 7,
-                                     history={"epoch": [epoch]}))
-""")
-
-
-def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path):
+def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path,
+                                                         command_server):
+  # tests/training/save_forever.py, forked from the command server
+  # (tests/forked.py): a process of its own to kill inside a save, without
+  # a TensorFlow import.
   rng = random.Random(3)
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
   for _ in range(2):
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SAVE_FOREVER, str(tmp_path)], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout.readline() == "saving\n", process.communicate()
+    process = command_server.start("tests.training.save_forever",
+                                   [str(tmp_path)])
+    assert printed(process, bool) == ["saving\n"], process.stderr[-3000:]
     time.sleep(rng.uniform(0.5, 2))  # each save takes tens of ms
     process.kill()
-    process.communicate()
-    model = keras.Sequential([keras.Input((1000,)), keras.layers.Dense(1000)])
-    model.compile(optimizer="adam", loss="mse")
-    model.optimizer.build(model.trainable_variables)
+    process.wait(60)
+    model = save_forever.model()
     state = checkpointing.RunCheckpoint(model, str(tmp_path),
-                                        {"a": 1}).restore()
+                                        save_forever.SETTINGS).restore()
     epoch = state.epoch
     assert epoch >= 1 and state.history == {"epoch": [epoch]}
     assert state.step == epoch % 7
