@@ -6,9 +6,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from typing import Callable
 
@@ -25,8 +22,6 @@ from fastcifar.errors import UsageError
 from tests.conftest import halved, op_determinism_restored
 from tests.training import save_forever
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
 SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
              "--deterministic"]
 
@@ -634,43 +629,22 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
 
 
 @pytest.mark.slow
-def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
-  # Logical devices need a process of their own (see test_trainer). Stopped
-  # once, at step 13 (kept: epoch 2 at step 3): what a mirrored resume adds
-  # (each replica's input and sums from a position inside an epoch) one
-  # stop proves; a resumed run stopped again is one device's, in
+def test_mirrored_killed_inside_epochs_and_resumed_ends_bit_for_bit(
+    tmp_path, command_server):
+  # Logical devices need a process of their own (see test_trainer):
+  # tests/training/mirrored_resume.py, forked from the command server
+  # (tests/forked.py), whose TensorFlow runtime has not started when it
+  # forks (no import of its own: seconds). Stopped once, at step 13 (kept:
+  # epoch 2 at step 3): what a mirrored resume adds (each replica's input
+  # and sums from a position inside an epoch) one stop proves; a resumed
+  # run stopped again is one device's, in
   # test_killed_inside_epochs_and_resumed_ends_bit_for_bit. Two epochs, not
   # MID_EPOCH's 3: the resumed epoch is the last; the epochs after a resumed
   # one are the pipeline's, over replicas too (test_pipeline's
   # test_a_mid_epoch_start_splits_the_same_global_batches_over_replicas),
   # and a mirrored step costs more than one device's.
-  code = textwrap.dedent("""
-      import sys
-      import tensorflow as tf
-      cpu = tf.config.list_physical_devices("CPU")[0]
-      tf.config.set_logical_device_configuration(
-          cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-      from fastcifar.data import sources
-      from fastcifar.training import trainer
-      from tests.conftest import halved
-      from tests.training import test_checkpointing as t
-      data = halved(sources.load_synthetic(num_train=256, num_test=64,
-                                              seed=0))
-      strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-      config = trainer.Config(**{**t.MID_EPOCH, "epochs": 2})
-      whole = t.train_stopped_at(config, data, sys.argv[1] + "/whole", [],
-                                 strategy=strategy)
-      stopped = t.train_stopped_at(config, data, sys.argv[1] + "/stopped",
-                                   [13], strategy=strategy)
-      assert whole[0]["num_replicas"] == 2
-      assert "resuming at epoch 2, step 3 " in stopped[2], stopped[2]
-      t.assert_same_run(whole, stopped)
-      print("same")
-  """)
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, env=env,
-                       cwd=REPO_ROOT)
+  out = command_server.run("tests.training.mirrored_resume", [str(tmp_path)],
+                           timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().splitlines()[-1] == "same"
 
