@@ -6,9 +6,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 
 import keras
@@ -17,56 +14,23 @@ import pytest
 from fastcifar import models
 from fastcifar.training import outputs
 from fastcifar.errors import UsageError
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
-# Imports once, then for each line of stdin forks a writer that rewrites
-# both files until killed, and says when it has ended. Forked before
-# TensorFlow's runtime has started (importing it creates no eager context;
-# its one thread then idles), each child starts its own: a process of its
-# own to kill, without importing again (seconds).
-WRITER = textwrap.dedent("""
-    import os, sys
-    from fastcifar import models
-    from fastcifar.training import outputs
-    for folder in sys.stdin:
-      pid = os.fork()
-      if pid == 0:
-        model = models.build_model("seed", 10, [0.5] * 3, [0.25] * 3)
-        folder, i = folder.strip(), 0
-        while True:  # rewrite both files until killed
-          i += 1
-          outputs.write_json(folder + "/results.json",
-                             {"i": i, "pad": "x" * 10**6})
-          outputs.save_model(model, folder + "/model.keras")
-          print(os.getpid(), i, flush=True)
-      os.waitpid(pid, 0)
-      print("ended", flush=True)
-""")
+from tests.training.test_checkpointing import printed
 
 
-def test_kill_during_saves_leaves_loadable_files(tmp_path):
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  writers = subprocess.Popen([sys.executable, "-c", WRITER],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             env=env, text=True)
-  try:
-    for delay in (0.05, 0.3, 0.7):
-      writers.stdin.write(f"{tmp_path}\n")
-      writers.stdin.flush()
-      # One complete round is on disk.
-      pid = int(writers.stdout.readline().split()[0])
-      time.sleep(delay)  # then kill somewhere inside a later save
-      os.kill(pid, signal.SIGKILL)
-      while writers.stdout.readline() not in ("ended\n", ""):
-        pass  # (its later rounds' lines)
-      assert json.loads((tmp_path / "results.json").read_text())["i"] >= 1
-      model = keras.saving.load_model(tmp_path / "model.keras")
-      assert model.count_params() == 1_250_858
-  finally:
-    writers.kill()
-    writers.communicate()
+def test_kill_during_saves_leaves_loadable_files(tmp_path, command_server):
+  # tests/training/rewrite_forever.py, forked from the command server
+  # (tests/forked.py): a process of its own to kill inside a save, without
+  # a TensorFlow import each.
+  for delay in (0.05, 0.3, 0.7):
+    writer = command_server.start("tests.training.rewrite_forever",
+                                  [str(tmp_path)])
+    printed(writer, bool)  # one complete round is on disk
+    time.sleep(delay)  # then kill somewhere inside a later save
+    writer.kill()
+    assert writer.wait(60) == -signal.SIGKILL
+    assert json.loads((tmp_path / "results.json").read_text())["i"] >= 1
+    model = keras.saving.load_model(tmp_path / "model.keras")
+    assert model.count_params() == 1_250_858
 
 
 def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
