@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Callable
 
 import keras
 import numpy as np
@@ -106,19 +107,38 @@ def _export_each_way(folder, model: keras.Model, data: sources.ImageDataset,
                           "float16")
 
 
+@pytest.fixture(scope="module")
+def trained() -> Callable[[str], tuple[keras.Model, sources.ImageDataset]]:
+  """`trained(name)`: that model trained in float32 at 16x16, and its data.
+
+  Each model is trained once for the tests that export it and look at what
+  comes out (none changes it), on first use: a worker that runs none of
+  the fast model's tests trains none. 16x16: a quarter of the cost of
+  training, calibrating and predicting; what the tests compare is each
+  artifact's output with the .keras model's.
+  """
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
+  done = {}
+
+  def model(name: str) -> tuple[keras.Model, sources.ImageDataset]:
+    if name not in done:
+      done[name] = _trained_model(name, data)
+    return done[name], data
+
+  return model
+
+
 @pytest.mark.slow
 def test_exported_models_predict_as_the_keras_models_without_fastcifar(
-    tmp_path, command_server):
-  # 16x16: a quarter of the cost of training, calibrating and predicting;
-  # what is compared is each artifact's output with the .keras model's.
+    tmp_path, command_server, trained):
   # Both models, one exported by the command and one by the function it
   # calls, checked in one process (each process costs seconds of imports).
-  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   folders = []
   for name in models.MODELS:
     folder = tmp_path / name
     folder.mkdir()
-    _export_each_way(folder, _trained_model(name, data), data,
+    model, data = trained(name)
+    _export_each_way(folder, model, data,
                      command_server if name == "seed" else None)
     folders.append(str(folder))
   tolerances = {"saved_model": TOLERANCE["saved_model"]}
@@ -144,18 +164,9 @@ def test_exported_models_predict_as_the_keras_models_without_fastcifar(
     assert report["saved_model"]["clear"] >= 60, (folder, report)
 
 
-@pytest.fixture(scope="module")
-def seed_model() -> tuple[keras.Model, sources.ImageDataset]:
-  """A seed CNN trained in float32 (32x32), and its data: one trained model
-  for the tests that export it and look at what comes out, none of which
-  changes it."""
-  data = sources.load_synthetic(num_train=256, num_test=16, seed=3)
-  return _trained_model("seed", data), data
-
-
-def test_saved_model_takes_any_batch_size(tmp_path, seed_model):
+def test_saved_model_takes_any_batch_size(tmp_path, trained):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  model, data = seed_model
+  model, data = trained("seed")
   path = serving.export_saved_model(model, str(tmp_path / "sm"))
   serve = tf.saved_model.load(path).signatures["serving_default"]
   for batch in (1, 3, 8):
@@ -187,14 +198,14 @@ def _export(server: CommandServer, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_int8_calibrates_on_a_streamed_shard_folder(tmp_path, command_server,
-                                                    seed_model):
-  model, data = seed_model
+                                                    trained):
+  model, data = trained("seed")
   model_path = str(tmp_path / "model.keras")
   model.save(model_path)
   folder = sources.shards_path(str(tmp_path), "synthetic")
   sources.write_shards(folder, "synthetic", data.class_names,
                        sources.array_chunks(data), sources.array_counts(data),
-                       shard_bytes=64 * 32 * 32 * 3)
+                       shard_bytes=64 * 16 * 16 * 3)  # 4 training shards
   exported = _export(command_server, f"--model={model_path}",
                      f"--output={tmp_path}/export", "--quantize=int8",
                      f"--data_dir={folder}", "--cache=disk")
@@ -208,8 +219,8 @@ def _listing(folder) -> list[str]:
 
 
 def test_a_second_export_leaves_nothing_of_the_first(tmp_path, monkeypatch,
-                                                     seed_model):
-  first, _ = seed_model
+                                                     trained):
+  first, _ = trained("seed")
   out = tmp_path / "export"
   out.mkdir()
   (out / "notes.txt").write_text("mine")
