@@ -4,7 +4,8 @@ Each worker of a localhost cluster is a process of its own (a lost worker
 is a killed process), but not a fresh interpreter: forked from
 `tests.forked.CommandServer`, it skips the ~7 s import. The server calls
 `run()`; `sys.argv[1]` names what to run, the rest are its arguments.
-TF_CONFIG, set for each worker, names the cluster and its task.
+TF_CONFIG, set for each worker, names the cluster and its task. The data
+service tool, sent SIGTERM, runs here too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 from fastcifar.data import sources
 from fastcifar.training import distribute, trainer
 from tests.conftest import halved
-from tests.training import test_checkpointing as t
 
 
 class Weights(keras.callbacks.Callback):
@@ -38,6 +38,10 @@ def alike_and_resumed(output_dir: str) -> None:
   Args:
     output_dir: where the runs write their folders.
   """
+  # Not at the top: it defines fastcifar.train's flags, which the data
+  # service tool's process must not have.
+  # pylint: disable-next=g-import-not-at-top
+  from tests.training import test_checkpointing as t
   # A temporary folder of this worker's own: the other worker's saves go
   # there, and none may be left, stopped runs' too.
   tempfile.tempdir = tempfile.mkdtemp(dir=output_dir)
@@ -116,8 +120,25 @@ def main_for_each_folder(argv_json: str, *output_dirs: str) -> None:
       assert train.main([]) == 0
 
 
+def data_service_tool(*args: str) -> None:
+  """`python -m tools.data_service ARGS...`, as its `__main__` runs it.
+
+  Args:
+    *args: its flags.
+  """
+  # pylint: disable=g-import-not-at-top
+  from absl import app
+  from fastcifar.cli import quiet
+  from tools import data_service
+  # pylint: enable=g-import-not-at-top
+  quiet.define_verbose_flag()
+  sys.argv = ["tools.data_service", *args]
+  app.run(data_service.main)
+
+
 def run() -> None:
   """Runs what `sys.argv[1]` names with the arguments after it."""
   what = {"alike_and_resumed": alike_and_resumed,
-          "main_for_each_folder": main_for_each_folder}[sys.argv[1]]
+          "main_for_each_folder": main_for_each_folder,
+          "data_service_tool": data_service_tool}[sys.argv[1]]
   what(*sys.argv[2:])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -9,7 +10,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,10 +22,6 @@ from fastcifar.errors import UsageError
 from tests.conftest import halved
 from tests.test_train import run_in_process
 from tests.training.test_checkpointing import comparable
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-
 
 def free_ports(count: int) -> list[int]:
   sockets = [socket.socket() for _ in range(count)]
@@ -226,22 +222,23 @@ def test_training_through_data_service(service_address):
   assert results["epochs"] == 2 and np.isfinite(results["test_loss"])
 
 
-def test_data_service_tool_stops_on_sigterm():
+def test_data_service_tool_stops_on_sigterm(command_server):
+  # A process of its own (SIGTERM is the point), forked from the command
+  # server: a fresh interpreter is not.
   port = free_ports(1)[0]
-  env = dict(os.environ, PYTHONPATH=REPO_ROOT)
-  process = subprocess.Popen(
-      [sys.executable, "-m", "tools.data_service", f"--port={port}",
-       "--num_workers=2"], cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True)
-  try:
-    line = process.stdout.readline()
-    assert f"grpc://localhost:{port}" in line, process.stderr.read()
-    process.send_signal(signal.SIGTERM)
-    out, _ = process.communicate(timeout=60)
-  finally:
-    process.kill()
-  assert process.returncode == 0
-  assert "stopped" in out
+  process = command_server.start(
+      "tests.training.cluster_workers",
+      ["data_service_tool", f"--port={port}", "--num_workers=2"])
+  deadline = time.monotonic() + 60
+  # Its first line says it started (its file exists once it has forked).
+  while not (os.path.exists(process.stdout_path) and "\n" in process.stdout):
+    with contextlib.suppress(subprocess.TimeoutExpired):
+      raise AssertionError(f"ended ({process.wait(0.1)}): {process.stderr}")
+    assert time.monotonic() < deadline, "the tool did not start"
+  assert f"grpc://localhost:{port}" in process.stdout, process.stderr
+  process.send_signal(signal.SIGTERM)
+  assert process.wait(60) == 0, process.stderr
+  assert "stopped" in process.stdout
 
 
 def _lose_one(processes, victim: int, output_dir, after_epoch: int) -> str:
