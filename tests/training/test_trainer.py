@@ -67,12 +67,23 @@ def test_learns_synthetic_data_and_writes_outputs(small_data_16, tmp_path):
   assert accuracy == pytest.approx(results["test_accuracy"], abs=1e-6)
 
 
-def test_same_seed_same_metrics(small_data_16):
+@pytest.fixture(scope="module")
+def plain_run(small_data_16) -> dict:
+  """One epoch on 256 examples without a validation split: its results.
+
+  For the tests that need such a run, not one each (a run's tracing is
+  most of its seconds).
+  """
+  return trainer.train_and_evaluate(
+      tiny_config(epochs=1, train_examples=256), small_data_16, verbose=0)
+
+
+def test_same_seed_same_metrics(small_data_16, plain_run):
   # 256 examples, 4 steps: that the runs agree is the point, not how long.
-  config = tiny_config(epochs=1, train_examples=256)
-  first = trainer.train_and_evaluate(config, small_data_16, verbose=0)
-  second = trainer.train_and_evaluate(config, small_data_16, verbose=0)
-  assert first["test_loss"] == pytest.approx(second["test_loss"], rel=1e-4)
+  second = trainer.train_and_evaluate(
+      tiny_config(epochs=1, train_examples=256), small_data_16, verbose=0)
+  assert plain_run["test_loss"] == pytest.approx(second["test_loss"],
+                                                 rel=1e-4)
 
 
 @pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
@@ -129,29 +140,35 @@ def train_tiny_model(jit_compile: bool, steps: int = 4,
   return [w.numpy() for w in model.weights]
 
 
-def test_xla_over_the_whole_step_trains_as_without(monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_plain() -> list[np.ndarray]:
+  """`train_tiny_model` without XLA or augmentation, for the two tests
+  that compare other steps with it."""
+  return train_tiny_model(jit_compile=False)
+
+
+def test_xla_over_the_whole_step_trains_as_without(monkeypatch, tiny_plain):
   whole = train_tiny_model(jit_compile=True)  # update compiled with the rest
   monkeypatch.setattr(distribute, "compiles_update", lambda strategy: False)
   split = train_tiny_model(jit_compile=True)  # as mirrored: update outside
   monkeypatch.undo()
-  plain = train_tiny_model(jit_compile=False)
   start = train_tiny_model(jit_compile=False, steps=0)
-  for w_whole, w_split, w_plain, w_start in zip(whole, split, plain, start):
+  for w_whole, w_split, w_plain, w_start in zip(whole, split, tiny_plain,
+                                                start):
     assert not np.allclose(w_whole, w_start)  # it trained
     np.testing.assert_allclose(w_whole, w_split, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(w_whole, w_plain, rtol=1e-4, atol=1e-5)
 
 
 def test_augmenting_a_step_ahead_trains_as_augmenting_in_the_step(
-    monkeypatch):
+    monkeypatch, tiny_plain):
   # CPUs augment each batch a step ahead, beside the step before;
   # accelerators inside its own step. The same batches either way.
   ahead = train_tiny_model(jit_compile=False, augment=True)
   monkeypatch.setattr(distribute, "runs_on_cpus", lambda strategy: False)
   inside = train_tiny_model(jit_compile=False, augment=True)
   monkeypatch.undo()
-  plain = train_tiny_model(jit_compile=False)
-  assert not all(np.array_equal(a, p) for a, p in zip(ahead, plain))
+  assert not all(np.array_equal(a, p) for a, p in zip(ahead, tiny_plain))
   for w_ahead, w_inside in zip(ahead, inside):
     np.testing.assert_array_equal(w_ahead, w_inside)
 
@@ -452,41 +469,16 @@ def test_trains_on_64x64_and_mixed_size_image_folders(tmp_path, model, sizes):
 # --- the validation split and --epochs=auto ----------------------------------
 
 
-def test_results_say_which_set_each_number_came_from(small_data_16,
-                                                     tmp_path):
-  # 16x16: which set each number came from is the point, not the pixels.
-  results = trainer.train_and_evaluate(
-      tiny_config(epochs=1, validation_examples=200), small_data_16,
-      str(tmp_path), verbose=0)
-  assert results["num_validation_examples"] == 200
-  assert results["num_train_examples"] == 1024 - 200
-  assert results["val_metrics_from"] == "validation"
-  for key in ("validation_accuracy", "validation_loss",
-              "best_validation_accuracy", "seconds_to_validation_accuracy",
-              "test_accuracy", "test_loss"):
-    assert key in results, key
-  assert "best_test_accuracy" not in results
-  assert "seconds_to_accuracy" not in results
-  history = json.loads((tmp_path / "history.json").read_text())
-  assert history["val_accuracy"] == [results["validation_accuracy"]]
-  assert history["test_accuracy"] == [results["test_accuracy"]]
-  assert history["num_validation_examples"] == [200]
-  # The test set (300 examples) and the split (200) are different sets.
-  assert results["test_accuracy"] * 300 == pytest.approx(
-      round(results["test_accuracy"] * 300))
-  assert results["validation_accuracy"] * 200 == pytest.approx(
-      round(results["validation_accuracy"] * 200))
+@pytest.fixture(scope="module")
+def split_run(small_data_16, tmp_path_factory) -> tuple:
+  """One epoch with a validation split of 256, and what the model saw.
 
-  plain = trainer.train_and_evaluate(tiny_config(epochs=1), small_data_16,
-                                      verbose=0)
-  assert plain["num_validation_examples"] == 0
-  assert plain["val_metrics_from"] == "test"
-  assert not any(k.startswith("validation_") for k in plain)
+  One run for the tests that check which examples each number and the
+  statistics came from. (16x16: which set is the point, not the pixels.)
 
-
-def test_statistics_and_whitening_see_only_training_examples(
-    small_data_16, monkeypatch):
-  # 16x16: which examples the statistics see is the point, not the pixels.
+  Returns:
+    `(results, output folder, {"mean", "images"} build_model was given)`.
+  """
   seen = {}
   real_build = trainer.recipes.build_model
 
@@ -494,9 +486,44 @@ def test_statistics_and_whitening_see_only_training_examples(
     seen["mean"], seen["images"] = mean, train_images
     return real_build(config, num_classes, mean, std, train_images)
 
-  monkeypatch.setattr(trainer.recipes, "build_model", spy)
-  trainer.train_and_evaluate(
-      tiny_config(epochs=1, validation_examples=256), small_data_16, verbose=0)
+  output_dir = tmp_path_factory.mktemp("split")
+  with pytest.MonkeyPatch.context() as monkeypatch:
+    monkeypatch.setattr(trainer.recipes, "build_model", spy)
+    results = trainer.train_and_evaluate(
+        tiny_config(epochs=1, validation_examples=256), small_data_16,
+        str(output_dir), verbose=0)
+  return results, output_dir, seen
+
+
+def test_results_say_which_set_each_number_came_from(split_run, plain_run):
+  results, output_dir, _ = split_run
+  assert results["num_validation_examples"] == 256
+  assert results["num_train_examples"] == 1024 - 256
+  assert results["val_metrics_from"] == "validation"
+  for key in ("validation_accuracy", "validation_loss",
+              "best_validation_accuracy", "seconds_to_validation_accuracy",
+              "test_accuracy", "test_loss"):
+    assert key in results, key
+  assert "best_test_accuracy" not in results
+  assert "seconds_to_accuracy" not in results
+  history = json.loads((output_dir / "history.json").read_text())
+  assert history["val_accuracy"] == [results["validation_accuracy"]]
+  assert history["test_accuracy"] == [results["test_accuracy"]]
+  assert history["num_validation_examples"] == [256]
+  # The test set (300 examples) and the split (256) are different sets.
+  assert results["test_accuracy"] * 300 == pytest.approx(
+      round(results["test_accuracy"] * 300))
+  assert results["validation_accuracy"] * 256 == pytest.approx(
+      round(results["validation_accuracy"] * 256))
+
+  assert plain_run["num_validation_examples"] == 0
+  assert plain_run["val_metrics_from"] == "test"
+  assert not any(k.startswith("validation_") for k in plain_run)
+
+
+def test_statistics_and_whitening_see_only_training_examples(
+    small_data_16, split_run):
+  _, _, seen = split_run
   _, held_out = trainer.pipeline.validation_split(
       small_data_16.train_labels, 256, 3)
   held = {small_data_16.train_images[i].tobytes() for i in held_out}
