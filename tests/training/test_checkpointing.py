@@ -314,32 +314,17 @@ MID_EPOCH = dict(epochs=3, batch_size=32, precision="float32",
                  checkpoint_every="3", steps_per_loop=2)
 
 
-@pytest.fixture(scope="module")
-def mid_epoch_whole(tmp_path_factory) -> tuple:
-  """MID_EPOCH uninterrupted on 256 16x16 images: `(data, the run)`.
+@pytest.mark.slow
+def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
+  """Stopped inside epochs, resumed with the same or other loops and
+  checkpoint intervals: the uninterrupted run, bit for bit.
 
-  One run for the tests that compare runs stopped on that data with it.
+  One test, one uninterrupted run for both (they were two tests, each
+  needing that run: twice on two xdist workers).
   """
   data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
-  return data, train_stopped_at(trainer.Config(**MID_EPOCH), data,
-                                tmp_path_factory.mktemp("whole"), [])
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("streamed", [False, True])
-def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
-                                                          streamed, request):
   config = trainer.Config(**MID_EPOCH)
-  if streamed:  # blocks of 100 examples, steps of 32: both cut each other
-    data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
-    path = sources.shards_path(str(tmp_path), "small")
-    sources.write_shards(path, "small", data.class_names,
-                         sources.array_chunks(data),
-                         sources.array_counts(data))
-    data = sources.load_path(path, cache="disk", shuffle_buffer=100)
-    whole = train_stopped_at(config, data, tmp_path / "whole", [])
-  else:
-    data, whole = request.getfixturevalue("mid_epoch_whole")
+  whole = train_stopped_at(config, data, tmp_path / "whole", [])
   # 8 steps an epoch, checkpoints at steps 3 and 6 and the epoch's end.
   # Stopped at step 5 (kept: epoch 1 at step 3), then at 13 (kept: epoch 2
   # at step 3), which the last run resumes.
@@ -347,18 +332,15 @@ def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path,
   assert "resuming at epoch 2, step 3 (3 of its 8 steps done)" in stopped[2]
   assert_same_run(whole, stopped)
   assert stopped[0]["resumed_at_step"] == 3
-
-
-def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(
-    tmp_path, mid_epoch_whole):
-  data, whole = mid_epoch_whole
-  output_dir = tmp_path / "stopped"
+  # Other loops and intervals at each stop and at the end.
+  output_dir = tmp_path / "other_loops"
   for stop, loop, every in [(7, 3, "2"), (12, 1, "5")]:
-    config = trainer.Config(**{**MID_EPOCH, "steps_per_loop": loop,
-                                "checkpoint_every": every})
     with pytest.raises(KeyboardInterrupt):
-      trainer.train_and_evaluate(config, data, str(output_dir), verbose=0,
-                                  callbacks=[InterruptAtStep(stop, 8)])
+      trainer.train_and_evaluate(
+          trainer.Config(**{**MID_EPOCH, "steps_per_loop": loop,
+                             "checkpoint_every": every}),
+          data, str(output_dir), verbose=0,
+          callbacks=[InterruptAtStep(stop, 8)])
   # Stopped at step 7 (kept: epoch 1 at step 6), then at 12 (kept: the end
   # of epoch 1; the next was due at epoch 2's step 5, step 13).
   assert checkpointing.latest_position(str(output_dir)) == (1, 0)
@@ -367,6 +349,26 @@ def test_resumed_with_other_loops_and_intervals_ends_bit_for_bit(
                          "checkpoint_every": "epoch"}),
       data, output_dir, [])
   assert_same_run(whole, stopped)
+
+
+@pytest.mark.slow
+def test_streamed_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
+  # Blocks of 100 examples, steps of 32: both cut each other. Stopped once,
+  # at step 13 (kept: epoch 2 at step 3): what a streamed resume adds (the
+  # blocks before the step counted from their sizes, the rest of the epoch
+  # from the shards) one stop proves; a resumed run stopped again is in
+  # memory's, test_killed_inside_epochs_and_resumed_ends_bit_for_bit.
+  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
+  path = sources.shards_path(str(tmp_path), "small")
+  sources.write_shards(path, "small", data.class_names,
+                       sources.array_chunks(data), sources.array_counts(data))
+  data = sources.load_path(path, cache="disk", shuffle_buffer=100)
+  config = trainer.Config(**MID_EPOCH)
+  whole = train_stopped_at(config, data, tmp_path / "whole", [])
+  stopped = train_stopped_at(config, data, tmp_path / "stopped", [13])
+  assert "resuming at epoch 2, step 3 (3 of its 8 steps done)" in stopped[2]
+  assert_same_run(whole, stopped)
+  assert stopped[0]["resumed_at_step"] == 3
 
 
 def test_a_duration_interval_checkpoints_inside_epochs(tmp_path):
