@@ -405,29 +405,32 @@ class InterruptBeforeOutputs(keras.callbacks.Callback):
     raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("batch", [None, 3])
-def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path, batch):
+def test_a_callbacks_stop_is_kept_by_the_checkpoint(tmp_path):
   # Stopped by a callback in epoch 2 (at its end, or at its step 3 so that
   # it ends with that epoch), killed before the outputs: the rerun trains
   # no more (at the end) or only the rest of epoch 2, as the uninterrupted
-  # run did, and writes.
+  # run did, and writes. Both stops end the run after epoch 2, where the
+  # uninterrupted one asked at its end did: one uninterrupted run for both
+  # (a test for each trained it twice).
   data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
   config = trainer.Config(**{**MID_EPOCH, "epochs": 4})
   whole = trainer.train_and_evaluate(
       config, data, str(tmp_path / "whole"), verbose=0,
-      callbacks=[StopTrainingAt(1, batch)])
+      callbacks=[StopTrainingAt(1)])
   assert whole["epochs"] == 2
-  output_dir = str(tmp_path / "stopped")
-  stop = ([InterruptBeforeOutputs()] if batch is None
-          else [InterruptAtStep(8 + 5, 8)])  # kept: epoch 2 at step 3
-  with pytest.raises(KeyboardInterrupt):
-    trainer.train_and_evaluate(config, data, output_dir, verbose=0,
-                               callbacks=[StopTrainingAt(1, batch), *stop])
-  assert checkpointing.latest_position(output_dir) == (
-      (2, 0) if batch is None else (1, 3))
-  results = trainer.train_and_evaluate(config, data, output_dir, verbose=0)
-  assert results["epochs"] == 2
-  assert comparable(results) == comparable(whole)
+  for batch in (None, 3):
+    output_dir = str(tmp_path / f"stopped_{batch}")
+    stop = ([InterruptBeforeOutputs()] if batch is None
+            else [InterruptAtStep(8 + 5, 8)])  # kept: epoch 2 at step 3
+    with pytest.raises(KeyboardInterrupt):
+      trainer.train_and_evaluate(config, data, output_dir, verbose=0,
+                                 callbacks=[StopTrainingAt(1, batch), *stop])
+    assert checkpointing.latest_position(output_dir) == (
+        (2, 0) if batch is None else (1, 3))
+    results = trainer.train_and_evaluate(config, data, output_dir,
+                                          verbose=0)
+    assert results["epochs"] == 2
+    assert comparable(results) == comparable(whole), batch
 
 
 @pytest.mark.slow
