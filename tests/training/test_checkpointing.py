@@ -122,20 +122,15 @@ def stopped_after_first_epoch(output_dir):
 
 
 def test_resume_with_other_settings_is_refused(tmp_path):
+  # One stopped run for every refusal (each leaves it as it was), then the
+  # fix they name. (test_checkpoint_of_another_model_or_class_count_is_refused
+  # stopped a run of its own for two of them.)
   data, config = stopped_after_first_epoch(tmp_path)
   assert checkpointing.latest_epoch(str(tmp_path)) == 1
   other = trainer.Config(epochs=2, batch_size=32, precision="float32",
                           eval_batch_size=64)
   with pytest.raises(UsageError, match="batch_size=64, not 32"):
     trainer.train_and_evaluate(other, data, str(tmp_path), verbose=0)
-  # --restart trains anew instead.
-  results = trainer.train_and_evaluate(other, data, str(tmp_path), verbose=0,
-                                        restart=True)
-  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 0
-
-
-def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
-  data, config = stopped_after_first_epoch(tmp_path)
   # The settings are read before any weight: the one-line refusal, not a
   # shape mismatch from restoring (512, 10) into (512, 100).
   hundred = halved(sources.load_synthetic(num_train=256, num_test=64,
@@ -147,6 +142,10 @@ def test_checkpoint_of_another_model_or_class_count_is_refused(tmp_path):
   with pytest.raises(UsageError, match="model=seed, not fast"):
     trainer.train_and_evaluate(fast, data, str(tmp_path), verbose=0)
   assert checkpointing.latest_epoch(str(tmp_path)) == 1  # kept
+  # --restart trains anew instead.
+  results = trainer.train_and_evaluate(other, data, str(tmp_path), verbose=0,
+                                        restart=True)
+  assert results["epochs"] == 2 and results["resumed_after_epoch"] == 0
 
 
 def write_older_checkpoint(output_dir, config) -> None:
