@@ -319,11 +319,19 @@ def test_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
   checkpoint intervals: the uninterrupted run, bit for bit.
 
   One test, one uninterrupted run for both (they were two tests, each
-  needing that run: twice on two xdist workers).
+  needing that run: twice on two xdist workers). That run checkpoints by
+  a duration (what test_a_duration_interval_checkpoints_inside_epochs
+  trained a run of its own for): a checkpoint interval changes no number.
   """
   data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
+  whole = train_stopped_at(
+      trainer.Config(**{**MID_EPOCH, "checkpoint_every": "0.001s"}), data,
+      tmp_path / "whole", [])
+  # A duration checkpoints at every loop's end inside an epoch (3 an
+  # epoch), and at epoch ends.
+  assert whole[0]["checkpoints_saved"] == 3 * (3 + 1)
+  assert whole[0]["checkpoint_seconds"] > 0
   config = trainer.Config(**MID_EPOCH)
-  whole = train_stopped_at(config, data, tmp_path / "whole", [])
   # 8 steps an epoch, checkpoints at steps 3 and 6 and the epoch's end.
   # Stopped at step 5 (kept: epoch 1 at step 3), then at 13 (kept: epoch 2
   # at step 3), which the last run resumes.
@@ -368,16 +376,6 @@ def test_streamed_killed_inside_epochs_and_resumed_ends_bit_for_bit(tmp_path):
   assert "resuming at epoch 2, step 3 (3 of its 8 steps done)" in stopped[2]
   assert_same_run(whole, stopped)
   assert stopped[0]["resumed_at_step"] == 3
-
-
-def test_a_duration_interval_checkpoints_inside_epochs(tmp_path):
-  data = halved(sources.load_synthetic(num_train=256, num_test=64, seed=0))
-  config = trainer.Config(**{**MID_EPOCH, "checkpoint_every": "0.001s"})
-  results = trainer.train_and_evaluate(config, data, str(tmp_path),
-                                        verbose=0)
-  # At every loop's end inside an epoch (3 a epoch), and at epoch ends.
-  assert results["checkpoints_saved"] == 3 * (3 + 1)
-  assert results["checkpoint_seconds"] > 0
 
 
 class StopTrainingAt(keras.callbacks.Callback):
