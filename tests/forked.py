@@ -171,6 +171,8 @@ class CommandServer:
     request_id = next(self._ids)
     paths = [os.path.join(self._folder, f"{request_id}.{name}")
              for name in ("stdout", "stderr")]
+    for path in paths:  # readable (empty) before the run opens them
+      open(path, "w").close()
     request = {"id": request_id, "module": module, "args": list(args),
                "cwd": cwd or REPO_ROOT, "env": dict(env or {}),
                "stdout": paths[0], "stderr": paths[1],
@@ -220,6 +222,12 @@ class CommandServer:
 
   def exit_code(self, pid: int) -> int | None:
     """A run's exit code, None while it runs (reads what the server said)."""
+    fd = self._process.stdout.fileno()
+    while select.select([fd], [], [], 0)[0]:
+      data = os.read(fd, 1 << 16)
+      if not data:
+        break
+      self._pending += data
     self._read_until(lambda: True, 0, "")
     return self._exits.get(pid)
 
@@ -289,7 +297,10 @@ class ForkedRun:
   def send_signal(self, sig: int) -> None:
     """Sends `sig` unless it has ended (its pid may be another's then)."""
     if self.poll() is None:
-      os.kill(self.pid, sig)
+      try:
+        os.kill(self.pid, sig)
+      except ProcessLookupError:
+        pass  # it ended, and the server reaped it, since poll read
 
   def terminate(self) -> None:
     self.send_signal(signal.SIGTERM)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 
 def test_a_forked_run_trains_exits_and_reports_as_a_process(
@@ -29,7 +30,13 @@ def test_a_forked_runs_errors_and_signals_are_its_own(command_server,
   for module, args in (("fastcifar.train", ["--epochs=-1"]),
                        ("fastcifar.evaluate", [f"--model={tmp_path}/no"])):
     bad = command_server.start(module, args)
-    assert bad.wait(60) == 2
+    assert bad.stdout == ""  # readable before the run has written
+    deadline = time.monotonic() + 60
+    while bad.poll() is None:  # poll alone sees it end, as Popen's does
+      assert time.monotonic() < deadline
+      time.sleep(0.02)
+    assert bad.wait(0) == 2
+    bad.kill()  # an ended run is not signalled (its pid may be another's)
     assert bad.stderr.startswith(f"{module}: error:")
     assert bad.stderr.count("\n") == 1 and bad.stdout == ""  # one line
   # A run killed as it starts ends as subprocess says a killed one does;

@@ -37,11 +37,8 @@ def printed(run, enough: Callable[[list[str]], bool],
   """
   deadline = time.monotonic() + timeout
   while True:
-    try:
-      lines = [line for line in run.stdout.splitlines(keepends=True)
-               if line.endswith("\n")]
-    except FileNotFoundError:  # (the fork has yet to open it)
-      lines = []
+    lines = [line for line in run.stdout.splitlines(keepends=True)
+             if line.endswith("\n")]
     if enough(lines):
       return lines
     if run.poll() is not None or time.monotonic() > deadline:
