@@ -32,7 +32,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -71,7 +71,8 @@ _SERVER = textwrap.dedent("""
         os.environ.update(request["env"])
         # As the interpreter puts PYTHONPATH on sys.path, after the folder
         # `python -m` puts first ("" here: the run's cwd).
-        sys.path[1:1] = request["env"].get("PYTHONPATH", "").split(os.pathsep)
+        if request["env"].get("PYTHONPATH"):
+          sys.path[1:1] = request["env"]["PYTHONPATH"].split(os.pathsep)
         os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
         for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
           os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
@@ -223,12 +224,12 @@ class CommandServer:
   def exit_code(self, pid: int) -> int | None:
     """A run's exit code, None while it runs (reads what the server said)."""
     fd = self._process.stdout.fileno()
-    while select.select([fd], [], [], 0)[0]:
+    while select.select([fd], [], [], 0)[0]:  # what it has said, no waiting
       data = os.read(fd, 1 << 16)
       if not data:
         break
       self._pending += data
-    self._read_until(lambda: True, 0, "")
+    self._take_lines()
     return self._exits.get(pid)
 
   def wait(self, pid: int, timeout: float | None, what: str) -> int:
@@ -241,9 +242,7 @@ class CommandServer:
     deadline = None if timeout is None else time.monotonic() + timeout
     fd = self._process.stdout.fileno()
     while True:
-      while b"\n" in self._pending:
-        line, self._pending = self._pending.split(b"\n", 1)
-        self._note(line.decode().split())
+      self._take_lines()
       if done():
         return
       left = None if deadline is None else deadline - time.monotonic()
@@ -256,6 +255,12 @@ class CommandServer:
           raise RuntimeError(f"the command server ended (exit "
                              f"{self._process.wait()}) waiting for {what}")
         self._pending += data
+
+  def _take_lines(self) -> None:
+    """Notes each complete line the server has said."""
+    while b"\n" in self._pending:
+      line, self._pending = self._pending.split(b"\n", 1)
+      self._note(line.decode().split())
 
   def _note(self, words: list[str]) -> None:
     if words == ["ready"]:
@@ -319,6 +324,28 @@ class ForkedRun:
     """What it wrote on stderr so far."""
     with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
       return f.read()
+
+  def printed(self, enough: Callable[[list[str]], bool],
+              timeout: float = 240) -> list[str]:
+    """The complete lines it has printed, once they are `enough`.
+
+    Args:
+      enough: whether the lines so far are what to wait for.
+      timeout: seconds to wait (AssertionError after them, or if it ends).
+
+    Returns:
+      Its stdout's lines so far, each ending in a newline.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+      lines = [line for line in self.stdout.splitlines(keepends=True)
+               if line.endswith("\n")]
+      if enough(lines):
+        return lines
+      if self.poll() is not None or time.monotonic() > deadline:
+        raise AssertionError(
+            f"not printed: {self.stdout!r}, {self.stderr[-3000:]}")
+      time.sleep(0.05)
 
   def communicate(self, timeout: float | None = None) -> tuple[str, str]:
     """Waits for it to end; returns (stdout, stderr)."""

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import time
-from typing import Callable
 
 from absl import flags
 from absl.testing import flagsaver
@@ -24,26 +23,6 @@ from tests.training import save_forever
 
 SMALL_RUN = ["--epochs=3", "--train_examples=1024", "--batch_size=64",
              "--deterministic"]
-
-
-def printed(run, enough: Callable[[list[str]], bool],
-            timeout: float = 240) -> list[str]:
-  """The complete lines a forked run has printed, once they are `enough`.
-
-  Args:
-    run: a `tests.forked.ForkedRun` (its stdout is a file, read as it grows).
-    enough: whether the lines so far are what to wait for.
-    timeout: seconds to wait (the test fails after them, or if it ends).
-  """
-  deadline = time.monotonic() + timeout
-  while True:
-    lines = [line for line in run.stdout.splitlines(keepends=True)
-             if line.endswith("\n")]
-    if enough(lines):
-      return lines
-    if run.poll() is not None or time.monotonic() > deadline:
-      pytest.fail(f"not printed: {run.stdout!r}, {run.stderr[-3000:]}")
-    time.sleep(0.05)
 
 
 def train_in_process(*args: str) -> None:
@@ -227,7 +206,7 @@ def test_a_kill_mid_save_never_damages_the_last_checkpoint(tmp_path,
   for _ in range(2):
     process = command_server.start("tests.training.save_forever",
                                    [str(tmp_path)])
-    assert printed(process, bool) == ["saving\n"], process.stderr[-3000:]
+    assert process.printed(bool) == ["saving\n"], process.stderr[-3000:]
     time.sleep(rng.uniform(0.5, 2))  # each save takes tens of ms
     process.kill()
     process.wait(60)
@@ -590,7 +569,7 @@ def test_kill_9_at_random_moments_inside_epochs_ends_exactly(
   for _ in range(3):
     position = checkpointing.latest_position(str(tmp_path))
     process = command_server.start("fastcifar.train", args)
-    lines = printed(process, lambda lines: len(lines) >= (2 if position else 1))
+    lines = process.printed(lambda lines: len(lines) >= (2 if position else 1))
     assert lines[0].startswith("fastcifar: seed model"), lines
     if position:
       said.append((_resume_line(position), lines[1]))

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
 import re
 import signal
 import socket
-import subprocess
 import time
 
 import numpy as np
@@ -229,12 +227,7 @@ def test_data_service_tool_stops_on_sigterm(command_server):
   process = command_server.start(
       "tests.training.cluster_workers",
       ["data_service_tool", f"--port={port}", "--num_workers=2"])
-  deadline = time.monotonic() + 60
-  # Its first line says it started.
-  while "\n" not in process.stdout:
-    with contextlib.suppress(subprocess.TimeoutExpired):
-      raise AssertionError(f"ended ({process.wait(0.1)}): {process.stderr}")
-    assert time.monotonic() < deadline, "the tool did not start"
+  process.printed(bool, timeout=60)  # its first line says it started
   assert f"grpc://localhost:{port}" in process.stdout, process.stderr
   process.send_signal(signal.SIGTERM)
   assert process.wait(60) == 0, process.stderr

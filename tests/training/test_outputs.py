@@ -14,7 +14,6 @@ import pytest
 from fastcifar import models
 from fastcifar.training import outputs
 from fastcifar.errors import UsageError
-from tests.training.test_checkpointing import printed
 
 
 def test_kill_during_saves_leaves_loadable_files(tmp_path, command_server):
@@ -24,7 +23,7 @@ def test_kill_during_saves_leaves_loadable_files(tmp_path, command_server):
   for delay in (0.05, 0.3, 0.7):
     writer = command_server.start("tests.training.rewrite_forever",
                                   [str(tmp_path)])
-    printed(writer, bool)  # one complete round is on disk
+    writer.printed(bool)  # one complete round is on disk
     time.sleep(delay)  # then kill somewhere inside a later save
     writer.kill()
     assert writer.wait(60) == -signal.SIGKILL

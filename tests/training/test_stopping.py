@@ -14,7 +14,6 @@ import pytest
 
 from fastcifar.data import sources
 from fastcifar.training import checkpointing, stopping
-from tests.training.test_checkpointing import printed
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -82,8 +81,8 @@ def test_sigterm_at_6_random_moments_always_stops_and_resumes(
     started = time.monotonic()
     if attempt % 2 == 0:  # after training has begun
       if attempt:
-        lines = printed(process,
-                        lambda lines: len(lines) >= (2 if before else 1))
+        lines = process.printed(
+            lambda lines: len(lines) >= (2 if before else 1))
       else:  # a fresh interpreter's, whose start-up sizes the window
         lines = [process.stdout.readline()]
         to_first_line = time.monotonic() - started
@@ -162,8 +161,8 @@ def test_a_hung_output_folder_cannot_keep_a_stopped_run_alive(
        "--batch_size=64", "--nopreflight", "--notensorboard",
        f"--output_dir={tmp_path / 'run'}"])
   # Its save has begun: "saving" ends a line (after the progress bar's).
-  printed(process,
-          lambda lines: any(line.endswith("saving\n") for line in lines))
+  process.printed(
+      lambda lines: any(line.endswith("saving\n") for line in lines))
   time.sleep(0.5)
   start = time.monotonic()
   for signum in signals:
