@@ -204,6 +204,12 @@ LOST_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.AbortedError,
                     tf.errors.CancelledError, tf.errors.DeadlineExceededError)
 
 _TASK = re.compile(r"/job:(\w+)/replica:\d+/task:(\d+)")
+# The task named lost: after "unhealthy (...):" or "remote target". A
+# function node's name, "{{function_node ..._device_/job:worker/replica:0/
+# task:0/device:CPU:0}}", names the reporting task, which is not lost.
+_LOST_TASK = re.compile(r"(?:unhealthy \([^)]*\):\s*|remote target\s+)"
+                        + _TASK.pattern)
+_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}")
 
 
 def lost_peer(error: Exception) -> str | None:
@@ -215,7 +221,9 @@ def lost_peer(error: Exception) -> str | None:
   """
   if not isinstance(error, LOST_PEER_ERRORS):
     return None
-  match = _TASK.search(str(error))
+  message = str(error)
+  match = (_LOST_TASK.search(message)
+           or _TASK.search(_FUNCTION_NODE.sub("", message)))
   return f"{match[1]} {match[2]}" if match else None
 
 

@@ -405,6 +405,18 @@ def test_training_continues_through_a_restarted_dispatcher(tmp_path):
      "worker 1", "Collective ops is aborted by: Error reported from "
      "/job:worker/task:1: The following tasks are unhealthy (stopped sending "
      "heartbeats): /job:worker/replica:0/task:1"),
+    # The survivor's own device first, in the function node's name (a CI
+    # run said "lost worker 0" here, from worker 0, when 1 was killed).
+    ("{{function_node __wrapped__CollectiveReduceV2_Nordering_token_1_"
+     "device_/job:worker/replica:0/task:0/device:CPU:0}} Collective ops is "
+     "aborted by: Error reported from /job:worker/task:1: The following tasks "
+     "are unhealthy (stopped sending heartbeats):\n"
+     "/job:worker/replica:0/task:1\nThe tasks have crashed.",
+     "worker 1", "{{function_node __wrapped__CollectiveReduceV2_Nordering_"
+     "token_1_device_/job:worker/replica:0/task:0/device:CPU:0}} Collective "
+     "ops is aborted by: Error reported from /job:worker/task:1: The "
+     "following tasks are unhealthy (stopped sending heartbeats): "
+     "/job:worker/replica:0/task:1"),
     ("Collective ops is aborted by: recvmsg:Connection reset by peer\n"
      "Additional GRPC error information from remote target "
      "/job:worker/replica:0/task:0 while calling RecvBuf",
